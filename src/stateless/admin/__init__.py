@@ -1,0 +1,1 @@
+"""Tenant self-service administration: cleanup now, counts, erasure, scheduler health, inventory."""

@@ -1,0 +1,320 @@
+"""The `stateless` command: serve, migrate, cleanup, worker, and tenant administration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from stateless.config import Settings, UnsafeSettingsError
+from stateless.kit.errors import ProblemError
+
+app = typer.Typer(
+    help="stateless-backend: a privacy-first, multi-tenant backend.", no_args_is_help=True
+)
+tenants_app = typer.Typer(
+    help="Register and manage tenants (apps) and their keys.", no_args_is_help=True
+)
+app.add_typer(tenants_app, name="tenants")
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        _fail(f"invalid configuration for {where.upper()}: {first.get('msg')}")
+
+
+def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    settings = _settings()
+    try:
+        return asyncio.run(factory(settings))
+    except ProblemError as exc:
+        _fail(exc.detail)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except Exception as exc:  # one line, never a traceback, for the operator
+        _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'failed'}")
+
+
+async def _with_tenants(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    from stateless.kit.crypto import PrivacyKit
+    from stateless.kit.db import build_engine, build_sessionmaker, session_scope
+    from stateless.tenants.service import TenantService
+
+    engine = build_engine(settings)
+    try:
+        async with session_scope(build_sessionmaker(engine)) as session:
+            kit = PrivacyKit(settings.secret_key, settings.previous_secret_keys)
+            return await action(TenantService(session, kit))
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+    workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY")] = 1,
+    forwarded_allow_ips: Annotated[str, typer.Option(envvar="FORWARDED_ALLOW_IPS")] = "127.0.0.1",
+    graceful_timeout: Annotated[int, typer.Option(envvar="GRACEFUL_TIMEOUT_SECONDS")] = 20,
+) -> None:
+    """Serve the API with uvicorn (honours HOST, PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)."""
+    import uvicorn
+
+    settings = _settings()
+    try:
+        settings.assert_safe_for_environment()
+    except UnsafeSettingsError as exc:
+        _fail(str(exc))
+    uvicorn.run(
+        "stateless.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest revision (safe to run on every deploy)."""
+    from stateless.migrations.runner import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings)
+    except Exception as exc:  # one line for the operator
+        _fail(
+            f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
+    typer.echo("database is at the latest revision")
+
+
+async def _cleanup_once(settings: Settings) -> dict[str, Any]:
+    from stateless.container import open_container
+    from stateless.lifecycle.registry import default_registry
+    from stateless.lifecycle.scheduler import cleanup_service
+
+    async with open_container(settings) as container:
+        container.services["lifecycle"] = default_registry(container)
+        report = await cleanup_service(container).run_once()
+        return {"deleted": report.deleted, "errors": report.errors}
+
+
+@app.command()
+def cleanup() -> None:
+    """Delete every expired row once and exit (for cron, or to check a deployment)."""
+    result = _run(_cleanup_once)
+    typer.echo(json.dumps(result, sort_keys=True))
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
+async def _worker(settings: Settings) -> None:
+    from stateless.container import open_container
+    from stateless.kit.logging import configure_logging
+    from stateless.main import _background_factories, _register_services
+
+    configure_logging(settings.log_level, settings.effective_log_format)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        container = await stack.enter_async_context(open_container(settings))
+        _register_services(container)
+        for factory in _background_factories():
+            await stack.enter_async_context(factory(container))
+        typer.echo("worker running; SIGTERM stops it after the current unit of work", err=True)
+        await stop.wait()
+
+
+@app.command()
+def worker() -> None:
+    """Run background work only (cleanup, async tasks), so web replicas can skip it."""
+    _run(_worker)
+
+
+@tenants_app.command("create")
+def tenants_create(
+    app_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Register an app and print its publishable and secret keys, once."""
+    keys = _run(lambda s: _with_tenants(s, lambda svc: svc.create(app_id)))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "app_id": keys.app_id,
+                    "publishable_key": keys.publishable_key,
+                    "secret_key": keys.secret_key,
+                }
+            )
+        )
+        return
+    typer.echo(f"app_id:          {keys.app_id}")
+    typer.echo(f"publishable key: {keys.publishable_key}")
+    typer.echo(f"secret key:      {keys.secret_key}")
+    typer.echo("These keys are shown once; only their hashes are stored.", err=True)
+
+
+@tenants_app.command("list")
+def tenants_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List apps and their key prefixes (never the keys)."""
+    rows = _run(lambda s: _with_tenants(s, lambda svc: svc.list_tenants()))
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        active = [k["prefix"] for k in row["keys"] if k["active"]]
+        typer.echo(f"{row['app_id']}\tactive keys: {', '.join(active) or '-'}")
+
+
+@tenants_app.command("rotate-key")
+def tenants_rotate_key(
+    app_id: str,
+    grace_seconds: Annotated[
+        int, typer.Option(help="How long the old keys keep working (0 = stop now).")
+    ] = 86400,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Issue a new key pair; the old pair keeps working for --grace-seconds (default 24 h)."""
+    keys = _run(lambda s: _with_tenants(s, lambda svc: svc.rotate_key(app_id, grace_seconds)))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "app_id": keys.app_id,
+                    "publishable_key": keys.publishable_key,
+                    "secret_key": keys.secret_key,
+                    "old_keys_grace_seconds": grace_seconds,
+                }
+            )
+        )
+        return
+    typer.echo(f"publishable key: {keys.publishable_key}")
+    typer.echo(f"secret key:      {keys.secret_key}")
+    typer.echo(f"old keys stop working in {grace_seconds} s", err=True)
+
+
+@tenants_app.command("revoke-key")
+def tenants_revoke_key(app_id: str, key_prefix: str) -> None:
+    """Revoke one key by its prefix (e.g. sk_1a2b3c4d5e6f); it stops working within 5 s."""
+    prefix = _run(lambda s: _with_tenants(s, lambda svc: svc.revoke_key(app_id, key_prefix)))
+    typer.echo(f"revoked {prefix}")
+
+
+@tenants_app.command("delete")
+def tenants_delete(app_id: str) -> None:
+    """Delete an app, its keys and settings (erase its data first with DELETE /admin/data)."""
+    _run(lambda s: _with_tenants(s, lambda svc: svc.delete(app_id)))
+    typer.echo(f"deleted {app_id}")
+
+
+def _read_apns_key(path: Path) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read --apns-key-file: {exc.strerror}")
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        _fail("--apns-key-file is not a PEM private key (.p8 from Apple's developer portal)")
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        _fail("--apns-key-file must be a P-256 (ES256) EC private key")
+    return pem.decode("ascii")
+
+
+@tenants_app.command("configure")
+def tenants_configure(
+    app_id: str,
+    bundle_id: Annotated[str | None, typer.Option("--bundle-id")] = None,
+    app_apple_id: Annotated[int | None, typer.Option("--app-apple-id")] = None,
+    apns_team_id: Annotated[str | None, typer.Option("--apns-team-id")] = None,
+    apns_key_id: Annotated[str | None, typer.Option("--apns-key-id")] = None,
+    apns_key_file: Annotated[Path | None, typer.Option("--apns-key-file")] = None,
+    appstore_shared_secret: Annotated[str | None, typer.Option("--appstore-shared-secret")] = None,
+    notify_email: Annotated[str | None, typer.Option("--notify-email")] = None,
+    email_from: Annotated[str | None, typer.Option("--email-from")] = None,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin")] = None,
+    rate_limit: Annotated[list[str] | None, typer.Option("--rate-limit")] = None,
+    mastodon_url: Annotated[str | None, typer.Option("--mastodon-url")] = None,
+    mastodon_token: Annotated[str | None, typer.Option("--mastodon-token")] = None,
+    allowed_content_type: Annotated[
+        list[str] | None, typer.Option("--allowed-content-type")
+    ] = None,
+) -> None:
+    """Set an app's options; secrets (keys, tokens, addresses) are stored encrypted."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from stateless.tenants.service import ConfigureRequest
+
+    for label, address in (("--notify-email", notify_email), ("--email-from", email_from)):
+        if address is not None:
+            try:
+                validate_email(address, check_deliverability=False)
+            except EmailNotValidError as exc:
+                _fail(f"{label}: {exc}")
+    request = ConfigureRequest(
+        bundle_id=bundle_id,
+        app_apple_id=app_apple_id,
+        apns_team_id=apns_team_id,
+        apns_key_id=apns_key_id,
+        apns_key_p8=_read_apns_key(apns_key_file) if apns_key_file else None,
+        appstore_shared_secret=appstore_shared_secret,
+        notify_email=notify_email,
+        email_from=email_from,
+        webhook_url=webhook_url,
+        cors_origins=cors_origin or None,
+        rate_limits=rate_limit or None,
+        mastodon_url=mastodon_url,
+        mastodon_token=mastodon_token,
+        allowed_content_types=allowed_content_type or None,
+    )
+    result = _run(lambda s: _with_tenants(s, lambda svc: svc.configure(app_id, request)))
+    typer.echo(f"updated {app_id}: {', '.join(result.changed) or 'nothing'}")
+    if result.webhook_secret:
+        typer.echo(f"webhook signing secret (shown once): {result.webhook_secret}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Settings from the environment (and `.env`), with the refusal of unsafe production defaults."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-secret-key-change-me-in-production-0000"  # noqa: S105 - refused in production
+DEV_AFFILIATE_SALT = "dev-affiliate-salt-change-me-in-production"
+MINIMUM_SECRET_LENGTH = 32
+MINIO_DEFAULT_CREDENTIAL = "minioadmin"
+
+
+class UnsafeSettingsError(RuntimeError):
+    """Raised when production would start on secrets anyone can guess."""
+
+
+class Settings(BaseSettings):
+    """Every knob of SPEC section 11; defaults run the embedded stack (SQLite, local files)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./var/stateless.db"
+    secret_key: str = DEV_SECRET_KEY
+    affiliate_salt: str = DEV_AFFILIATE_SALT
+    # Older SECRET_KEYs, comma-separated: ciphertexts sealed under them still open after rotation.
+    previous_secret_keys: list[str] = []
+    redis_url: str | None = None
+    # Prefix of every Redis key we write; lets several deployments (or test runs) share one Redis.
+    redis_key_prefix: str = "stateless"
+
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_region: str = "us-east-1"
+    s3_bucket_name: str | None = None
+    s3_endpoint_url: str | None = None
+    storage_local_path: Path = Path("./var/storage")
+    public_base_url: str | None = None
+
+    sendgrid_api_key: str | None = None
+    sendgrid_api_base_url: str = "https://api.sendgrid.com"
+    smtp_url: str | None = None
+    email_from: str = "no-reply@localhost"
+
+    cleanup_interval_seconds: float = Field(default=60.0, gt=0)
+    cleanup_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    max_data_ttl_days: int = Field(default=90, ge=1)
+    # Per-kind TTL overrides, e.g. {"drafts": {"default": 3600, "max": 86400}} (JSON in env).
+    ttl_overrides: dict[str, dict[str, int]] = {}
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    bot_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+
+    apns_production_url: str = "https://api.push.apple.com"
+    apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
+    apple_verify_receipt_url: str = "https://buy.itunes.apple.com/verifyReceipt"
+    apple_verify_receipt_sandbox_url: str = "https://sandbox.itunes.apple.com/verifyReceipt"
+    apple_root_certs_dir: Path | None = None
+
+    webhook_allow_private_networks: bool = False
+    metrics_token: str | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] | None = None
+    run_background_jobs: bool = True
+
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=4.0)
+    rate_limit_default: str = "600/minute"
+    rate_limit_health: str = "10/minute"
+    rate_limit_bots_execute: str = "30/minute"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the plain URLs hosts hand out (Render's `postgres://`) and add the async driver."""
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix) :]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        return value
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("redis_url", "s3_bucket_name", "sendgrid_api_key", "smtp_url", "metrics_token")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @cached_property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format:
+            return self.log_format
+        return "json" if self.is_production else "console"
+
+    def unsafe_production_settings(self) -> list[str]:
+        """Name every secret that is a default or too short; empty when safe."""
+        offenders: list[str] = []
+        for name, default in (
+            ("SECRET_KEY", DEV_SECRET_KEY),
+            ("AFFILIATE_SALT", DEV_AFFILIATE_SALT),
+        ):
+            value = getattr(self, name.lower())
+            if value == default:
+                offenders.append(f"{name} is the development default")
+            elif len(value) < MINIMUM_SECRET_LENGTH:
+                offenders.append(f"{name} is shorter than {MINIMUM_SECRET_LENGTH} characters")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            if getattr(self, name.lower()) == MINIO_DEFAULT_CREDENTIAL:
+                offenders.append(f"{name} is the minioadmin default")
+        return offenders
+
+    def assert_safe_for_environment(self) -> None:
+        if not self.is_production:
+            return
+        offenders = self.unsafe_production_settings()
+        if offenders:
+            raise UnsafeSettingsError("refusing to start in production: " + "; ".join(offenders))

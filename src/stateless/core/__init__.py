@@ -1,0 +1,1 @@
+"""Endpoints that need no tenant: root, health, readiness, metrics."""

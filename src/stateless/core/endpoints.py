@@ -1,0 +1,109 @@
+"""Root, liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.responses import Response
+
+from stateless import __version__
+from stateless.deps import ContainerDep
+from stateless.kit.errors import ServiceUnavailable, Unauthorized
+from stateless.kit.ratelimit import HEALTH_ROUTE
+from stateless.tenants.auth import enforce_rate_limit
+from stateless.tenants.schemas import valid_app_id_or_none
+
+router = APIRouter()
+
+
+class RootResponse(BaseModel):
+    message: str
+    version: str
+    tenant: str | None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    env: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+@router.get("/", name="root", response_model=RootResponse)
+async def root(request: Request) -> dict[str, Any]:
+    """Service banner; `tenant` echoes a well-formed X-App-ID, else null."""
+    return {
+        "message": "stateless-backend: every byte of user data expires",
+        "version": __version__,
+        "tenant": valid_app_id_or_none(request.headers.get("x-app-id")),
+    }
+
+
+@router.get("/health", name=HEALTH_ROUTE, response_model=HealthResponse)
+async def health(request: Request, container: ContainerDep) -> dict[str, str]:
+    """Liveness. Limited to 10/min per X-App-ID (or per client address when none is sent)."""
+    app_id = valid_app_id_or_none(request.headers.get("x-app-id"))
+    if app_id is not None:
+        snapshot = await container.directory.get(app_id)
+        overrides = snapshot.config.rate_limits if snapshot else None
+        bucket = "app:" + app_id
+    else:
+        client = request.client.host if request.client else "unknown"
+        # keyed hash: rate-limit buckets in Redis never hold a plaintext address
+        bucket = "ip:" + container.kit.keyed_hash("ratelimit-ip", "", client)[:22]
+        overrides = None
+    await enforce_rate_limit(request, container, bucket, overrides, route=HEALTH_ROUTE)
+    return {"status": "ok", "env": container.settings.environment}
+
+
+@router.get(
+    "/health/ready",
+    name="health.ready",
+    response_model=ReadyResponse,
+    responses={503: {"description": "A dependency is down"}},
+)
+async def ready(container: ContainerDep) -> dict[str, Any]:
+    """Readiness for load balancers: the database, and Redis when configured. Not rate limited."""
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(container.settings.db_pool_timeout + 1):
+            async with container.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:  # readiness reports, it does not raise
+        checks["database"] = "unavailable"
+    if container.redis is not None:
+        try:
+            async with asyncio.timeout(1):
+                await container.redis.ping()
+            checks["redis"] = "ok"
+        except Exception:  # readiness reports, it does not raise
+            checks["redis"] = "unavailable"
+    failing = [name for name, state in checks.items() if state != "ok"]
+    if failing:
+        raise ServiceUnavailable(
+            "Not ready: " + ", ".join(failing) + " unavailable", extra={"checks": checks}
+        )
+    return {"status": "ready", "checks": checks}
+
+
+@router.get("/metrics", name="metrics", include_in_schema=False)
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    token = container.settings.metrics_token
+    if token:
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip(), token):
+            raise Unauthorized(
+                "A valid metrics token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+    return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)

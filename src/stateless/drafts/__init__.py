@@ -1,0 +1,1 @@
+"""Drafts: short-lived text an app parks between sessions, encrypted at rest."""

@@ -1,0 +1,85 @@
+"""Drafts API: anyone holding the app's key and a draft's id may read it; listing needs sk."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.drafts.models import Draft
+from stateless.drafts.schemas import Deleted, DraftIn, DraftList, DraftOut, DraftSummary
+from stateless.drafts.service import DraftService
+from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
+from stateless.tenants.schemas import TenantContext
+
+router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
+
+
+def _service(session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep) -> DraftService:
+    return DraftService(session, tenant, container.kit, container.services["lifecycle"].policy)
+
+
+Service = Annotated[DraftService, Depends(_service)]
+
+
+def _out(service: DraftService, draft: Draft, tenant: TenantContext) -> DraftOut:
+    return DraftOut(
+        id=draft.draft_id,
+        content=service.open(draft),
+        size_bytes=draft.size_bytes,
+        created_at=draft.created_at,
+        expires_at=draft.expires_at,
+        tenant=tenant.app_id,
+    )
+
+
+@router.post("", name="drafts.create", status_code=201, response_model=DraftOut)
+async def create_draft(body: DraftIn, service: Service, tenant: AnyKeyTenant) -> DraftOut:
+    """Store a draft for `ttl_seconds` (default 24 h, max 7 d). Keep the returned id."""
+    draft = await service.create(body.content, body.ttl_seconds)
+    return _out(service, draft, tenant)
+
+
+@router.get("", name="drafts.list", response_model=DraftList)
+async def list_drafts(
+    service: Service,
+    tenant: SecretKeyTenant,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DraftList:
+    """List this app's live drafts (metadata only). Secret key only."""
+    drafts = await service.list(limit)
+    return DraftList(
+        drafts=[
+            DraftSummary(
+                id=d.draft_id,
+                size_bytes=d.size_bytes,
+                created_at=d.created_at,
+                expires_at=d.expires_at,
+            )
+            for d in drafts
+        ],
+        tenant=tenant.app_id,
+    )
+
+
+@router.get("/{draft_id}", name="drafts.read", response_model=DraftOut)
+async def read_draft(draft_id: str, service: Service, tenant: AnyKeyTenant) -> DraftOut:
+    """Read a live draft; expired or unknown ids answer 404."""
+    return _out(service, await service.get(draft_id), tenant)
+
+
+@router.put("/{draft_id}", name="drafts.replace", response_model=DraftOut)
+async def replace_draft(
+    draft_id: str, body: DraftIn, service: Service, tenant: AnyKeyTenant
+) -> DraftOut:
+    """Replace a draft's content; its lifetime restarts from now."""
+    draft = await service.replace(draft_id, body.content, body.ttl_seconds)
+    return _out(service, draft, tenant)
+
+
+@router.delete("/{draft_id}", name="drafts.delete", response_model=Deleted)
+async def delete_draft(draft_id: str, service: Service) -> Deleted:
+    """Delete a draft now."""
+    await service.delete(draft_id)
+    return Deleted()

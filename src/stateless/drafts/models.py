@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from sqlalchemy import PrimaryKeyConstraint, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from stateless.kit.db import Base
+from stateless.kit.tenancy import TenantOwned
+
+
+class Draft(TenantOwned, Base):
+    __tablename__ = "drafts"
+    __ttl_kind__ = "drafts"
+    __table_args__ = (PrimaryKeyConstraint("app_id", "draft_id"),)
+
+    draft_id: Mapped[str] = mapped_column(String(32))
+    content_sealed: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column()

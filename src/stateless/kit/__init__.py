@@ -1,0 +1,1 @@
+"""Shared mechanics every domain uses: database, errors, crypto, TTL base, rate limits, logs, metrics."""

@@ -1,0 +1,229 @@
+"""Domain errors carry their HTTP status; one renderer turns every error into RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://stateless-backend.dev/problems/"
+
+log = structlog.get_logger("stateless.errors")
+
+
+class ProblemError(Exception):
+    """Base for every error a client may see; subclasses set status, code and title."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail or self.title
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        super().__init__(self.detail)
+
+    def with_code(self, code: str) -> ProblemError:
+        """Give this instance a more specific stable code than its class default."""
+        self.code = code
+        return self
+
+
+class BadRequest(ProblemError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class Unauthorized(ProblemError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+
+class Forbidden(ProblemError):
+    status, code, title = 403, "insufficient_scope", "Insufficient scope"
+
+
+class NotFound(ProblemError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(ProblemError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ProblemError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class Unprocessable(ProblemError):
+    status, code, title = 422, "validation_error", "Validation error"
+
+
+class RateLimited(ProblemError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class BadGateway(ProblemError):
+    status, code, title = 502, "provider_error", "Upstream provider failed"
+
+
+class ServiceUnavailable(ProblemError):
+    status, code, title = 503, "service_unavailable", "Service unavailable"
+
+
+class GatewayTimeout(ProblemError):
+    status, code, title = 504, "timeout", "Timed out"
+
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "provider_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
+
+
+def request_id_of(scope: Mapping[str, Any]) -> str | None:
+    state = scope.get("state") or {}
+    value = state.get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def problem_body(
+    status: int,
+    *,
+    code: str | None = None,
+    title: str | None = None,
+    detail: str | None = None,
+    request_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    code = code or _CODES_BY_STATUS.get(status, "error")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title or phrase,
+        "status": status,
+        "detail": detail or title or phrase,
+        "code": code,
+        "request_id": request_id,
+    }
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int,
+    *,
+    request_id: str | None,
+    code: str | None = None,
+    title: str | None = None,
+    detail: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    body = problem_body(
+        status, code=code, title=title, detail=detail, request_id=request_id, extra=extra
+    )
+    return Response(
+        content=orjson.dumps(body),
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Keep location, message and type; never echo the submitted value back."""
+    errors = []
+    for error in exc.errors():
+        errors.append(
+            {
+                "loc": [str(part) for part in error.get("loc", ())],
+                "msg": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
+    return errors
+
+
+async def _handle_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status,
+        request_id=request_id_of(request.scope),
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+async def _handle_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(
+        422,
+        request_id=request_id_of(request.scope),
+        code="validation_error",
+        title="Validation error",
+        detail="The request did not match the expected schema",
+        extra={"errors": _validation_errors(exc)},
+    )
+
+
+async def _handle_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        exc.status_code,
+        request_id=request_id_of(request.scope),
+        detail=detail,
+        headers=exc.headers,
+    )
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return problem_response(
+        500,
+        request_id=request_id_of(request.scope),
+        code="internal_error",
+        title="Internal server error",
+        detail="An unexpected error occurred; quote the request id when reporting it",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)

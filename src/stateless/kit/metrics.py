@@ -1,0 +1,64 @@
+"""Prometheus series on a registry owned by one app instance (no global registry to reset in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "stateless_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status_class"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "stateless_http_request_duration_seconds",
+            "HTTP request duration",
+            ["route"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.rate_limit_rejections = Counter(
+            "stateless_rate_limit_rejections_total",
+            "Requests refused with 429",
+            ["route"],
+            registry=r,
+        )
+        self.redis_fail_open = Counter(
+            "stateless_redis_fail_open_total",
+            "Rate-limit checks allowed because Redis was unreachable",
+            registry=r,
+        )
+        self.cleanup_deleted = Counter(
+            "stateless_cleanup_deleted_rows_total", "Expired rows deleted", ["kind"], registry=r
+        )
+        self.cleanup_runs = Counter(
+            "stateless_cleanup_runs_total", "Cleanup runs", ["outcome"], registry=r
+        )
+        self.cleanup_errors = Counter(
+            "stateless_cleanup_errors_total", "Cleanup failures", ["kind"], registry=r
+        )
+        self.cleanup_seconds = Histogram(
+            "stateless_cleanup_run_duration_seconds", "Cleanup run duration", registry=r
+        )
+        self.cleanup_last_success = Gauge(
+            "stateless_cleanup_last_success_timestamp_seconds",
+            "Unix time of the last successful cleanup run",
+            registry=r,
+        )
+        self.cleanup_leader = Gauge(
+            "stateless_cleanup_is_leader", "1 when this process leads background work", registry=r
+        )
+        self.tasks = Counter(
+            "stateless_bot_tasks_total",
+            "Bot tasks by type and outcome",
+            ["task_type", "outcome"],
+            registry=r,
+        )
+        self.pushes = Counter(
+            "stateless_push_notifications_total", "APNs pushes by outcome", ["outcome"], registry=r
+        )

@@ -1,0 +1,169 @@
+"""The HTTP edge as plain ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
+
+EdgeMiddleware: request id, access log, metrics, last-resort 500 problem.
+BodyLimitMiddleware: 413 before the body is read, and while streaming when no length is sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stateless.kit.errors import problem_response
+from stateless.kit.metrics import Metrics
+
+log = structlog.get_logger("stateless.access")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = _state(scope)
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = (
+            incoming if incoming and _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        )
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = [500]
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                extra = state.get("response_headers")
+                if extra:
+                    present = {h[0].lower() for h in headers}
+                    for key, value in extra.items():
+                        encoded = key.lower().encode()
+                        if encoded not in present:
+                            headers.append((encoded, value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # isolation boundary: every failure still answers a problem
+            log.error(
+                "unhandled_error",
+                error_type=type(exc).__name__,
+                request_id=request_id,
+                exc_info=exc,
+            )
+            if not response_started:
+                response = problem_response(
+                    500,
+                    request_id=request_id,
+                    code="internal_error",
+                    title="Internal server error",
+                    detail="An unexpected error occurred; quote the request id when reporting it",
+                )
+                await response(scope, receive, send_wrapper)
+        finally:
+            duration = time.perf_counter() - started
+            route = route_template(scope)
+            status = status_holder[0]
+            self.metrics.requests.labels(
+                method=scope["method"], route=route, status_class=f"{status // 100}xx"
+            ).inc()
+            self.metrics.request_seconds.labels(route=route).observe(duration)
+            log.info(
+                "request",
+                method=scope["method"],
+                route=route,
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+                tenant=state.get("tenant"),
+                request_id=request_id,
+            )
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.overrides = tuple(overrides)
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.overrides:
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit_for(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > limit:
+                    status = 413 if declared > limit else 400
+                    response = problem_response(
+                        status,
+                        request_id=_state(scope).get("request_id"),
+                        code="payload_too_large" if status == 413 else "bad_request",
+                        detail=f"Request body exceeds {limit} bytes"
+                        if status == 413
+                        else "Invalid Content-Length",
+                    )
+                    await response(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counting_receive, send)

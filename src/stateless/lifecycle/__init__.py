@@ -1,0 +1,1 @@
+"""The data lifecycle engine: TTL policy, cleanup, leadership, scheduling."""

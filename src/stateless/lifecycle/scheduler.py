@@ -1,0 +1,138 @@
+"""The background loop: every CLEANUP_INTERVAL_SECONDS, if this process leads, run cleanup.
+
+A failed run is counted and the next one runs anyway; on shutdown the current batch finishes
+(bounded) and the loop stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from stateless.kit.db import utcnow
+from stateless.lifecycle.cleanup import CleanupService
+from stateless.lifecycle.leader import Leadership
+
+if TYPE_CHECKING:
+    from stateless.container import Container
+
+log = structlog.get_logger("stateless.scheduler")
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class SchedulerState:
+    is_running: bool = False
+    last_run_time: datetime | None = None
+    last_run_status: str | None = None
+    run_count: int = 0
+    error_count: int = 0
+    started_at: datetime | None = None
+    next_run: datetime | None = None
+    is_leader: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "is_running": self.is_running,
+            "last_run_time": self.last_run_time,
+            "last_run_status": self.last_run_status,
+            "run_count": self.run_count,
+            "error_count": self.error_count,
+            "started_at": self.started_at,
+            "next_run": self.next_run,
+            "is_leader": self.is_leader,
+        }
+
+
+def cleanup_service(container: Container) -> CleanupService:
+    return CleanupService(
+        container.sessionmaker,
+        container.services["lifecycle"],
+        container.metrics,
+        container.settings.cleanup_batch_size,
+        is_sqlite=container.settings.is_sqlite,
+    )
+
+
+class CleanupScheduler:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.interval = container.settings.cleanup_interval_seconds
+        self.state = SchedulerState()
+        self.leadership = Leadership(container.engine, is_sqlite=container.settings.is_sqlite)
+        self.service = cleanup_service(container)
+        self.stop_event = asyncio.Event()
+
+    async def tick(self) -> None:
+        metrics = self.container.metrics
+        try:
+            leading = await self.leadership.try_lead()
+        except Exception as exc:  # database unreachable: try again next interval
+            leading = False
+            log.warning("leadership_check_failed", error_type=type(exc).__name__)
+        self.state.is_leader = leading
+        metrics.cleanup_leader.set(1 if leading else 0)
+        if not leading:
+            return
+        started = time.time()
+        try:
+            report = await self.service.run_once(stop=self.stop_event)
+        except Exception as exc:  # isolation boundary: the next run must still happen
+            self.state.error_count += 1
+            self.state.last_run_status = "error"
+            metrics.cleanup_runs.labels(outcome="error").inc()
+            log.error("cleanup_run_failed", error_type=type(exc).__name__, exc_info=exc)
+        else:
+            self.state.last_run_status = "success" if report.ok else "partial"
+            if not report.ok:
+                self.state.error_count += 1
+            metrics.cleanup_runs.labels(outcome=self.state.last_run_status).inc()
+            if report.ok:
+                metrics.cleanup_last_success.set(started)
+            deleted = sum(report.deleted.values())
+            if deleted:
+                log.info(
+                    "cleanup_run", count=deleted, duration_ms=round((time.time() - started) * 1000)
+                )
+        self.state.run_count += 1
+        self.state.last_run_time = utcnow()
+
+    async def run(self) -> None:
+        self.state.is_running = True
+        self.state.started_at = utcnow()
+        try:
+            while not self.stop_event.is_set():
+                await self.tick()
+                self.state.next_run = utcnow() + timedelta(seconds=self.interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=self.interval)
+        finally:
+            self.state.is_running = False
+            self.state.is_leader = False
+            self.container.metrics.cleanup_leader.set(0)
+            await self.leadership.release()
+
+
+@contextlib.asynccontextmanager
+async def run_cleanup_loop(container: Container) -> AsyncIterator[CleanupScheduler]:
+    scheduler = CleanupScheduler(container)
+    container.services["scheduler"] = scheduler
+    task = asyncio.create_task(scheduler.run(), name="stateless-cleanup")
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop_event.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

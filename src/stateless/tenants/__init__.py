@@ -1,0 +1,1 @@
+"""Tenants (apps), their keys, their configuration, and the request checkpoint that verifies them."""

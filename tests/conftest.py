@@ -1,0 +1,213 @@
+"""Shared fixtures: real Postgres and Redis, the suite parametrized over Postgres and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from stateless.config import Settings
+from stateless.kit.crypto import PrivacyKit
+from stateless.kit.db import build_engine, build_sessionmaker, session_scope
+from stateless.main import create_app
+from stateless.migrations.runner import upgrade
+from stateless.tenants.service import ConfigureRequest, TenantService
+from tests.services import (
+    Services,
+    ServiceUnavailableError,
+    asyncpg_url,
+    discover,
+    unique_name,
+)
+
+TEST_SECRET_KEY = "test-secret-key-with-more-than-32-characters!!"
+TEST_AFFILIATE_SALT = "test-affiliate-salt-more-than-32-characters!!"
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    try:
+        found = discover()
+    except (ServiceUnavailableError, OSError) as exc:
+        pytest.exit(f"cannot run the suite: {exc}", returncode=3)
+    yield found
+    found.close()
+
+
+def base_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "secret_key": TEST_SECRET_KEY,
+        "affiliate_salt": TEST_AFFILIATE_SALT,
+        "redis_url": None,
+        "run_background_jobs": False,
+        "cleanup_interval_seconds": 3600,
+        "log_format": "console",
+        "redis_key_prefix": unique_name("t"),
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+async def postgres_database(services: Services) -> AsyncIterator[str]:
+    """A fresh, migrated database on the real Postgres server, dropped after the run."""
+    name = unique_name("stateless_test")
+    conn = await asyncpg.connect(services.postgres_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = asyncpg_url(services.postgres_admin_url, name)
+    await asyncio.to_thread(upgrade, base_settings(url))
+    yield url
+    conn = await asyncpg.connect(services.postgres_admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = tmp_path_factory.mktemp("sqlite")
+    url = f"sqlite+aiosqlite:///{directory / 'stateless.db'}"
+    await asyncio.to_thread(upgrade, base_settings(url))
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Every test that touches the database runs once on SQLite and once on Postgres."""
+    return str(request.getfixturevalue(f"{request.param}_database"))
+
+
+async def truncate_all(database_url: str) -> None:
+    from stateless.models import Base
+
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+            else:
+                for table in tables:
+                    await conn.execute(text(f"DELETE FROM {table}"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def settings(database_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
+    yield base_settings(database_url, storage_local_path=tmp_path / "storage")
+    await truncate_all(database_url)
+
+
+class Client(httpx.AsyncClient):
+    app: Any
+
+
+ClientFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def make_client(settings: Settings) -> AsyncIterator[ClientFactory]:
+    """Build an app with `create_app(settings)`, run its lifespan, and talk to it over ASGI."""
+    stack = AsyncExitStack()
+
+    async def factory(base: Settings | None = None, **overrides: Any) -> Client:
+        current = base or settings
+        app_settings = current.model_copy(update=overrides) if overrides else current
+        app = create_app(app_settings)
+        manager = await stack.enter_async_context(LifespanManager(app, shutdown_timeout=30))
+        client = Client(
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+            base_url="http://testserver",
+        )
+        await stack.enter_async_context(client)
+        client.app = app
+        return client
+
+    yield factory
+    await stack.aclose()
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> Client:
+    return await make_client()
+
+
+@dataclass
+class TenantHandle:
+    app_id: str
+    publishable_key: str
+    secret_key: str
+
+    def headers(self, kind: str = "sk") -> dict[str, str]:
+        key = self.secret_key if kind == "sk" else self.publishable_key
+        return {"X-App-ID": self.app_id, "Authorization": f"Bearer {key}"}
+
+    @property
+    def sk(self) -> dict[str, str]:
+        return self.headers("sk")
+
+    @property
+    def pk(self) -> dict[str, str]:
+        return self.headers("pk")
+
+
+TenantFactory = Callable[..., Awaitable[TenantHandle]]
+
+
+async def run_tenant_service(
+    settings: Settings, action: Callable[[TenantService], Awaitable[Any]]
+) -> Any:
+    engine = build_engine(settings)
+    try:
+        async with session_scope(build_sessionmaker(engine)) as session:
+            return await action(TenantService(session, PrivacyKit(settings.secret_key)))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def make_tenant(settings: Settings) -> TenantFactory:
+    """Register a tenant the way the CLI does (same service), optionally configured."""
+
+    async def factory(
+        app_id: str = "app-a", base: Settings | None = None, **config: Any
+    ) -> TenantHandle:
+        current = base or settings
+
+        async def action(service: TenantService) -> Any:
+            keys = await service.create(app_id)
+            if config:
+                await service.configure(app_id, ConfigureRequest(**config))
+            return keys
+
+        keys = await run_tenant_service(current, action)
+        return TenantHandle(keys.app_id, keys.publishable_key, keys.secret_key)
+
+    return factory
+
+
+@pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> TenantHandle:
+    return await make_tenant("app-a")
+
+
+@pytest.fixture
+async def other_tenant(make_tenant: TenantFactory) -> TenantHandle:
+    return await make_tenant("app-b")

@@ -115,12 +115,13 @@ def migrate() -> None:
 
 
 async def _cleanup_once(settings: Settings) -> dict[str, Any]:
+    from stateless import domains
     from stateless.container import open_container
-    from stateless.lifecycle.registry import default_registry
     from stateless.lifecycle.scheduler import cleanup_service
 
-    async with open_container(settings) as container:
-        container.services["lifecycle"] = default_registry(container)
+    async with AsyncExitStack() as stack:
+        container = await stack.enter_async_context(open_container(settings))
+        await domains.setup_services(container, stack)
         report = await cleanup_service(container).run_once()
         return {"deleted": report.deleted, "errors": report.errors}
 
@@ -135,9 +136,9 @@ def cleanup() -> None:
 
 
 async def _worker(settings: Settings) -> None:
+    from stateless import domains
     from stateless.container import open_container
     from stateless.kit.logging import configure_logging
-    from stateless.main import _background_factories, _register_services
 
     configure_logging(settings.log_level, settings.effective_log_format)
     stop = asyncio.Event()
@@ -146,8 +147,8 @@ async def _worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         container = await stack.enter_async_context(open_container(settings))
-        _register_services(container)
-        for factory in _background_factories():
+        await domains.setup_services(container, stack)
+        for factory in domains.background_factories():
             await stack.enter_async_context(factory(container))
         typer.echo("worker running; SIGTERM stops it after the current unit of work", err=True)
         await stop.wait()

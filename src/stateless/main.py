@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
-from stateless import __version__
+from stateless import __version__, domains
 from stateless.config import Settings
-from stateless.container import Container, open_container
+from stateless.container import open_container
 from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
 from stateless.kit.errors import install_problem_handlers
@@ -20,31 +19,6 @@ from stateless.kit.logging import configure_logging
 from stateless.kit.metrics import Metrics
 from stateless.kit.middleware import BodyLimitMiddleware, EdgeMiddleware
 from stateless.tenants.cors import TenantCorsMiddleware
-
-# Background work started with the app when RUN_BACKGROUND_JOBS is true; each entry is an
-# async context manager factory taking the container (cleanup loop, task runner, ...).
-BackgroundFactory = Callable[[Container], Any]
-
-
-def _domain_routers() -> Iterable[Any]:
-    """Routers of each domain; each carries its full /api/v1/... prefix."""
-    from stateless.admin.endpoints import router as admin_router
-    from stateless.drafts.endpoints import router as drafts_router
-
-    return (admin_router, drafts_router)
-
-
-def _background_factories() -> list[BackgroundFactory]:
-    from stateless.lifecycle.scheduler import run_cleanup_loop
-
-    return [run_cleanup_loop]
-
-
-def _register_services(container: Container) -> None:
-    """Hand each domain its injected providers (storage backend, email, APNs...)."""
-    from stateless.lifecycle.registry import default_registry
-
-    container.services["lifecycle"] = default_registry(container)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,10 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             container = await stack.enter_async_context(open_container(settings, metrics))
-            _register_services(container)
+            await domains.setup_services(container, stack)
             app.state.container = container
             if settings.run_background_jobs:
-                for factory in _background_factories():
+                for factory in domains.background_factories():
                     await stack.enter_async_context(factory(container))
             yield
 
@@ -84,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(core_router)
-    for router in _domain_routers():
+    for router in domains.routers():
         app.include_router(router)
     return app
 

@@ -40,19 +40,12 @@ class LifecycleRegistry:
         return self._kinds[kind]
 
 
-# Each domain that owns expiring tables contributes one registration function here.
-_REGISTRATIONS: list[str] = [
-    "stateless.drafts.lifecycle:register",
-]
-
-
 def default_registry(container: Container) -> LifecycleRegistry:
-    import importlib
+    from stateless import domains
 
     registry = LifecycleRegistry(
         TtlPolicy(container.settings.max_data_ttl_days, container.settings.ttl_overrides)
     )
-    for target in _REGISTRATIONS:
-        module_name, _, attr = target.partition(":")
-        getattr(importlib.import_module(module_name), attr)(registry, container)
+    for register in domains.lifecycle_registrations():
+        register(registry, container)
     return registry

@@ -44,7 +44,9 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = _state(scope)
+        # A private copy: servers may hand every request the same lifespan state dict.
+        state: dict[str, Any] = dict(scope.get("state") or {})
+        scope["state"] = state
         incoming = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -40,12 +40,14 @@ class CleanupService:
         batch_size: int,
         *,
         is_sqlite: bool,
+        hook_batch_size: int | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.registry = registry
         self.metrics = metrics
         self.batch_size = batch_size
+        self.hook_batch_size = min(hook_batch_size or batch_size, batch_size)
         self.is_sqlite = is_sqlite
         self.clock = clock
 
@@ -102,31 +104,56 @@ class CleanupService:
                     conditions.append(model.expires_at <= self.clock())
                 if app_id is not None:
                     conditions.append(model.app_id == app_id)
-                if kind.before_delete is None and not self.is_sqlite:
-                    deleted = await self._delete_batch_postgres(session, model, conditions)
+                if kind.before_delete is None:
+                    deleted, drained = await self._delete_batch_direct(
+                        session, model, app_id, everything=everything
+                    )
                 else:
-                    deleted = await self._delete_batch_with_rows(
+                    deleted, drained = await self._delete_batch_with_rows(
                         session, kind, model, pk_columns, conditions
                     )
                 await session.commit()
             total += deleted
             if deleted:
                 self.metrics.cleanup_deleted.labels(kind=kind.kind).inc(deleted)
-            if deleted < self.batch_size or (stop is not None and stop.is_set()):
+            if drained or (stop is not None and stop.is_set()):
                 return total
             await asyncio.sleep(0)  # let requests in between batches
 
-    async def _delete_batch_postgres(
-        self, session: AsyncSession, model: Any, conditions: list[Any]
-    ) -> int:
-        """One statement per batch: no rows travel to Python, locks are short, SKIP LOCKED."""
-        table = model.__table__
-        pk = list(table.primary_key.columns)
-        victims = (
-            select(*pk).where(*conditions).limit(self.batch_size).with_for_update(skip_locked=True)
-        )
-        result = await session.execute(delete(table).where(tuple_(*pk).in_(victims)))
-        return int(getattr(result, "rowcount", 0) or 0)
+    async def _delete_batch_direct(
+        self, session: AsyncSession, model: Any, app_id: str | None, *, everything: bool
+    ) -> tuple[int, bool]:
+        """One statement per batch, by physical row id (Postgres ctid, a TID scan; SQLite rowid):
+        no rows travel to Python, no primary-key probes, locks held only for the batch, and on
+        Postgres SKIP LOCKED so it never waits on a writer."""
+        table = model.__table__.name  # our own metadata, never user input
+        where = ["1 = 1"]
+        params: dict[str, Any] = {"n": self.batch_size}
+        if not everything:
+            where.append("expires_at <= :now")
+            now = self.clock()
+            # SQLite keeps naive UTC text in SQLAlchemy's format (see UTCDateTime)
+            params["now"] = (
+                now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else now
+            )
+        if app_id is not None:
+            where.append("app_id = :app_id")
+            params["app_id"] = app_id
+        condition = " AND ".join(where)
+        if self.is_sqlite:
+            sql = (
+                f"DELETE FROM {table} WHERE rowid IN ("  # noqa: S608 - table from metadata
+                f"SELECT rowid FROM {table} WHERE {condition} LIMIT :n)"
+            )
+        else:
+            sql = (
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - table from metadata
+                f"SELECT ctid FROM {table} WHERE {condition} LIMIT :n FOR UPDATE SKIP LOCKED))"
+            )
+        stmt = text(sql)
+        result = await session.execute(stmt, params)
+        deleted = int(getattr(result, "rowcount", 0) or 0)
+        return deleted, deleted < self.batch_size
 
     async def _delete_batch_with_rows(
         self,
@@ -135,13 +162,15 @@ class CleanupService:
         model: Any,
         pk_columns: list[Any],
         conditions: list[Any],
-    ) -> int:
-        stmt = select(model).where(*conditions).limit(self.batch_size)
+    ) -> tuple[int, bool]:
+        """Load one batch, run the kind's hook on it (bodies before rows), then delete it."""
+        limit = self.hook_batch_size if kind.before_delete is not None else self.batch_size
+        stmt = select(model).where(*conditions).limit(limit)
         if not self.is_sqlite:
             stmt = stmt.with_for_update(skip_locked=True)
         rows = (await session.scalars(stmt)).all()
         if not rows:
-            return 0
+            return 0, True
         if kind.before_delete is not None:
             await kind.before_delete(rows)
         keys = [tuple(getattr(row, col.key) for col in pk_columns) for row in rows]

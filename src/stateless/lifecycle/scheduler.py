@@ -59,6 +59,7 @@ def cleanup_service(container: Container) -> CleanupService:
         container.metrics,
         container.settings.cleanup_batch_size,
         is_sqlite=container.settings.is_sqlite,
+        hook_batch_size=container.settings.cleanup_hook_batch_size,
     )
 
 
@@ -77,7 +78,9 @@ class CleanupScheduler:
             leading = await self.leadership.try_lead()
         except Exception as exc:  # database unreachable: try again next interval
             leading = False
-            log.warning("leadership_check_failed", error_type=type(exc).__name__)
+            log.warning(
+                "leadership_check_failed", error_type=type(exc).__name__, error=str(exc)[:200]
+            )
         self.state.is_leader = leading
         metrics.cleanup_leader.set(1 if leading else 0)
         if not leading:

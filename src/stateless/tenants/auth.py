@@ -121,11 +121,18 @@ class TenantAuth:
         self.required = required
 
     async def __call__(self, request: Request) -> TenantContext:
+        # A route may depend on both aliases (directly and through a service): authenticate and
+        # count the request once.
+        tenant: TenantContext | None = getattr(request.state, "tenant_context", None)
         container = get_container(request)
-        tenant = await authenticate(request, container)
-        if self.required == "secret" and tenant.scope != "secret":
+        if tenant is None:
+            tenant = await authenticate(request, container)
+            request.state.tenant_context = tenant
+            if self.required == "secret" and tenant.scope != "secret":
+                raise Forbidden("This endpoint requires the secret key (sk_...)")
+            await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)
+        elif self.required == "secret" and tenant.scope != "secret":
             raise Forbidden("This endpoint requires the secret key (sk_...)")
-        await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)
         return tenant
 
 

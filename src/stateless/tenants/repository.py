@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.tenants.models import ApiKey, Tenant
@@ -41,11 +41,13 @@ class TenantRepository:
         self.session.add(key)
         await self.session.flush()
 
-    async def end_keys(self, app_id: str, at: datetime, *, only_open: bool = True) -> int:
-        """Set an end date on the tenant's current keys (rotation grace)."""
-        stmt = update(ApiKey).where(ApiKey.app_id == app_id, ApiKey.revoked_at.is_(None))
-        if only_open:
-            stmt = stmt.where(ApiKey.expires_at.is_(None))
+    async def end_keys(self, app_id: str, at: datetime) -> int:
+        """End the tenant's current keys at `at`, never extending a key that already ends sooner."""
+        stmt = update(ApiKey).where(
+            ApiKey.app_id == app_id,
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > at),
+        )
         result = await self.session.execute(stmt.values(expires_at=at))
         return int(getattr(result, "rowcount", 0) or 0)
 

@@ -1,0 +1,170 @@
+"""The cleanup engine: exactly the expired rows go, across tenants; SQLite erases for real."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+
+from stateless.config import Settings
+from stateless.drafts.models import Draft
+from stateless.kit.crypto import PrivacyKit
+from stateless.kit.db import build_engine, build_sessionmaker
+from stateless.kit.metrics import Metrics
+from stateless.lifecycle.cleanup import CleanupService
+from stateless.lifecycle.policy import TtlPolicy
+from stateless.lifecycle.registry import LifecycleRegistry
+from tests.conftest import Client, TenantHandle
+from tests.support import count_rows, expire_rows, sql
+
+DRAFTS = "/api/v1/drafts"
+
+
+async def _insert_drafts(settings: Settings, rows: list[tuple[str, str, datetime]]) -> None:
+    engine = build_engine(settings)
+    kit = PrivacyKit(settings.secret_key)
+    try:
+        async with build_sessionmaker(engine)() as session:
+            now = datetime.now(UTC)
+            for app_id, draft_id, expires_at in rows:
+                session.add(
+                    Draft(
+                        app_id=app_id,
+                        draft_id=draft_id,
+                        created_at=now - timedelta(days=1),
+                        expires_at=expires_at,
+                        size_bytes=1,
+                        content_sealed=kit.encrypt("draft-content", app_id, b"x"),
+                    )
+                )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def _cleanup(
+    settings: Settings, batch_size: int, app_id: str | None = None
+) -> dict[str, int]:
+    engine = build_engine(settings)
+    try:
+        registry = LifecycleRegistry(TtlPolicy(settings.max_data_ttl_days))
+        registry.register("drafts", Draft)
+        service = CleanupService(
+            build_sessionmaker(engine),
+            registry,
+            Metrics(),
+            batch_size,
+            is_sqlite=settings.is_sqlite,
+        )
+        report = await service.run_once(app_id=app_id)
+        assert report.ok, report.errors
+        return report.deleted
+    finally:
+        await engine.dispose()
+
+
+@hyp_settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    offsets=st.lists(
+        st.tuples(
+            st.sampled_from(["t1", "t2", "t3"]), st.integers(min_value=-86400, max_value=86400)
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    batch_size=st.integers(min_value=1, max_value=7),
+)
+async def test_cleanup_deletes_exactly_the_expired_rows(
+    settings: Settings, offsets: list[tuple[str, int]], batch_size: int
+) -> None:
+    await sql(settings, "DELETE FROM drafts")
+    now = datetime.now(UTC)
+    rows = []
+    for app_id, offset in offsets:
+        # keep clear of "now" so the run's own clock cannot flip a row
+        seconds = offset if abs(offset) > 5 else 3600
+        rows.append((app_id, secrets.token_hex(8), now + timedelta(seconds=seconds)))
+    await _insert_drafts(settings, rows)
+    expected_live = {(a, d) for a, d, e in rows if e > now}
+    deleted = await _cleanup(settings, batch_size)
+    assert deleted["drafts"] == len(rows) - len(expected_live)
+    remaining = {(r[0], r[1]) for r in await sql(settings, "SELECT app_id, draft_id FROM drafts")}
+    assert remaining == expected_live
+
+
+async def test_admin_cleanup_only_touches_this_tenant(
+    client: Client, tenant: TenantHandle, other_tenant: TenantHandle, settings: Settings
+) -> None:
+    for t in (tenant, other_tenant):
+        for _ in range(2):
+            await client.post(DRAFTS, headers=t.pk, json={"content": "x"})
+    await expire_rows(settings, "drafts")
+    r = await client.post("/api/v1/admin/cleanup", headers=tenant.sk)
+    assert r.json() == {
+        "status": "success",
+        "deleted": {**r.json()["deleted"], "drafts": 2},
+        "tenant": tenant.app_id,
+    }
+    assert await count_rows(settings, "drafts", "app_id = :a", a=other_tenant.app_id) == 2
+    assert await count_rows(settings, "drafts", "app_id = :a", a=tenant.app_id) == 0
+
+
+async def test_erase_all_data_now(
+    client: Client, tenant: TenantHandle, other_tenant: TenantHandle, settings: Settings
+) -> None:
+    for t in (tenant, other_tenant):
+        await client.post(DRAFTS, headers=t.pk, json={"content": "live"})
+    r = await client.delete("/api/v1/admin/data", headers=tenant.sk)
+    assert r.status_code == 200 and r.json()["deleted"]["drafts"] == 1
+    assert await count_rows(settings, "drafts", "app_id = :a", a=tenant.app_id) == 0
+    assert await count_rows(settings, "drafts", "app_id = :a", a=other_tenant.app_id) == 1
+    # keys still work after erasure
+    assert (await client.get("/api/v1/admin/stats", headers=tenant.sk)).json()["items"][
+        "drafts"
+    ] == 0
+
+
+async def test_inventory_and_scheduler_health(client: Client, tenant: TenantHandle) -> None:
+    inventory = (await client.get("/api/v1/admin/data-inventory", headers=tenant.sk)).json()
+    kinds = {k["kind"]: k for k in inventory["kinds"]}
+    assert kinds["drafts"]["default_ttl_seconds"] == 86400
+    assert kinds["drafts"]["max_ttl_seconds"] == 7 * 86400
+    assert kinds["device_tokens"]["max_ttl_seconds"] == 60 * 86400
+    assert kinds["affiliate_aggregates"]["max_ttl_seconds"] == 90 * 86400
+    health = (await client.get("/api/v1/admin/scheduler-health", headers=tenant.sk)).json()
+    assert health["status"] == "disabled"  # the test app runs no background jobs
+    assert set(health["scheduler"]) == {
+        "is_running",
+        "last_run_time",
+        "last_run_status",
+        "run_count",
+        "error_count",
+        "started_at",
+        "next_run",
+        "is_leader",
+    }
+
+
+async def test_scheduler_runs_in_the_lifespan_and_reports(
+    make_client, tenant: TenantHandle, settings: Settings
+) -> None:
+    import asyncio
+
+    client = await make_client(run_background_jobs=True, cleanup_interval_seconds=0.2)
+    await client.post(DRAFTS, headers=tenant.pk, json={"content": "soon gone"})
+    await expire_rows(settings, "drafts")
+    for _ in range(50):
+        if await count_rows(settings, "drafts") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await count_rows(settings, "drafts") == 0
+    health = (await client.get("/api/v1/admin/scheduler-health", headers=tenant.sk)).json()
+    assert health["status"] == "healthy"
+    assert health["scheduler"]["is_leader"] is True and health["scheduler"]["run_count"] >= 1
+    metrics = (await client.get("/metrics")).text
+    assert 'stateless_cleanup_deleted_rows_total{kind="drafts"} 1.0' in metrics

@@ -1,0 +1,137 @@
+"""Postgres-only guarantees: the TTL CHECK constraint, single-leader cleanup with takeover,
+and SIGTERM mid-run leaving no partial state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from stateless.config import Settings
+from stateless.container import open_container
+from stateless.domains import setup_services
+from stateless.lifecycle.scheduler import CleanupScheduler
+from tests.support import count_rows, sql
+
+
+async def test_check_constraint_refuses_rows_that_outlive_the_cap(settings: Settings) -> None:
+    await sql(
+        settings, "INSERT INTO tenants (app_id, created_at, config_json) VALUES ('t', now(), '{}')"
+    )
+    await sql(
+        settings,
+        "INSERT INTO drafts (app_id, draft_id, content_sealed, size_bytes, created_at, expires_at) "
+        "VALUES ('t', 'ok', 'x', 1, now(), now() + interval '90 days')",
+    )
+    with pytest.raises(IntegrityError, match="ck_drafts_max_ttl"):
+        await sql(
+            settings,
+            "INSERT INTO drafts (app_id, draft_id, content_sealed, size_bytes, created_at, expires_at) "
+            "VALUES ('t', 'too-long', 'x', 1, now(), now() + interval '91 days')",
+        )
+    assert await count_rows(settings, "drafts") == 1
+
+
+async def _seed_expired(settings: Settings, n: int) -> None:
+    await sql(
+        settings,
+        "INSERT INTO drafts (app_id, draft_id, content_sealed, size_bytes, created_at, expires_at) "
+        "SELECT 'a', 'd' || g, 'x', 1, now() - interval '2 days', now() - interval '1 day' "
+        "FROM generate_series(1, :n) g",
+        n=n,
+    )
+
+
+async def test_exactly_one_leader_and_takeover_within_two_intervals(settings: Settings) -> None:
+    interval = 0.5
+    local = settings.model_copy(update={"cleanup_interval_seconds": interval})
+    async with open_container(local) as first_c, open_container(local) as second_c:
+        from contextlib import AsyncExitStack
+
+        async with AsyncExitStack() as stack:
+            await setup_services(first_c, stack)
+            await setup_services(second_c, stack)
+            first, second = CleanupScheduler(first_c), CleanupScheduler(second_c)
+            first_task = asyncio.create_task(first.run())
+            await asyncio.sleep(interval / 2)
+            second_task = asyncio.create_task(second.run())
+            await asyncio.sleep(interval * 2)
+            assert first.state.is_leader and not second.state.is_leader
+            # the follower checks leadership each interval but never runs a cleanup
+            assert first.state.run_count >= 2 and second.state.run_count == 0
+            await _seed_expired(local, 10)
+            first.stop_event.set()
+            await first_task
+            stopped_at = asyncio.get_running_loop().time()
+            while not second.state.is_leader:
+                assert asyncio.get_running_loop().time() - stopped_at < 2 * interval + 0.5
+                await asyncio.sleep(0.05)
+            for _ in range(40):
+                if await count_rows(local, "drafts") == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert await count_rows(local, "drafts") == 0
+            second.stop_event.set()
+            await second_task
+
+
+async def test_sigterm_mid_run_leaves_no_partial_state(settings: Settings, tmp_path) -> None:
+    """A worker killed with SIGTERM while deleting in batches exits cleanly; the rows left are
+    whole, untouched expired rows, and the next run deletes them."""
+    total = 20_000
+    await _seed_expired(settings, total)
+    await sql(
+        settings,
+        "INSERT INTO drafts (app_id, draft_id, content_sealed, size_bytes, created_at, expires_at) "
+        "VALUES ('a', 'live', 'x', 1, now(), now() + interval '1 day')",
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "SECRET_KEY": settings.secret_key,
+        "AFFILIATE_SALT": settings.affiliate_salt,
+        "CLEANUP_BATCH_SIZE": "100",
+        "CLEANUP_INTERVAL_SECONDS": "3600",
+        "ENVIRONMENT": "test",
+        "LOG_FORMAT": "json",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stateless.cli",
+        "worker",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    deadline = asyncio.get_running_loop().time() + 30
+    while await count_rows(settings, "drafts") > total - 300:
+        assert asyncio.get_running_loop().time() < deadline, "worker never started deleting"
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), timeout=20)
+    assert proc.returncode == 0
+    left = await count_rows(settings, "drafts", "draft_id <> 'live'")
+    assert 0 <= left < total
+    # every remaining row is a whole, untouched expired row
+    assert (
+        await count_rows(settings, "drafts", "draft_id <> 'live' AND content_sealed = 'x'") == left
+    )
+    assert await count_rows(settings, "drafts", "draft_id = 'live'") == 1
+    async with open_container(settings) as container:
+        from contextlib import AsyncExitStack
+
+        from stateless.lifecycle.scheduler import cleanup_service
+
+        async with AsyncExitStack() as stack:
+            await setup_services(container, stack)
+            report = await cleanup_service(container).run_once()
+    assert report.deleted["drafts"] == left
+    assert await count_rows(settings, "drafts") == 1
+    _ = datetime.now(UTC) - timedelta(0)

@@ -47,3 +47,23 @@ def test_development_allows_defaults() -> None:
 )
 def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
     assert Settings(_env_file=None, database_url=given).database_url == expected
+
+
+def test_env_example_documents_every_setting_and_loads_as_is(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    names = {
+        line.split("=", 1)[0].strip()
+        for line in example.read_text().splitlines()
+        if line and not line.startswith("#") and "=" in line
+    }
+    missing = {field.upper() for field in Settings.model_fields} - names
+    assert not missing, f".env.example lacks {sorted(missing)}"
+    (tmp_path / ".env").write_text(example.read_text())
+    monkeypatch.chdir(tmp_path)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    loaded = Settings()
+    assert loaded.database_url.startswith("sqlite+aiosqlite")
+    assert loaded.redis_url is None and loaded.previous_secret_keys == []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-secret-key-change-me-in-production-0000"  # noqa: S105 - refused in production
 DEV_AFFILIATE_SALT = "dev-affiliate-salt-change-me-in-production"
@@ -23,7 +23,11 @@ class Settings(BaseSettings):
     """Every knob of SPEC section 11; defaults run the embedded stack (SQLite, local files)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `KEY=` in .env means "use the default", as .env.example shows
     )
 
     environment: Literal["development", "production", "test"] = "development"
@@ -31,7 +35,7 @@ class Settings(BaseSettings):
     secret_key: str = DEV_SECRET_KEY
     affiliate_salt: str = DEV_AFFILIATE_SALT
     # Older SECRET_KEYs, comma-separated: ciphertexts sealed under them still open after rotation.
-    previous_secret_keys: list[str] = []
+    previous_secret_keys: Annotated[list[str], NoDecode] = []
     redis_url: str | None = None
     # Prefix of every Redis key we write; lets several deployments (or test runs) share one Redis.
     redis_key_prefix: str = "stateless"
@@ -41,6 +45,9 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
     s3_bucket_name: str | None = None
     s3_endpoint_url: str | None = None
+    # Every body lives under this prefix of the bucket; the orphan sweep and the S3 lifecycle
+    # rule operators add (docs/storage.md) touch nothing outside it.
+    s3_key_prefix: str = "stateless"
     storage_local_path: Path = Path("./var/storage")
     public_base_url: str | None = None
 
@@ -50,13 +57,21 @@ class Settings(BaseSettings):
     email_from: str = "no-reply@localhost"
 
     cleanup_interval_seconds: float = Field(default=60.0, gt=0)
-    cleanup_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    # Rows per DELETE batch (no rows reach Python); kinds with a before-delete hook (file
+    # bodies) load their rows, so they use the smaller CLEANUP_HOOK_BATCH_SIZE.
+    cleanup_batch_size: int = Field(default=50_000, ge=1, le=500_000)
+    cleanup_hook_batch_size: int = Field(default=500, ge=1, le=10_000)
     max_data_ttl_days: int = Field(default=90, ge=1)
     # Per-kind TTL overrides, e.g. {"drafts": {"default": 3600, "max": 86400}} (JSON in env).
     ttl_overrides: dict[str, dict[str, int]] = {}
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     bot_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Async bot tasks: attempts before giving up, first retry delay (doubles, with jitter).
+    bot_max_attempts: int = Field(default=5, ge=1, le=20)
+    bot_retry_base_seconds: float = Field(default=10.0, gt=0)
+    bot_worker_concurrency: int = Field(default=4, ge=1, le=64)
+    bot_poll_interval_seconds: float = Field(default=1.0, gt=0)
 
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -64,9 +79,14 @@ class Settings(BaseSettings):
 
     apns_production_url: str = "https://api.push.apple.com"
     apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
+    # Extra CA bundle the APNs client trusts instead of the system store (tests, TLS proxies).
+    apns_ca_file: Path | None = None
+    # Concurrent HTTP/2 streams per process towards APNs (Apple allows ~1000 per connection).
+    apns_max_concurrency: int = Field(default=256, ge=1, le=4000)
     apple_verify_receipt_url: str = "https://buy.itunes.apple.com/verifyReceipt"
     apple_verify_receipt_sandbox_url: str = "https://sandbox.itunes.apple.com/verifyReceipt"
     apple_root_certs_dir: Path | None = None
+    apple_verify_receipt_timeout_seconds: float = Field(default=15.0, gt=0)
 
     webhook_allow_private_networks: bool = False
     metrics_token: str | None = None

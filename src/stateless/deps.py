@@ -15,7 +15,8 @@ from stateless.kit.db import session_scope
 API_V1 = "/api/v1"
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    """Async on purpose: FastAPI runs plain `def` dependencies in a thread pool."""
     container: Container = request.app.state.container
     return container
 

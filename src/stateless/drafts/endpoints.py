@@ -16,7 +16,9 @@ from stateless.tenants.schemas import TenantContext
 router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
 
 
-def _service(session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep) -> DraftService:
+async def _service(
+    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+) -> DraftService:
     return DraftService(session, tenant, container.kit, container.services["lifecycle"].policy)
 
 

@@ -1,4 +1,5 @@
-"""Per-tenant, per-route limits on the `limits` library; Redis shares them across replicas.
+"""Per-tenant, per-route fixed-window limits on the `limits` library's storages (memory, or Redis
+to share them across replicas).
 
 When Redis is unreachable the API keeps serving (fail open): the check is skipped, logged
 and counted, because refusing every request would turn a cache outage into a full outage.
@@ -14,7 +15,6 @@ from typing import Any
 import structlog
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
 
 from stateless.config import Settings
 from stateless.kit.metrics import Metrics
@@ -22,6 +22,7 @@ from stateless.kit.metrics import Metrics
 log = structlog.get_logger("stateless.ratelimit")
 
 HEALTH_ROUTE = "health"
+_MAX_REMEMBERED_WINDOWS = 50_000
 BOTS_EXECUTE_ROUTE = "bots.execute"
 
 
@@ -75,7 +76,7 @@ class RateLimiter:
         else:
             storage = MemoryStorage()
         self._storage = storage
-        self._strategy = FixedWindowRateLimiter(storage)
+        self._reset_at: dict[str, float] = {}
         self._last_fail_log = 0.0
 
     def limit_for(self, route: str, overrides: dict[str, str] | None = None) -> RateLimitItem:
@@ -91,26 +92,38 @@ class RateLimiter:
     async def hit(
         self, route: str, bucket: str, overrides: dict[str, str] | None = None
     ) -> RateLimitOutcome | None:
-        """Count one request; None when the storage failed and the request goes through."""
+        """Count one request; None when the storage failed and the request goes through.
+
+        One storage round trip per request: the fixed window's counter comes back from `incr`,
+        and its reset time is learned once per window and key, then remembered locally.
+        """
         item = self.limit_for(route, overrides)
         window = int(item.get_expiry())
+        key = item.key_for(route, bucket)
+        now = time.time()
         try:
-            allowed = await self._strategy.hit(item, route, bucket)
-            stats = await self._strategy.get_window_stats(item, route, bucket)
+            count = await self._storage.incr(key, window)
+            reset_at = self._reset_at.get(key)
+            if count == 1:
+                reset_at = now + window
+            elif reset_at is None or reset_at <= now:
+                reset_at = await self._storage.get_expiry(key)
+            if len(self._reset_at) > _MAX_REMEMBERED_WINDOWS:
+                self._reset_at.clear()
+            self._reset_at[key] = reset_at
         except Exception as exc:  # isolation boundary: Redis down must not take the API down
             self._metrics.redis_fail_open.inc()
-            now = time.monotonic()
             if now - self._last_fail_log > 5:
                 self._last_fail_log = now
                 log.warning("rate_limit_storage_unavailable", error_type=type(exc).__name__)
             return None
-        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        reset = max(0, math.ceil(reset_at - now))
         return RateLimitOutcome(
-            allowed=allowed,
+            allowed=count <= item.amount,
             route=route,
             limit=item.amount,
             window_seconds=window,
-            remaining=max(0, stats.remaining),
+            remaining=max(0, item.amount - count),
             reset_seconds=min(reset, window),
         )
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Request
 
 from stateless.container import Container
-from stateless.deps import get_container
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 from stateless.kit.ratelimit import RateLimitOutcome
@@ -124,7 +123,7 @@ class TenantAuth:
         # A route may depend on both aliases (directly and through a service): authenticate and
         # count the request once.
         tenant: TenantContext | None = getattr(request.state, "tenant_context", None)
-        container = get_container(request)
+        container: Container = request.app.state.container
         if tenant is None:
             tenant = await authenticate(request, container)
             request.state.tenant_context = tenant

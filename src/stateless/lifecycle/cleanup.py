@@ -179,7 +179,7 @@ class CleanupService:
             .where(tuple_(*pk_columns).in_(keys))
             .execution_options(synchronize_session=False)
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        return int(getattr(result, "rowcount", 0) or 0), len(rows) < limit
 
     async def _sqlite_checkpoint(self) -> None:
         """Fold the WAL into the main file and truncate it, so erased pages leave no copy behind."""

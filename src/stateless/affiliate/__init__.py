@@ -1,0 +1,1 @@
+"""Affiliate: self-verifying referral codes, and conversions kept only as daily aggregates."""

@@ -1,0 +1,89 @@
+"""Affiliate API: mint referral codes (pk or sk), record conversions and read stats (sk)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from stateless.affiliate.schemas import (
+    ConversionIn,
+    ConversionOut,
+    GenerateIn,
+    GenerateOut,
+    StatsOut,
+)
+from stateless.affiliate.service import AffiliateService
+from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
+
+router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
+
+
+def _any_key_service(
+    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+) -> AffiliateService:
+    return AffiliateService(session, tenant, container)
+
+
+def _secret_key_service(
+    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
+) -> AffiliateService:
+    return AffiliateService(session, tenant, container)
+
+
+# One service dependency per key scope, so a request authenticates (and is rate limited) once.
+AnyKeyService = Annotated[AffiliateService, Depends(_any_key_service)]
+SecretKeyService = Annotated[AffiliateService, Depends(_secret_key_service)]
+
+
+@router.post("/generate", name="affiliate.generate", response_model=GenerateOut)
+async def generate_code(
+    body: GenerateIn, service: AnyKeyService, tenant: AnyKeyTenant
+) -> GenerateOut:
+    """The referral code for `code_id`: always the same code for the same app and code_id.
+
+    Nothing is stored. The code carries a MAC, so /conversion can tell a genuine code of this
+    app from a typo or a guess without knowing code_id.
+    """
+    return GenerateOut(code=service.generate_code(body.code_id), tenant=tenant.app_id)
+
+
+@router.post("/conversion", name="affiliate.conversion", response_model=ConversionOut)
+async def record_conversion(body: ConversionIn, service: SecretKeyService) -> ConversionOut:
+    """Count one conversion of a code into today's (UTC) aggregate. Secret key only.
+
+    A forged or another app's code answers 400 `invalid_code`. With `event_id`, a repeat
+    answers `duplicate` and is not counted again.
+    """
+    status = await service.record_conversion(
+        body.code,
+        event=body.event,
+        value=body.value,
+        currency=body.currency,
+        event_id=body.event_id,
+        code_id=body.code_id,
+    )
+    return ConversionOut(status=status)
+
+
+@router.get("/stats", name="affiliate.stats", response_model=StatsOut)
+async def conversion_stats(
+    service: SecretKeyService,
+    code: Annotated[
+        str | None, Query(max_length=64, description="One code; all of this app's when omitted.")
+    ] = None,
+    since: Annotated[
+        date | None, Query(description="First UTC day (YYYY-MM-DD); default until - 89 days.")
+    ] = None,
+    until: Annotated[
+        date | None, Query(description="Last UTC day, inclusive (YYYY-MM-DD); default today.")
+    ] = None,
+) -> StatsOut:
+    """Per-day conversion counts and exact value sums, with totals per event and currency.
+
+    The window is inclusive and at most 366 days; expired aggregates (older than 90 days) are
+    never counted. Secret key only.
+    """
+    return await service.stats(code, since, until)

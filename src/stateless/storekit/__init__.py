@@ -1,0 +1,1 @@
+"""StoreKit: signed transactions, legacy receipts and App Store Server Notifications V2."""

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stateless.storekit.models import Entitlement, NotificationReceipt
+
+if TYPE_CHECKING:
+    from stateless.container import Container
+    from stateless.lifecycle.registry import LifecycleRegistry
+
+
+def register(registry: LifecycleRegistry, container: Container) -> None:
+    registry.register("entitlements", Entitlement)
+    registry.register("notification_receipts", NotificationReceipt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -207,7 +208,8 @@ class TenantService:
             config.webhook_url = _validate_url(request.webhook_url, "--webhook-url")
             changed.append("webhook_url")
             if sealed.webhook_secret is None:
-                sealed.webhook_secret = "whsec_" + secrets.token_urlsafe(32)
+                # Standard Webhooks: standard base64 of 32 random bytes after the prefix
+                sealed.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
                 result.webhook_secret = sealed.webhook_secret
         if request.cors_origins is not None:
             config.cors_origins = sorted({_validate_origin(o) for o in request.cors_origins})

@@ -1,0 +1,1 @@
+"""Bots: outbound tasks (email, webhooks, exports, reports, social posts) run now or queued."""

@@ -1,0 +1,144 @@
+"""Outbound HTTP to tenant-configured URLs (webhooks, Mastodon) without SSRF.
+
+The host is resolved once, every address is checked (private, loopback, link-local including
+169.254.169.254, multicast, reserved, unspecified are refused unless
+WEBHOOK_ALLOW_PRIVATE_NETWORKS=true), and the connection goes to the checked address itself
+(Host header and TLS SNI keep the name), so a second DNS answer cannot redirect it. Redirects
+are never followed and the response body read is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from stateless.bots.tasks.base import TaskFailed
+
+MAX_RESPONSE_BYTES = 64 * 1024
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TargetRefused(TaskFailed):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, code="target_refused", status=422)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundResponse:
+    status_code: int
+    headers: httpx.Headers
+    body: bytes
+
+
+def address_allowed(ip: IPAddress) -> bool:
+    """Only globally routable unicast addresses are reachable by default."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return address_allowed(ip.ipv4_mapped)
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
+async def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddress:
+    """Resolve `host` once and return an address we may connect to, or refuse."""
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        candidates = [literal]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except (OSError, UnicodeError):
+            raise TaskFailed("the target host name does not resolve", transient=True) from None
+        candidates = [ipaddress.ip_address(info[4][0]) for info in infos]
+        if not candidates:
+            raise TaskFailed("the target host name does not resolve", transient=True)
+    # Every answer must be public: a mixed answer is how DNS rebinding slips through.
+    if not allow_private and any(not address_allowed(ip) for ip in candidates):
+        raise TargetRefused(
+            "the target resolves to a private, loopback, link-local or reserved address; "
+            "refused (WEBHOOK_ALLOW_PRIVATE_NETWORKS is off)"
+        )
+    return candidates[0]
+
+
+async def post_checked(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    content: bytes,
+    headers: dict[str, str],
+    allow_private: bool,
+    timeout_seconds: float,
+    verify: ssl.SSLContext | bool = True,
+) -> OutboundResponse:
+    """POST to `url` through the address we checked; transport failures are transient.
+
+    `verify` is the trust for https targets (default: the system store); the certificate is
+    checked against the URL's host name, sent as SNI, although we connect to its address.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("the target URL must be http(s)")
+    if parts.username or parts.password:
+        raise TargetRefused("the target URL must not carry credentials")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ip = await resolve_checked(host, port, allow_private)
+    ip_text = f"[{ip}]" if ip.version == 6 else str(ip)
+    pinned = urlunsplit((parts.scheme, f"{ip_text}:{port}", parts.path or "/", parts.query, ""))
+    default_port = (parts.scheme == "https" and port == 443) or (
+        parts.scheme == "http" and port == 80
+    )
+    host_text = f"[{host}]" if ":" in host else host
+    host_header = host_text if default_port else f"{host_text}:{port}"
+    request_headers = {**headers, "Host": host_header}
+    if parts.scheme == "https":
+        # Pooled connections are keyed by address, not name: a TLS connection verified for one
+        # host must not carry another host's request, so each https delivery gets its own.
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=verify) as own:
+            return await _send(own, pinned, content, request_headers, host, timeout_seconds)
+    return await _send(client, pinned, content, request_headers, None, timeout_seconds)
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: dict[str, str],
+    sni_hostname: str | None,
+    timeout_seconds: float,
+) -> OutboundResponse:
+    extensions: dict[str, object] = {"timeout": httpx.Timeout(timeout_seconds).as_dict()}
+    if sni_hostname is not None:
+        extensions["sni_hostname"] = sni_hostname
+    request = client.build_request(
+        "POST", url, content=content, headers=headers, extensions=extensions
+    )
+    try:
+        response = await client.send(request, stream=True, follow_redirects=False)
+    except httpx.TimeoutException:
+        raise TaskFailed("the target timed out", transient=True) from None
+    except httpx.TransportError:
+        raise TaskFailed("the target could not be reached", transient=True) from None
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body.extend(chunk[: MAX_RESPONSE_BYTES - len(body)])
+            if len(body) >= MAX_RESPONSE_BYTES:
+                break
+    except httpx.TimeoutException:
+        raise TaskFailed("the target timed out", transient=True) from None
+    except httpx.TransportError:
+        raise TaskFailed("the target broke the connection", transient=True) from None
+    finally:
+        await response.aclose()
+    return OutboundResponse(response.status_code, response.headers, bytes(body))

@@ -1,0 +1,273 @@
+"""Running tasks: bounded by BOT_TIMEOUT_SECONDS, and the durable queue's background worker.
+
+Async tasks live in bot_tasks. The worker claims due ones (FOR UPDATE SKIP LOCKED on Postgres,
+a guarded UPDATE on SQLite), holds a lease while running, and writes the outcome guarded by the
+attempt number. Transient failures go back to the queue with exponential backoff and jitter; a
+task whose worker died (running, lease expired) is claimed again. Any replica may run the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from stateless.bots.repository import BotTaskRepository, ClaimedTask, TaskQueue
+from stateless.bots.tasks import registry
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskType
+from stateless.kit.db import session_scope, utcnow
+from stateless.kit.errors import ProblemError
+from stateless.tenants.schemas import TenantContext, TenantSnapshot, VerifiedAppId
+
+if TYPE_CHECKING:
+    from stateless.container import Container
+
+log = structlog.get_logger("stateless.bots")
+
+CONTEXT_PURPOSE = "bot-task-context"
+LEASE_GRACE_SECONDS = 30.0
+MAX_RETRY_DELAY_SECONDS = 15 * 60.0
+SHUTDOWN_GRACE_SECONDS = 10.0
+DEFAULT_BASE_URL = "http://localhost:8000"
+
+
+class TaskTimedOut(Exception):
+    """The task did not finish within BOT_TIMEOUT_SECONDS."""
+
+
+def lease_seconds(container: Container) -> float:
+    return container.settings.bot_timeout_seconds + LEASE_GRACE_SECONDS
+
+
+def retry_delay_seconds(base_seconds: float, attempts: int) -> float:
+    """Exponential backoff with jitter: base * 2^(n-1), scaled by 0.5-1.0, capped."""
+    delay: float = min(base_seconds * 2.0 ** max(0, attempts - 1), MAX_RETRY_DELAY_SECONDS)
+    return delay * (0.5 + random.random() / 2)
+
+
+def worker_tenant(snapshot: TenantSnapshot) -> TenantContext:
+    """The tenant a queued task runs as: the same app, with secret-key rights."""
+    return TenantContext(
+        app_id=VerifiedAppId(snapshot.app_id),
+        scope="secret",
+        key_id="worker",
+        config=snapshot.config,
+        secrets_sealed=snapshot.secrets_sealed,
+    )
+
+
+async def run_bounded(
+    task: TaskType[Any], ctx: Any, deps: TaskDeps, timeout_seconds: float
+) -> dict[str, Any]:
+    """Run one task; TaskTimedOut when our own deadline passes (a provider timeout is TaskFailed)."""
+    deadline = asyncio.timeout(timeout_seconds)
+    try:
+        async with deadline:
+            return await task.run(ctx, deps)
+    except TimeoutError:
+        if deadline.expired():
+            raise TaskTimedOut from None
+        raise TaskFailed("the provider timed out", transient=True) from None
+
+
+def result_text(result: dict[str, Any]) -> str:
+    return orjson.dumps(result).decode()
+
+
+class TaskWorker:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        settings = container.settings
+        self.concurrency = settings.bot_worker_concurrency
+        self.poll_seconds = settings.bot_poll_interval_seconds
+        self.stop_event = asyncio.Event()
+        self.wake_event = asyncio.Event()
+        self.running: set[asyncio.Task[None]] = set()
+        self._next_sync_sweep = 0.0
+
+    def wake(self) -> None:
+        """Called after a task is queued in this process: look now instead of at the next poll."""
+        self.wake_event.set()
+
+    async def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.wake_event.clear()
+            try:
+                claimed = await self.claim()
+            except Exception as exc:  # database away: try again at the next poll
+                claimed = []
+                log.warning("bot_task_claim_failed", error_type=type(exc).__name__)
+            for item in claimed:
+                task = asyncio.create_task(self.process(item), name=f"bot-task-{item.task_id}")
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+            if claimed and len(self.running) < self.concurrency:
+                continue  # there may be more due right now
+            waiters = [
+                asyncio.ensure_future(self.stop_event.wait()),
+                asyncio.ensure_future(self.wake_event.wait()),
+            ]
+            try:
+                await asyncio.wait(
+                    waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def claim(self) -> list[ClaimedTask]:
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return []
+        now = utcnow()
+        async with session_scope(self.container.sessionmaker) as session:
+            queue = TaskQueue(session, is_postgres=not self.container.settings.is_sqlite)
+            if time.monotonic() >= self._next_sync_sweep:  # rare event: look every lease grace
+                self._next_sync_sweep = time.monotonic() + LEASE_GRACE_SECONDS
+                await queue.fail_abandoned_sync(now)
+            return await queue.claim(
+                now, now + timedelta(seconds=lease_seconds(self.container)), free
+            )
+
+    async def process(self, item: ClaimedTask) -> None:
+        try:
+            await self._process(item)
+        except Exception as exc:  # isolation boundary: one task must not stop the worker
+            self.container.metrics.tasks.labels(task_type=item.task_type, outcome="error").inc()
+            log.error(
+                "bot_task_crashed",
+                task_type=item.task_type,
+                error_type=type(exc).__name__,
+                exc_info=exc,
+            )
+            with contextlib.suppress(Exception):
+                await self._finish(
+                    item,
+                    status="failed",
+                    error=("internal_error", "the task failed unexpectedly"),
+                )
+
+    async def _finish(
+        self,
+        item: ClaimedTask,
+        *,
+        status: str,
+        result: dict[str, Any] | None = None,
+        error: tuple[str, str] | None = None,
+        retry_in_seconds: float | None = None,
+    ) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": status,
+            "lease_expires_at": None,
+            "error_code": error[0] if error else None,
+            "error_detail": error[1][:500] if error else None,
+        }
+        if retry_in_seconds is None:
+            # Final: the context (recipients, payloads) is dropped; only the outcome stays.
+            values.update(
+                context_sealed=None,
+                finished_at=now,
+                result_json=result_text(result) if result is not None else None,
+            )
+        else:
+            values["next_attempt_at"] = now + timedelta(seconds=retry_in_seconds)
+        async with session_scope(self.container.sessionmaker) as session:
+            repo = BotTaskRepository(session, VerifiedAppId(item.app_id))
+            await repo.finish(item.task_id, values, attempts=item.attempts)
+        outcome = status if retry_in_seconds is None else "retry"
+        self.container.metrics.tasks.labels(task_type=item.task_type, outcome=outcome).inc()
+
+    async def _process(self, item: ClaimedTask) -> None:
+        container = self.container
+        settings = container.settings
+        task = registry().get(item.task_type)
+        snapshot = await container.directory.get(item.app_id)
+        if task is None or snapshot is None or item.context_sealed is None:
+            await self._finish(
+                item, status="failed", error=("not_runnable", "the task can no longer run")
+            )
+            return
+        try:
+            raw = container.kit.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
+            ctx = task.context.model_validate_json(raw)
+        except (ValueError, ValidationError):
+            await self._finish(
+                item, status="failed", error=("not_runnable", "the task context is unreadable")
+            )
+            return
+        deps = TaskDeps(
+            container=container,
+            tenant=worker_tenant(snapshot),
+            task_id=item.task_id,
+            base_url=item.base_url or settings.public_base_url or DEFAULT_BASE_URL,
+            attempt=item.attempts,
+        )
+        can_retry = item.attempts < settings.bot_max_attempts
+        delay = retry_delay_seconds(settings.bot_retry_base_seconds, item.attempts)
+        try:
+            result = await run_bounded(task, ctx, deps, settings.bot_timeout_seconds)
+        except TaskTimedOut:
+            message = f"the task did not finish within {settings.bot_timeout_seconds:g} s"
+            if can_retry:
+                await self._finish(
+                    item, status="queued", error=("task_timeout", message), retry_in_seconds=delay
+                )
+            else:
+                await self._finish(item, status="timeout", error=("task_timeout", message))
+            return
+        except TaskFailed as exc:
+            if exc.transient and can_retry:
+                await self._finish(
+                    item, status="queued", error=(exc.code, exc.detail), retry_in_seconds=delay
+                )
+            else:
+                await self._finish(item, status="failed", error=(exc.code, exc.detail))
+            return
+        except ProblemError as exc:  # TaskRejected: the configuration changed since queueing
+            await self._finish(item, status="failed", error=(exc.code, exc.detail))
+            return
+        await self._finish(item, status="success", result=result)
+        log.info("bot_task_done", task_type=item.task_type, tenant=item.app_id)
+
+    async def shutdown(self) -> None:
+        """Stop claiming; give running tasks a grace period, then cancel them.
+
+        A cancelled task keeps status running; its lease runs out and another worker re-runs it.
+        """
+        self.stop_event.set()
+        if self.running:
+            _done, pending = await asyncio.wait(set(self.running), timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+@contextlib.asynccontextmanager
+async def run_task_loop(container: Container) -> AsyncIterator[TaskWorker]:
+    """BACKGROUND factory: run queued bot tasks while the app (or `stateless worker`) runs."""
+    worker = TaskWorker(container)
+    container.services["bots.worker"] = worker
+    loop_task = asyncio.create_task(worker.run(), name="stateless-bot-tasks")
+    try:
+        yield worker
+    finally:
+        worker.stop_event.set()
+        await worker.shutdown()
+        try:
+            await asyncio.wait_for(asyncio.shield(loop_task), timeout=SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        container.services.pop("bots.worker", None)

@@ -1,0 +1,59 @@
+"""Request and response bodies of the bots API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_CONTEXT_BYTES = 1024 * 1024
+TaskStatus = Literal["queued", "running", "success", "failed", "timeout"]
+
+
+class ExecuteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: str = Field(min_length=1, max_length=64, description="One of the task types.")
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="The task's input (schema per task type), at most 1 MiB."
+    )
+    mode: Literal["sync", "async"] = Field(
+        default="sync", description="sync waits for the result; async queues and answers 202."
+    )
+    ttl_seconds: int | None = Field(
+        default=None, description="How long the task record lives (default 48 h, max 7 d)."
+    )
+
+
+class TaskAccepted(BaseModel):
+    """The answer of /execute: a finished task (sync) or a queued one (async)."""
+
+    status: Literal["success", "queued"]
+    task_id: str
+    task_type: str
+    result: dict[str, Any] | None = None
+    tenant: str
+    ephemeral: bool = True
+    expires_at: datetime
+
+
+class TaskError(BaseModel):
+    code: str
+    detail: str
+
+
+class TaskOut(BaseModel):
+    task_id: str
+    task_type: str
+    mode: Literal["sync", "async"]
+    status: TaskStatus
+    attempts: int
+    result: dict[str, Any] | None = None
+    error: TaskError | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    expires_at: datetime
+    tenant: str
+    ephemeral: bool = True

@@ -1,0 +1,101 @@
+"""`email`: one message to one or more recipients (default: the tenant's notify address)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
+from stateless.email.base import EmailError, EmailMessage, EmailProvider, Recipient
+
+MAX_RECIPIENTS = 50  # larger audiences belong in email_campaign
+
+
+class EmailContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: (
+        EmailStr | Annotated[list[EmailStr], Field(min_length=1, max_length=MAX_RECIPIENTS)] | None
+    ) = None
+    subject: str = Field(min_length=1, max_length=998)
+    text: str | None = None
+    html: str | None = None
+    reply_to: EmailStr | None = None
+    template_id: str | None = Field(default=None, min_length=1, max_length=128)
+    dynamic_template_data: dict[str, Any] | None = None
+
+
+def provider_of(deps: TaskDeps) -> EmailProvider:
+    provider: EmailProvider = deps.container.services["email"]
+    return provider
+
+
+def sender_of(deps: TaskDeps) -> str:
+    return deps.tenant.config.email_from or deps.settings.email_from
+
+
+def check_template(template_id: str | None, deps: TaskDeps) -> None:
+    if template_id and provider_of(deps).name != "sendgrid":
+        raise TaskRejected(
+            "template_id needs the SendGrid email provider (SENDGRID_API_KEY)"
+        ).with_code("template_unsupported")
+
+
+def email_failed(exc: EmailError, provider: str) -> TaskFailed:
+    return TaskFailed(f"{provider}: {exc.detail}", transient=exc.transient)
+
+
+def _recipients(ctx: EmailContext, deps: TaskDeps) -> list[str]:
+    if ctx.to is None:
+        notify = deps.secrets().notify_email
+        return [notify] if notify else []
+    return [ctx.to] if isinstance(ctx.to, str) else list(dict.fromkeys(ctx.to))
+
+
+async def prepare(ctx: EmailContext, deps: TaskDeps) -> None:
+    if not _recipients(ctx, deps):
+        raise TaskRejected(
+            "No recipient: give `to`, or configure the app's notify address "
+            "(stateless tenants configure --notify-email)"
+        ).with_code("no_recipient")
+    check_template(ctx.template_id, deps)
+
+
+async def run(ctx: EmailContext, deps: TaskDeps) -> dict[str, Any]:
+    recipients = _recipients(ctx, deps)
+    if not recipients:
+        raise TaskRejected("No recipient").with_code("no_recipient")
+    provider = provider_of(deps)
+    text = ctx.text
+    if text is None and ctx.html is None and ctx.template_id is None:
+        text = ctx.subject  # {"subject": "Test"} alone is a valid email
+    message = EmailMessage(
+        sender=sender_of(deps),
+        recipients=[Recipient(address) for address in recipients],
+        subject=ctx.subject,
+        text=text,
+        html=ctx.html,
+        reply_to=ctx.reply_to,
+        template_id=ctx.template_id,
+        dynamic_template_data=ctx.dynamic_template_data,
+    )
+    try:
+        ids = await provider.send(message)
+    except EmailError as exc:
+        raise email_failed(exc, provider.name) from None
+    return {
+        "provider": provider.name,
+        "message_id": ids[0] if ids else None,
+        "message_ids": ids,
+        "recipients": len(recipients),
+    }
+
+
+TASK = TaskType(
+    name="email",
+    context=EmailContext,
+    run=run,
+    prepare=prepare,
+    description="Send one email (to defaults to the app's notify address).",
+)

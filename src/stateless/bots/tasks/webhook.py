@@ -1,0 +1,130 @@
+"""`webhook`: POST an event to the tenant's registered URL, signed per Standard Webhooks.
+
+Headers: webhook-id (stable across retries), webhook-timestamp (unix seconds) and
+webhook-signature "v1,<base64 HMAC-SHA256 of '{id}.{timestamp}.{body}'>" keyed with the
+base64-decoded part of the tenant's `whsec_` secret. 5xx, 408, 429 and timeouts are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import random
+import time
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from stateless.bots.outbound import post_checked
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
+from stateless.kit.db import utcnow
+
+ATTEMPTS_PER_RUN = 3
+ATTEMPT_TIMEOUT_SECONDS = 10.0
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+_RETRYABLE_4XX = {408, 425, 429}
+
+
+class WebhookContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(
+        default="bot.webhook", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+    data: dict[str, Any] | list[Any] = Field(default_factory=dict)
+
+
+def signing_key(secret: str) -> bytes:
+    """The bytes behind `whsec_<base64>` (standard base64; URL-safe accepted for older secrets)."""
+    raw = secret.removeprefix(SECRET_PREFIX)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
+
+
+def webhook_id_of(task_id: str) -> str:
+    return f"msg_{task_id}"
+
+
+async def prepare(ctx: WebhookContext, deps: TaskDeps) -> None:
+    if not deps.tenant.config.webhook_url:
+        raise TaskRejected(
+            "No webhook URL is registered for this app (stateless tenants configure --webhook-url)"
+        ).with_code("webhook_not_configured")
+    if not deps.secrets().webhook_secret:
+        raise TaskRejected("This app has no webhook signing secret").with_code(
+            "webhook_not_configured"
+        )
+
+
+async def run(ctx: WebhookContext, deps: TaskDeps) -> dict[str, Any]:
+    await prepare(ctx, deps)
+    url = deps.tenant.config.webhook_url or ""
+    key = signing_key(deps.secrets().webhook_secret or "")
+    message_id = webhook_id_of(deps.task_id)
+    body = orjson.dumps(
+        {
+            "type": ctx.event_type,
+            "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+            "data": ctx.data,
+        }
+    )
+    client: httpx.AsyncClient = deps.container.services["bots.http"]
+    timeout = min(ATTEMPT_TIMEOUT_SECONDS, deps.settings.bot_timeout_seconds)
+    failure = TaskFailed("the webhook endpoint did not accept the delivery", transient=True)
+    for attempt in range(1, ATTEMPTS_PER_RUN + 1):
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "stateless-backend-webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(key, message_id, timestamp, body),
+        }
+        try:
+            response = await post_checked(
+                client,
+                url,
+                content=body,
+                headers=headers,
+                allow_private=deps.settings.webhook_allow_private_networks,
+                timeout_seconds=timeout,
+            )
+        except TaskFailed as exc:
+            if not exc.transient:
+                raise
+            failure = exc
+        else:
+            status = response.status_code
+            if 200 <= status < 300:
+                return {"webhook_id": message_id, "status_code": status, "attempts": attempt}
+            if 300 <= status < 400:
+                raise TaskFailed(
+                    f"the webhook endpoint answered a redirect ({status}); not followed"
+                )
+            if status < 500 and status not in _RETRYABLE_4XX:
+                raise TaskFailed(f"the webhook endpoint refused the delivery ({status})")
+            failure = TaskFailed(f"the webhook endpoint failed ({status})", transient=True)
+        if attempt < ATTEMPTS_PER_RUN:
+            await asyncio.sleep(0.25 * 2**attempt * (0.5 + random.random()))
+    raise failure
+
+
+TASK = TaskType(
+    name="webhook",
+    context=WebhookContext,
+    run=run,
+    prepare=prepare,
+    description="POST a signed event (Standard Webhooks) to the app's webhook URL.",
+)

@@ -1,0 +1,1 @@
+"""Outbound email: one small provider interface with SendGrid, SMTP and console backends."""

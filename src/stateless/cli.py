@@ -69,6 +69,10 @@ async def _with_tenants(settings: Settings, action: Callable[[Any], Awaitable[T]
         await engine.dispose()
 
 
+def _exit_after_graceful_stop(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
@@ -76,8 +80,20 @@ def serve(
     workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY")] = 1,
     forwarded_allow_ips: Annotated[str, typer.Option(envvar="FORWARDED_ALLOW_IPS")] = "127.0.0.1",
     graceful_timeout: Annotated[int, typer.Option(envvar="GRACEFUL_TIMEOUT_SECONDS")] = 20,
+    migrate_first: Annotated[
+        bool,
+        typer.Option(
+            "--migrate/--no-migrate",
+            envvar="MIGRATE_ON_START",
+            help="Upgrade the schema before serving (the container image's embedded default).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the API with uvicorn (honours HOST, PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)."""
+    """Serve the API with uvicorn (honours HOST, PORT, WEB_CONCURRENCY, FORWARDED_ALLOW_IPS).
+
+    SIGTERM: stop accepting, let in-flight requests finish within GRACEFUL_TIMEOUT_SECONDS, stop
+    background loops after their current unit, close pools, then exit 0 (a clean stop, not a crash).
+    """
     import uvicorn
 
     settings = _settings()
@@ -85,6 +101,11 @@ def serve(
         settings.assert_safe_for_environment()
     except UnsafeSettingsError as exc:
         _fail(str(exc))
+    if migrate_first:
+        migrate()
+    # uvicorn re-raises the captured SIGTERM after its graceful shutdown; this handler turns
+    # that into exit status 0 so orchestrators record a clean stop.
+    signal.signal(signal.SIGTERM, _exit_after_graceful_stop)
     uvicorn.run(
         "stateless.main:app",
         host=host,

@@ -1,4 +1,9 @@
-"""Structured logs through one redaction processor: no email, token, key or IP leaves in a log line."""
+"""Structured logs through one redaction processor: no email, token, key or IP leaves in a log line.
+
+structlog events and stdlib records (uvicorn, SQLAlchemy, libraries) share one pipeline
+(structlog's ProcessorFormatter), so both are rendered the same way (JSON in production) and
+both pass `redact_processor` after exceptions are formatted, whatever the caller wrote.
+"""
 
 from __future__ import annotations
 
@@ -12,33 +17,81 @@ import structlog
 
 REDACTED = "[redacted]"
 
+_HEX = r"[0-9A-Fa-f]"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # API keys and webhook secrets of our own format, bearer credentials, JWTs.
+    # PEM blocks (APNs .p8 keys, certificates), whole or cut short.
+    (re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|$)", re.S), REDACTED),
+    # Credentials inside URLs (scheme://user:password@host) and sensitive query parameters.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@"), r"\1" + REDACTED + "@"),
+    (
+        re.compile(
+            r"(?i)([?&;](?:key|token|access_token|refresh_token|api_key|apikey|sig|signature|"
+            r"password|secret|code|x-amz-signature|x-amz-credential|x-amz-security-token)=)"
+            r"[^&#\s\"']+"
+        ),
+        r"\1" + REDACTED,
+    ),
+    # API keys of our own format, webhook secrets, bearer/basic credentials, JWTs / JWS.
     (re.compile(r"\b(?:pk|sk)_[A-Za-z0-9_-]{6,}"), REDACTED),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]{6,}"), REDACTED),
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer " + REDACTED),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
-    (re.compile(r"-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|$)", re.S), REDACTED),
-    # Email addresses.
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.?[A-Za-z0-9_-]*"), REDACTED),
+    # Well-known provider key shapes: SendGrid, AWS access key ids.
+    (re.compile(r"\bSG\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+    # `password=...`, `token: ...`, `"secret": "..."` written into free text.
+    (
+        re.compile(
+            r"(?i)\b((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
+            r"private[_-]?key|shared[_-]?secret|authorization|credential)s?[\"']?\s*[:=]\s*)"
+            r"[\"']?[^\s\"',;}&]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+    # Email addresses, also URL-encoded.
+    (re.compile(r"(?i)[a-z0-9._%+-]+(?:@|%40)[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}"), REDACTED),
+    # UUIDs (identifierForVendor device ids look like this).
+    (re.compile(rf"\b{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}\b"), REDACTED),
     # Device tokens and other long hex identifiers.
-    (re.compile(r"\b[0-9A-Fa-f]{32,}\b"), REDACTED),
-    # IPv4 and IPv6 addresses.
+    (re.compile(rf"\b{_HEX}{{32,}}\b"), REDACTED),
+    # Long mixed-case base64 / base64url runs: receipts, secrets, provider tokens.
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[a-z])"
+            r"(?=[A-Za-z0-9+/_-]*[A-Z])[A-Za-z0-9+/_-]{32,}={0,2}"
+        ),
+        REDACTED,
+    ),
+    # IPv4, IPv6 (full or compressed; times like 17:58:01 are neither), phone numbers and long
+    # digit runs (transaction ids).
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), REDACTED),
-    (re.compile(r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}\b|::1\b|::ffff:[0-9.]+"), REDACTED),
+    (
+        re.compile(
+            rf"(?i)(?<![0-9a-f:])(?:(?:{_H16}:){{7}}{_H16}"
+            rf"|(?:{_H16}:){{1,7}}:(?:{_H16}(?::{_H16}){{0,6}})?"
+            rf"|::(?:{_H16}(?::{_H16}){{0,6}})?)(?:%\w+)?(?![0-9a-f:])"
+        ),
+        REDACTED,
+    ),
+    (re.compile(r"(?<![\w.])\+\d[\d ().-]{7,}\d\b"), REDACTED),
+    (re.compile(r"\b\d{12,}\b"), REDACTED),
 )
+_UUID_ONLY = re.compile(rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$")
 
 _SENSITIVE_KEYS = re.compile(
-    r"(?i)(password|secret|token|authorization|api_key|apikey|cookie|receipt|"
-    r"signed_transaction|signedpayload|email|device_id|^ip$|client_ip|remote_addr|p8)"
+    r"(?i)(password|passwd|secret|token|authorization|api_?key|(^|_)key$|private|cookie|"
+    r"session|receipt|transaction|signed_?transaction|signed_?payload|jws|signature|credential|"
+    r"email|e_mail|recipient|(^|_)(to|cc|bcc|reply_to)$|phone|address|device_id|idfv|"
+    r"^ip$|client_ip|remote_addr|forwarded|p8|dsn)"
 )
+# Keys whose values we generate or need verbatim (still passed through the text patterns).
 _SAFE_KEYS = frozenset(
     {
-        "event",
         "level",
         "logger",
         "timestamp",
-        "request_id",
         "route",
         "method",
         "status",
@@ -46,32 +99,45 @@ _SAFE_KEYS = frozenset(
         "tenant",
         "task_type",
         "kind",
-        "exc_info",
         "error_type",
         "count",
     }
 )
+# Ids we generate (uuid4): kept readable so a log line can be matched to a request or task.
+_ID_KEYS = frozenset({"request_id", "task_id", "object_id", "draft_id", "trace_id", "span_id"})
 
 
 def redact_text(text: str) -> str:
+    """Mask every pattern that may identify someone or grant access."""
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
 
 
-def _redact_value(value: Any) -> Any:
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return redact_text(str(value)) if value >= 10**11 else value
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    if depth > 8:
+        return REDACTED
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if _SENSITIVE_KEYS.search(str(k)) else _redact_value(v))
+            str(k): (REDACTED if _SENSITIVE_KEYS.search(str(k)) else _redact_value(v, depth + 1))
             for k, v in value.items()
         }
-    if isinstance(value, (list, tuple, set)):
-        return [_redact_value(v) for v in value]
-    if isinstance(value, (int, float, bool)) or value is None:
-        return value
-    return redact_text(repr(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_value(v, depth + 1) for v in value]
+    # Exceptions, models, anything else: its text form, redacted.
+    return redact_text(repr(value) if not isinstance(value, BaseException) else _exc_text(value))
+
+
+def _exc_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def redact_processor(
@@ -79,29 +145,34 @@ def redact_processor(
 ) -> MutableMapping[str, Any]:
     """The single redaction point every log record passes through, whatever the caller wrote."""
     for key in list(event_dict):
-        if key in _SAFE_KEYS and key not in {"event", "exc_info"}:
-            value = event_dict[key]
-            if isinstance(value, str):
-                event_dict[key] = redact_text(value)
+        value = event_dict[key]
+        if key == "exc_info" or key == "_record" or key == "_from_structlog":
+            continue  # formatted (then redacted) by the processors that follow
+        if key in _ID_KEYS and isinstance(value, str) and _UUID_ONLY.match(value):
             continue
-        if key == "exc_info":
-            continue
-        if _SENSITIVE_KEYS.search(key):
+        if key in _SAFE_KEYS or key == "event":
+            event_dict[key] = _redact_value(value)
+        elif _SENSITIVE_KEYS.search(key):
             event_dict[key] = REDACTED
         else:
-            event_dict[key] = _redact_value(event_dict[key])
+            event_dict[key] = _redact_value(value)
     return event_dict
 
 
-def _redact_rendered(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
-    return event_dict
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at emit time (not at setup), so a replaced stdout
+    (a supervisor's pipe, a test's capture) receives the lines."""
 
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
 
-class _RedactingFormatter(logging.Formatter):
-    """Last net for stdlib records (uvicorn, libraries): redact the final rendered line."""
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def configure_logging(level: str, fmt: str) -> None:
@@ -111,23 +182,37 @@ def configure_logging(level: str, fmt: str) -> None:
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            timestamper,
             redact_processor,
-            structlog.processors.format_exc_info,
-            redact_processor,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_RedactingFormatter("%(message)s"))
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # stdlib records (uvicorn, libraries): the formatted message becomes `event`
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+    )
+    handler = _StdoutHandler()
+    handler.setFormatter(formatter)
     handler.set_name("stateless")
     root = logging.getLogger()
     for existing in list(root.handlers):

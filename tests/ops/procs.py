@@ -1,0 +1,70 @@
+"""Helpers to run real `stateless` processes: free ports, readiness polling, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+VENV_BIN = Path(sys.executable).parent
+STATELESS = str(VENV_BIN / "stateless")
+
+# Test secrets: long enough for every check, never used outside the tests.
+SECRET_KEY = "ops-test-secret-key-with-more-than-32-characters"
+AFFILIATE_SALT = "ops-test-affiliate-salt-with-more-than-32-chars"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """A clean environment, like a container's: nothing from the developer's shell or `.env`."""
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "AFFILIATE_SALT": AFFILIATE_SALT,
+        "LOG_FORMAT": "json",
+    }
+    env.update(overrides)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STATELESS, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            response = httpx.get(f"{base_url}/health/ready", timeout=1.0)
+            if response.status_code == 200:
+                return
+            last = response.status_code
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready within {timeout}s: {last}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Last resort cleanup for a process a test started (never anything else)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)

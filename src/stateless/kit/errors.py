@@ -211,6 +211,39 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
     )
 
 
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Connection-level database failures (server down, pool exhausted, link dropped)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timed out
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):
+            return True
+        if isinstance(exc, sa_exc.OperationalError):
+            return True
+        cause = exc.orig
+        name = type(cause).__name__ if cause is not None else ""
+        return "Connection" in name or "CannotConnect" in name or isinstance(cause, OSError)
+    return isinstance(exc, (ConnectionRefusedError, ConnectionResetError)) or (
+        type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+    )
+
+
+async def _handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    if not is_database_unavailable(exc):
+        return await _handle_unexpected(request, exc)
+    log.warning("database_unavailable", error_type=type(exc).__name__)
+    return problem_response(
+        503,
+        request_id=request_id_of(request.scope),
+        code="database_unavailable",
+        title="Service unavailable",
+        detail="The database is not reachable right now; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
     return problem_response(
@@ -226,4 +259,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _handle_problem)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
+    from sqlalchemy import exc as sa_exc
+
+    for db_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, ConnectionRefusedError, OSError):
+        app.add_exception_handler(db_error, _handle_database_unavailable)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -16,7 +16,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stateless.kit.errors import problem_response
+from stateless.kit.errors import is_database_unavailable, problem_response
 from stateless.kit.metrics import Metrics
 
 log = structlog.get_logger("stateless.access")
@@ -80,20 +80,34 @@ class EdgeMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # isolation boundary: every failure still answers a problem
-            log.error(
-                "unhandled_error",
-                error_type=type(exc).__name__,
-                request_id=request_id,
-                exc_info=exc,
-            )
-            if not response_started:
-                response = problem_response(
-                    500,
+            unavailable = is_database_unavailable(exc)
+            if unavailable:
+                log.warning("database_unavailable", error_type=type(exc).__name__)
+            else:
+                log.error(
+                    "unhandled_error",
+                    error_type=type(exc).__name__,
                     request_id=request_id,
-                    code="internal_error",
-                    title="Internal server error",
-                    detail="An unexpected error occurred; quote the request id when reporting it",
+                    exc_info=exc,
                 )
+            if not response_started:
+                if unavailable:
+                    response = problem_response(
+                        503,
+                        request_id=request_id,
+                        code="database_unavailable",
+                        title="Service unavailable",
+                        detail="The database is not reachable right now; retry shortly",
+                        headers={"Retry-After": "5"},
+                    )
+                else:
+                    response = problem_response(
+                        500,
+                        request_id=request_id,
+                        code="internal_error",
+                        title="Internal server error",
+                        detail="An unexpected error occurred; quote the request id when reporting it",
+                    )
                 await response(scope, receive, send_wrapper)
         finally:
             duration = time.perf_counter() - started

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HOST ?= 127.0.0.1
 export PORT ?= 8000
 
-.PHONY: install run test lint format lock bench clean
+.PHONY: install run test lint format lock bench faults soak fuzz clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
@@ -39,6 +39,15 @@ lock: install
 
 bench: install
 	$(BIN)/python -m bench
+
+faults: install
+	$(BIN)/python -m bench.faults
+
+soak: install
+	$(BIN)/python -m bench.soak
+
+fuzz: install
+	$(BIN)/python -m bench.fuzz
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

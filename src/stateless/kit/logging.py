@@ -107,8 +107,42 @@ _SAFE_KEYS = frozenset(
 _ID_KEYS = frozenset({"request_id", "task_id", "object_id", "draft_id", "trace_id", "span_id"})
 
 
+def _scoped(pattern: re.Pattern[str]) -> str:
+    """The pattern as a group with its own flags, so all can share one alternation."""
+    source = pattern.pattern
+    flags = ""
+    if source.startswith("(?i)"):
+        source, flags = source[4:], "i"
+    if pattern.flags & re.S:
+        flags += "s"
+    return f"(?{flags}:{source})" if flags else f"(?:{source})"
+
+
+# One search tells whether any pattern can match: most log strings are clean, and one search
+# is far cheaper than every substitution in turn (this runs on every access-log line).
+_ANY_PATTERN = re.compile("|".join(_scoped(p) for p, _ in _PATTERNS))
+
+# Values our own code produces (HTTP method, status, timings, route templates, log metadata):
+# passed through as they are.
+_VERBATIM_KEYS = frozenset(
+    {"level", "logger", "timestamp", "method", "status", "duration_ms", "route", "count"}
+)
+
+
+def _is_verbatim(key: str, value: Any) -> bool:
+    if key not in _VERBATIM_KEYS:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if key == "count" or not isinstance(value, str) or len(value) >= 200:
+        return False
+    return key != "route" or value.startswith("/") or value == "unmatched"
+
+
 def redact_text(text: str) -> str:
     """Mask every pattern that may identify someone or grant access."""
+    if not _ANY_PATTERN.search(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -149,6 +183,8 @@ def redact_processor(
         if key == "exc_info" or key == "_record" or key == "_from_structlog":
             continue  # formatted (then redacted) by the processors that follow
         if key in _ID_KEYS and isinstance(value, str) and _UUID_ONLY.match(value):
+            continue
+        if _is_verbatim(key, value):
             continue
         if key in _SAFE_KEYS or key == "event":
             event_dict[key] = _redact_value(value)

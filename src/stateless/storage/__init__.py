@@ -1,0 +1,1 @@
+"""Ephemeral file storage: S3-compatible or a local directory, reached through signed, expiring URLs."""

@@ -57,3 +57,35 @@ async def test_rejections_are_counted(make_client: ClientFactory) -> None:
     assert_problem(r, 429, "rate_limited")
     metrics = (await client.get("/metrics")).text
     assert 'stateless_rate_limit_rejections_total{route="health"} 1.0' in metrics
+
+
+async def test_concurrent_checks_in_one_pipeline_are_counted_exactly(services: Services) -> None:
+    """Checks batched into shared pipelines, from two replicas at once: exactly the limit passes."""
+    import asyncio
+
+    from stateless.config import Settings
+    from stateless.kit.metrics import Metrics
+    from stateless.kit.ratelimit import RateLimiter
+    from tests.services import unique_name
+
+    settings = Settings(
+        _env_file=None, redis_url=services.redis_url, redis_key_prefix=unique_name("rl")
+    )
+    replicas = [RateLimiter(settings, Metrics()), RateLimiter(settings, Metrics())]
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                replicas[i % 2].hit("drafts.create", "tenant-x", {"drafts.create": "20/minute"})
+                for i in range(60)
+            )
+        )
+        assert all(o is not None for o in outcomes)
+        assert sum(o.allowed for o in outcomes) == 20
+        assert sorted(o.remaining for o in outcomes if o.allowed) == list(range(20))
+        assert all(0 < o.reset_seconds <= 60 for o in outcomes)
+        # another bucket is independent
+        other = await replicas[0].hit("drafts.create", "tenant-y", {"drafts.create": "20/minute"})
+        assert other is not None and other.allowed and other.remaining == 19
+    finally:
+        for replica in replicas:
+            await replica.close()

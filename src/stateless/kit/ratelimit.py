@@ -1,5 +1,9 @@
-"""Per-tenant, per-route fixed-window limits on the `limits` library's storages (memory, or Redis
-to share them across replicas).
+"""Per-tenant, per-route fixed-window limits, shared across replicas through Redis.
+
+Limits are parsed and, without Redis, counted by the `limits` library. With Redis, concurrent
+checks are batched: every check waiting in the same event-loop turn goes out in one pipeline
+(`SET key 0 EX window NX`, `INCR key`, `PTTL key` each), so a busy replica pays one round
+trip for many requests instead of one (or, through the library's strategy API, three) each.
 
 When Redis is unreachable the API keeps serving (fail open): the check is skipped, logged
 and counted, because refusing every request would turn a cache outage into a full outage.
@@ -7,14 +11,16 @@ and counted, because refusing every request would turn a cache outage into a ful
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage
+from redis.asyncio import Redis
 
 from stateless.config import Settings
 from stateless.kit.metrics import Metrics
@@ -54,6 +60,97 @@ def parse_limit(text: str) -> RateLimitItem:
         raise ValueError(f"invalid rate limit {text!r} (expected e.g. 30/minute)") from exc
 
 
+class WindowCounter(Protocol):
+    async def incr(self, key: str, window_seconds: int) -> tuple[int, float]:
+        """Add one to the key's current window; return the count and the window's reset time."""
+        ...
+
+    async def reset(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryWindowCounter:
+    """In-process counting on the `limits` library's memory storage (one replica only)."""
+
+    def __init__(self) -> None:
+        self._storage = MemoryStorage()
+        self._reset_at: dict[str, float] = {}
+
+    async def incr(self, key: str, window_seconds: int) -> tuple[int, float]:
+        now = time.time()
+        count = await self._storage.incr(key, window_seconds)
+        reset_at = self._reset_at.get(key)
+        if count == 1 or reset_at is None or reset_at <= now:
+            reset_at = now + window_seconds if count == 1 else await self._storage.get_expiry(key)
+            if len(self._reset_at) > _MAX_REMEMBERED_WINDOWS:
+                self._reset_at.clear()
+            self._reset_at[key] = reset_at
+        return count, reset_at
+
+    async def reset(self) -> None:
+        await self._storage.reset()
+        self._reset_at.clear()
+
+    async def close(self) -> None:
+        return None
+
+
+class PipelinedRedisCounter:
+    """Fixed windows in Redis; all checks queued in one loop turn share one pipeline."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._client: Redis = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        self._prefix = prefix
+        self._pending: list[tuple[str, int, asyncio.Future[tuple[int, float]]]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def incr(self, key: str, window_seconds: int) -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, float]] = loop.create_future()
+        self._pending.append((f"{self._prefix}:{key}", window_seconds, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return await future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[str, int, asyncio.Future[tuple[int, float]]]]) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, window, _ in batch:
+                pipe.set(key, 0, ex=window, nx=True)
+                pipe.incr(key)
+                pipe.pttl(key)
+            results = await pipe.execute()
+        except Exception as exc:  # handed to every waiter, who fails open
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        now = time.time()
+        for index, (_, window, future) in enumerate(batch):
+            count, pttl = int(results[3 * index + 1]), int(results[3 * index + 2])
+            reset_at = now + (pttl / 1000 if pttl > 0 else window)
+            if not future.done():
+                future.set_result((count, reset_at))
+
+    async def reset(self) -> None:
+        keys = [key async for key in self._client.scan_iter(match=f"{self._prefix}:*")]
+        if keys:
+            await self._client.delete(*keys)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
 class RateLimiter:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -64,19 +161,11 @@ class RateLimiter:
         self._fallback = parse_limit(settings.rate_limit_default)
         self._parsed: dict[str, RateLimitItem] = {}
         self.uses_redis = bool(settings.redis_url)
-        storage: Storage
-        if settings.redis_url:
-            storage = RedisStorage(
-                "async+" + settings.redis_url,
-                implementation="redispy",
-                key_prefix=f"{settings.redis_key_prefix}:rl",
-                socket_connect_timeout=0.5,
-                socket_timeout=0.5,
-            )
-        else:
-            storage = MemoryStorage()
-        self._storage = storage
-        self._reset_at: dict[str, float] = {}
+        self._counter: WindowCounter = (
+            PipelinedRedisCounter(settings.redis_url, f"{settings.redis_key_prefix}:rl")
+            if settings.redis_url
+            else MemoryWindowCounter()
+        )
         self._last_fail_log = 0.0
 
     def limit_for(self, route: str, overrides: dict[str, str] | None = None) -> RateLimitItem:
@@ -92,25 +181,12 @@ class RateLimiter:
     async def hit(
         self, route: str, bucket: str, overrides: dict[str, str] | None = None
     ) -> RateLimitOutcome | None:
-        """Count one request; None when the storage failed and the request goes through.
-
-        One storage round trip per request: the fixed window's counter comes back from `incr`,
-        and its reset time is learned once per window and key, then remembered locally.
-        """
+        """Count one request; None when the storage failed and the request goes through."""
         item = self.limit_for(route, overrides)
         window = int(item.get_expiry())
-        key = item.key_for(route, bucket)
         now = time.time()
         try:
-            count = await self._storage.incr(key, window)
-            reset_at = self._reset_at.get(key)
-            if count == 1:
-                reset_at = now + window
-            elif reset_at is None or reset_at <= now:
-                reset_at = await self._storage.get_expiry(key)
-            if len(self._reset_at) > _MAX_REMEMBERED_WINDOWS:
-                self._reset_at.clear()
-            self._reset_at[key] = reset_at
+            count, reset_at = await self._counter.incr(item.key_for(route, bucket), window)
         except Exception as exc:  # isolation boundary: Redis down must not take the API down
             self._metrics.redis_fail_open.inc()
             if now - self._last_fail_log > 5:
@@ -129,14 +205,12 @@ class RateLimiter:
 
     async def reset(self) -> None:
         try:
-            await self._storage.reset()
+            await self._counter.reset()
         except Exception as exc:  # only used by tests and admin tooling
             log.warning("rate_limit_reset_failed", error_type=type(exc).__name__)
 
     async def close(self) -> None:
-        closer: Any = getattr(self._storage, "close", None)
-        if closer is not None:
-            try:
-                await closer()
-            except Exception as exc:  # shutdown path: nothing left to protect
-                log.debug("rate_limit_close_failed", error_type=type(exc).__name__)
+        try:
+            await self._counter.close()
+        except Exception as exc:  # shutdown path: nothing left to protect
+            log.debug("rate_limit_close_failed", error_type=type(exc).__name__)

@@ -23,6 +23,8 @@ class Container:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # Autocommit sessions for GET/HEAD: no BEGIN/COMMIT round trips around a single read.
+    read_sessionmaker: async_sessionmaker[AsyncSession]
     kit: PrivacyKit
     metrics: Metrics
     directory: TenantDirectory
@@ -49,6 +51,9 @@ async def open_container(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
+        read_sessionmaker=build_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        ),
         kit=PrivacyKit(settings.secret_key, settings.previous_secret_keys),
         metrics=metrics,
         directory=TenantDirectory(sessionmaker, settings.auth_cache_seconds),

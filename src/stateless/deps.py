@@ -24,9 +24,12 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-async def get_session(container: ContainerDep) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
-    async with session_scope(container.sessionmaker) as session:
+async def get_session(request: Request, container: ContainerDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent. Reads (GET, HEAD)
+    run in autocommit: a lone SELECT needs no BEGIN/COMMIT round trips around it."""
+    read_only = request.method in ("GET", "HEAD")
+    maker = container.read_sessionmaker if read_only else container.sessionmaker
+    async with session_scope(maker) as session:
         yield session
 
 

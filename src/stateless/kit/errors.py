@@ -211,8 +211,40 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
     )
 
 
+# SQLSTATEs that mean "the server cannot take this connection now": connection exceptions (08),
+# shutting down (57P01/57P02), still starting up or recovering (57P03), too many connections.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _unavailable_sqlstate(error: object) -> bool:
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def database_unavailable_response(request_id: str | None) -> Response:
+    return problem_response(
+        503,
+        request_id=request_id,
+        code="database_unavailable",
+        title="Service unavailable",
+        detail="The database is not reachable right now; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
+def internal_error_response(request_id: str | None) -> Response:
+    """What every unexpected failure looks like: no type, no message, just the request id."""
+    return problem_response(
+        500,
+        request_id=request_id,
+        code="internal_error",
+        title="Internal server error",
+        detail="An unexpected error occurred; quote the request id when reporting it",
+    )
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
-    """Connection-level database failures (server down, pool exhausted, link dropped)."""
+    """Connection-level database failures (server down or restarting, pool exhausted, link dropped)."""
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timed out
@@ -223,10 +255,14 @@ def is_database_unavailable(exc: BaseException) -> bool:
         if isinstance(exc, sa_exc.OperationalError):
             return True
         cause = exc.orig
+        if _unavailable_sqlstate(cause):  # e.g. "the database system is starting up"
+            return True
         name = type(cause).__name__ if cause is not None else ""
         return "Connection" in name or "CannotConnect" in name or isinstance(cause, OSError)
-    return isinstance(exc, (ConnectionRefusedError, ConnectionResetError)) or (
-        type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__
+    return (
+        isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
+        or (type(exc).__module__.startswith("asyncpg") and "Connection" in type(exc).__name__)
+        or _unavailable_sqlstate(exc)
     )
 
 
@@ -234,25 +270,12 @@ async def _handle_database_unavailable(request: Request, exc: Exception) -> Resp
     if not is_database_unavailable(exc):
         return await _handle_unexpected(request, exc)
     log.warning("database_unavailable", error_type=type(exc).__name__)
-    return problem_response(
-        503,
-        request_id=request_id_of(request.scope),
-        code="database_unavailable",
-        title="Service unavailable",
-        detail="The database is not reachable right now; retry shortly",
-        headers={"Retry-After": "5"},
-    )
+    return database_unavailable_response(request_id_of(request.scope))
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
-    return problem_response(
-        500,
-        request_id=request_id_of(request.scope),
-        code="internal_error",
-        title="Internal server error",
-        detail="An unexpected error occurred; quote the request id when reporting it",
-    )
+    return internal_error_response(request_id_of(request.scope))
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -16,7 +16,12 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stateless.kit.errors import is_database_unavailable, problem_response
+from stateless.kit.errors import (
+    database_unavailable_response,
+    internal_error_response,
+    is_database_unavailable,
+    problem_response,
+)
 from stateless.kit.metrics import Metrics
 
 log = structlog.get_logger("stateless.access")
@@ -91,23 +96,11 @@ class EdgeMiddleware:
                     exc_info=exc,
                 )
             if not response_started:
-                if unavailable:
-                    response = problem_response(
-                        503,
-                        request_id=request_id,
-                        code="database_unavailable",
-                        title="Service unavailable",
-                        detail="The database is not reachable right now; retry shortly",
-                        headers={"Retry-After": "5"},
-                    )
-                else:
-                    response = problem_response(
-                        500,
-                        request_id=request_id,
-                        code="internal_error",
-                        title="Internal server error",
-                        detail="An unexpected error occurred; quote the request id when reporting it",
-                    )
+                response = (
+                    database_unavailable_response(request_id)
+                    if unavailable
+                    else internal_error_response(request_id)
+                )
                 await response(scope, receive, send_wrapper)
         finally:
             duration = time.perf_counter() - started

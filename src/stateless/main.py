@@ -18,6 +18,7 @@ from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import configure_logging
 from stateless.kit.metrics import Metrics
 from stateless.kit.middleware import BodyLimitMiddleware, EdgeMiddleware
+from stateless.kit.openapi import install_openapi
 from stateless.tenants.cors import TenantCorsMiddleware
 
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(core_router)
     for router in domains.routers():
         app.include_router(router)
+    install_openapi(app)
     return app
 
 

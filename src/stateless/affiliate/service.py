@@ -204,7 +204,10 @@ class AffiliateService:
     def _window(self, since: date | None, until: date | None) -> tuple[date, date]:
         retention_days = max(self.policy.lifetime("affiliate_aggregates", None).days, 1)
         until = until or self.clock().astimezone(UTC).date()
-        since = since or until - timedelta(days=retention_days - 1)
+        if since is None:
+            back = timedelta(days=retention_days - 1)
+            # until near 0001-01-01: the default window starts at the first day there is
+            since = until - back if until - date.min >= back else date.min
         if until < since:
             raise _invalid("until", "invalid_date_range", "until must not be before since", "query")
         if (until - since).days + 1 > MAX_STATS_DAYS:

@@ -79,6 +79,8 @@ def test_readme_session_works_as_written(tmp_path: Path) -> None:
         out = result.stdout
         assert '"tenant":null' in out and '"status":"ok"' in out
         assert '"content":"hello"' in out and '"kinds":' in out and '"items":' in out
+        assert '"status":"recorded"' in out
+        assert '"status":"success"' in out and '"task_type":"email"' in out
         assert not (tmp_path / "demo-app.json").exists()
     finally:
         server.terminate()

@@ -20,16 +20,34 @@ if TYPE_CHECKING:
 ROUTERS: list[str] = [
     "stateless.drafts.endpoints",
     "stateless.admin.endpoints",
+    "stateless.affiliate.endpoints",
+    "stateless.ios.endpoints",
+    "stateless.storekit.endpoints",
+    "stateless.storage.endpoints",
+    "stateless.bots.endpoints",
 ]
 
 LIFECYCLE: list[str] = [
     "stateless.drafts.lifecycle",
+    "stateless.affiliate.lifecycle",
+    "stateless.ios.lifecycle",
+    "stateless.storekit.lifecycle",
+    "stateless.storage.lifecycle",
+    "stateless.bots.lifecycle",
 ]
 
-SERVICES: list[str] = []
+SERVICES: list[str] = [
+    "stateless.affiliate.wiring",
+    "stateless.ios.wiring",
+    "stateless.storekit.wiring",
+    "stateless.storage.wiring",
+    "stateless.bots.wiring",
+]
 
 BACKGROUND: list[str] = [
     "stateless.lifecycle.scheduler:run_cleanup_loop",
+    "stateless.storage.lifecycle:run_orphan_sweep",
+    "stateless.bots.runner:run_task_loop",
 ]
 
 

@@ -1,7 +1,25 @@
 """Imports every model so Alembic and the cleanup registry see the whole schema."""
 
+from stateless.affiliate.models import AffiliateAggregate, AffiliateEventMark
+from stateless.bots.models import BotIdempotencyRecord, BotTask
 from stateless.drafts.models import Draft
+from stateless.ios.models import DeviceToken
 from stateless.kit.db import Base
+from stateless.storage.models import StoredFile
+from stateless.storekit.models import Entitlement, NotificationReceipt
 from stateless.tenants.models import ApiKey, Tenant
 
-__all__ = ["ApiKey", "Base", "Draft", "Tenant"]
+__all__ = [
+    "AffiliateAggregate",
+    "AffiliateEventMark",
+    "ApiKey",
+    "Base",
+    "BotIdempotencyRecord",
+    "BotTask",
+    "DeviceToken",
+    "Draft",
+    "Entitlement",
+    "NotificationReceipt",
+    "StoredFile",
+    "Tenant",
+]

@@ -62,3 +62,21 @@ class Metrics:
         self.pushes = Counter(
             "stateless_push_notifications_total", "APNs pushes by outcome", ["outcome"], registry=r
         )
+        self.storekit_validations = Counter(
+            "stateless_storekit_validations_total",
+            "Purchase validations by proof kind and status",
+            ["proof", "status"],
+            registry=r,
+        )
+        self.storekit_notifications = Counter(
+            "stateless_storekit_notifications_total",
+            "App Store Server Notifications by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.affiliate_conversions = Counter(
+            "stateless_affiliate_conversions_total",
+            "Referral conversions by outcome (recorded, duplicate, invalid_code)",
+            ["outcome"],
+            registry=r,
+        )

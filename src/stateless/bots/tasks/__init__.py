@@ -18,6 +18,7 @@ TASK_MODULES: list[str] = [
     "stateless.bots.tasks.social_post",
     "stateless.bots.tasks.data_export",
     "stateless.bots.tasks.report_generation",
+    "stateless.bots.tasks.push",
 ]
 
 

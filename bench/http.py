@@ -114,7 +114,9 @@ def scenarios(
     }
 
 
-async def main(seconds: float, connections: int, only: list[str] | None) -> None:
+async def main(
+    seconds: float, connections: int, only: list[str] | None, profile: str | None = None
+) -> None:
     name = f"stateless_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -168,9 +170,11 @@ async def main(seconds: float, connections: int, only: list[str] | None) -> None
             capture_output=True,
         )
         devnull = subprocess.DEVNULL
-        procs.append(
-            subprocess.Popen([stateless, "serve"], env=env, stdout=devnull, stderr=devnull)
-        )
+        serve_cmd = [stateless, "serve"]
+        if profile:  # sample the server with pyinstrument; the profile is written at exit
+            serve_cmd = [sys.executable, "-m", "pyinstrument", "--interval", "0.001",
+                         "-r", "text", "--show-all", "-o", profile, "-m", "stateless.cli", "serve"]
+        procs.append(subprocess.Popen(serve_cmd, env=env, stdout=devnull, stderr=devnull))
         procs.append(
             subprocess.Popen([stateless, "worker"], env=env, stdout=devnull, stderr=devnull)
         )
@@ -235,5 +239,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--profile", help="write a pyinstrument text profile of our server here")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.connections, args.only))
+    asyncio.run(main(args.seconds, args.connections, args.only, args.profile))

@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from stateless.config import Settings
 from stateless.main import create_app
@@ -32,9 +32,14 @@ def _walk(dependant: Dependant, found: list[str]) -> None:
 def test_no_sync_endpoints_or_dependencies() -> None:
     app = create_app(Settings(_env_file=None))
     sync: list[str] = []
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            if not _is_async(route.endpoint):
-                sync.append(route.endpoint.__qualname__)
-            _walk(route.dependant, sync)
+    routes = [
+        context.original_route
+        for context in iter_route_contexts(list(app.routes))
+        if isinstance(context.original_route, APIRoute)
+    ]
+    assert len(routes) >= 25, f"only {len(routes)} routes seen; the walk is broken"
+    for route in routes:
+        if not _is_async(route.endpoint):
+            sync.append(route.endpoint.__qualname__)
+        _walk(route.dependant, sync)
     assert not sync, f"make these async def: {sorted(set(sync))}"

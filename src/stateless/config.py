@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     bot_worker_concurrency: int = Field(default=4, ge=1, le=64)
     bot_poll_interval_seconds: float = Field(default=1.0, gt=0)
 
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
 

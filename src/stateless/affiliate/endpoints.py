@@ -21,13 +21,13 @@ from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
 router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
 
 
-def _any_key_service(
+async def _any_key_service(
     session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
 ) -> AffiliateService:
     return AffiliateService(session, tenant, container)
 
 
-def _secret_key_service(
+async def _secret_key_service(
     session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
 ) -> AffiliateService:
     return AffiliateService(session, tenant, container)

@@ -21,7 +21,7 @@ from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
 router = APIRouter(prefix=f"{API_V1}/ios", tags=["ios"])
 
 
-def _tokens(
+async def _tokens(
     session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
 ) -> DeviceTokenService:
     return DeviceTokenService(
@@ -29,7 +29,7 @@ def _tokens(
     )
 
 
-def _push(session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep) -> PushService:
+async def _push(session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep) -> PushService:
     return PushService(
         session, tenant, container.kit, container.services["apns"], container.metrics
     )

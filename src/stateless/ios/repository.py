@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stateless.ios.models import DeviceToken
@@ -14,6 +15,27 @@ from stateless.kit.tenancy import TenantScopedRepository
 
 # Columns a push needs; never whole ORM objects, so 100,000 rows never sit in the identity map.
 PushRow = Row[tuple[str, str, str, str | None]]
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """Built once per dialect with bound parameters: constructing the ON CONFLICT statement
+    costs more CPU than running it, and registering is the hottest write path."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = (
+        "app_id",
+        "device_hash",
+        "token_sealed",
+        "environment",
+        "topic",
+        "created_at",
+        "expires_at",
+    )
+    stmt = insert(DeviceToken).values({name: bindparam(name) for name in columns})
+    return stmt.on_conflict_do_update(
+        index_elements=[DeviceToken.app_id, DeviceToken.device_hash],
+        set_={name: stmt.excluded[name] for name in columns[2:]},
+    )
 
 
 class DeviceTokenRepository(TenantScopedRepository[DeviceToken]):
@@ -33,30 +55,17 @@ class DeviceTokenRepository(TenantScopedRepository[DeviceToken]):
         (expires_at <= created_at + cap) holds however often a device comes back. A conflicting
         row that expired but was not yet cleaned up is simply overwritten.
         """
-        now = self.clock()
         values: dict[str, Any] = {
             "app_id": self.app_id,
             "device_hash": device_hash,
             "token_sealed": token_sealed,
             "environment": environment,
             "topic": topic,
-            "created_at": now,
+            "created_at": self.clock(),
             "expires_at": expires_at,
         }
         dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(DeviceToken).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[DeviceToken.app_id, DeviceToken.device_hash],
-            set_={
-                "token_sealed": stmt.excluded.token_sealed,
-                "environment": stmt.excluded.environment,
-                "topic": stmt.excluded.topic,
-                "created_at": stmt.excluded.created_at,
-                "expires_at": stmt.excluded.expires_at,
-            },
-        )
-        await self.session.execute(stmt)
+        await self.session.execute(_upsert_statement(dialect), values)
 
     async def delete_hashes(self, device_hashes: Sequence[str]) -> int:
         if not device_hashes:

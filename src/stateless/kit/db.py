@@ -81,7 +81,8 @@ def build_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout. A connection broken by a database
+        # restart fails its request with a 503 problem and SQLAlchemy then drops the whole pool.
         pool_recycle=1800,
         connect_args={"timeout": settings.db_pool_timeout, "command_timeout": 30},
     )

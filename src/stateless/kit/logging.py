@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 REDACTED = "[redacted]"
@@ -211,11 +212,16 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _orjson_dumps(value: Any, **_kwargs: Any) -> str:
+    """orjson renders a log line several times faster than the stdlib encoder."""
+    return orjson.dumps(value, default=repr).decode()
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Process-wide logging setup; idempotent so tests may build many apps."""
     renderer: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)

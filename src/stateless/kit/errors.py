@@ -243,11 +243,25 @@ def internal_error_response(request_id: str | None) -> Response:
     )
 
 
+def _raised_in_database_driver(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(("asyncpg.", "sqlalchemy.")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
-    """Connection-level database failures (server down or restarting, pool exhausted, link dropped)."""
+    """Connection-level database failures (server down, restarting or not answering, pool
+    exhausted, link dropped)."""
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timed out
+        return True
+    # asyncpg's connect/command timeouts escape SQLAlchemy as the builtin TimeoutError (a server
+    # that accepts TCP but does not answer); only those raised inside the driver count here.
+    if isinstance(exc, TimeoutError) and _raised_in_database_driver(exc):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated or isinstance(exc, sa_exc.InterfaceError):

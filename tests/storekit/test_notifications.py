@@ -362,3 +362,24 @@ async def test_rate_limited_per_app(
     assert codes == [400, 400, 429]
     limited = await send(client, "garbage")
     assert limited.headers["Retry-After"]
+
+
+async def test_concurrent_replays_never_answer_500(
+    sk_client: Client, app: TenantHandle, pki: TestPKI, settings: Settings
+) -> None:
+    """Apple may deliver the same notification twice at once: one is processed, the others
+    are duplicates or a 409 to retry (Apple retries), and the row is recorded once."""
+    import asyncio
+
+    tx = transaction(BUNDLE_ID)
+    token = signed_notification(pki.trusted, "REFUND", tx, notification_uuid=str(uuid.uuid4()))
+    answers = await asyncio.gather(*(send(sk_client, token) for _ in range(12)))
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 409}, statuses
+    bodies = [a.json() for a in answers if a.status_code == 200]
+    assert sum(b["status"] == "processed" for b in bodies) == 1
+    for conflict in (a for a in answers if a.status_code == 409):
+        assert conflict.json()["code"] == "concurrent_write"
+        assert conflict.headers["retry-after"] == "1"
+    assert await count_rows(settings, RECEIPTS) == 1
+    assert await count_rows(settings, ENTITLEMENTS) == 1

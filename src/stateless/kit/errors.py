@@ -287,6 +287,20 @@ async def _handle_database_unavailable(request: Request, exc: Exception) -> Resp
     return database_unavailable_response(request_id_of(request.scope))
 
 
+async def _handle_integrity(request: Request, exc: Exception) -> Response:
+    """A unique or foreign key violation that escaped a service: two requests wrote the same
+    thing at the same moment (a check-then-insert lost the race). Retrying is the right move."""
+    log.warning("concurrent_write", error_type=type(exc).__name__)
+    return problem_response(
+        409,
+        request_id=request_id_of(request.scope),
+        code="concurrent_write",
+        title="Conflict",
+        detail="A concurrent request wrote the same data; retry the request",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
     return internal_error_response(request_id_of(request.scope))
@@ -300,4 +314,5 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     for db_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, ConnectionRefusedError, OSError):
         app.add_exception_handler(db_error, _handle_database_unavailable)
+    app.add_exception_handler(sa_exc.IntegrityError, _handle_integrity)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -6,10 +6,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from bench.procs import wait_ready as wait_ready  # one readiness wait for tests and scripts
 
 VENV_BIN = Path(sys.executable).parent
 STATELESS = str(VENV_BIN / "stateless")
@@ -44,23 +43,6 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     return subprocess.run(
         [STATELESS, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
     )
-
-
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early with {proc.returncode}")
-        try:
-            response = httpx.get(f"{base_url}/health/ready", timeout=1.0)
-            if response.status_code == 200:
-                return
-            last = response.status_code
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready within {timeout}s: {last}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.config import Settings
 from stateless.kit.errors import Unprocessable
+from stateless.storage.service import StorageService
 from stateless.tenants.schemas import TenantContext, TenantSecrets
 from stateless.tenants.service import open_secrets
 
@@ -78,3 +79,25 @@ class TaskType(Generic[C]):
     # Optional cheap checks before anything is sent or queued (raise TaskRejected for a 422).
     prepare: Callable[[C, TaskDeps], Awaitable[None]] | None = None
     description: str = ""
+
+
+async def store_task_file(
+    deps: TaskDeps,
+    session: AsyncSession,
+    data: bytes,
+    *,
+    content_type: str,
+    filename: str,
+    ttl_seconds: int | None,
+) -> dict[str, Any]:
+    """Put a task's output in storage; the result names the object and a URL that expires
+    with it (exports and reports alike)."""
+    stored = await StorageService(session, deps.tenant, deps.container, deps.base_url).put_bytes(
+        data, content_type=content_type, filename=filename, ttl_seconds=ttl_seconds
+    )
+    return {
+        "object_id": stored.object_id,
+        "download_url": stored.download_url,
+        "expires_at": stored.expires_at.isoformat().replace("+00:00", "Z"),
+        "size_bytes": stored.size_bytes,
+    }

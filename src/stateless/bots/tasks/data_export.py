@@ -15,9 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from stateless.bots.repository import LiveRows
-from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType
+from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
 from stateless.kit.db import session_scope, utcnow
-from stateless.storage.service import StorageService
 
 MAX_ROWS_PER_KIND = 100_000
 SEALED = "[sealed]"
@@ -82,21 +81,15 @@ async def run(ctx: DataExportContext, deps: TaskDeps) -> dict[str, Any]:
             "kinds": exported,
         }
         data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-        stored = await StorageService(
-            session, deps.tenant, deps.container, deps.base_url
-        ).put_bytes(
+        stored = await store_task_file(
+            deps,
+            session,
             data,
             content_type="application/json",
             filename=f"{deps.tenant.app_id}-export.json",
             ttl_seconds=ctx.ttl_seconds,
         )
-    return {
-        "object_id": stored.object_id,
-        "download_url": stored.download_url,
-        "expires_at": stored.expires_at.isoformat().replace("+00:00", "Z"),
-        "size_bytes": stored.size_bytes,
-        "counts": {kind: len(rows) for kind, rows in exported.items()},
-    }
+    return {**stored, "counts": {kind: len(rows) for kind, rows in exported.items()}}
 
 
 TASK = TaskType(

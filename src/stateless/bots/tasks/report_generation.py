@@ -16,9 +16,8 @@ from sqlalchemy import func
 
 from stateless.bots.models import BotTask
 from stateless.bots.repository import LiveRows
-from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType
+from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
 from stateless.kit.db import session_scope, utcnow
-from stateless.storage.service import StorageService
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -103,19 +102,16 @@ async def run(ctx: ReportContext, deps: TaskDeps) -> dict[str, Any]:
     writer.writerows(rows)
     data = buffer.getvalue().encode()
     async with session_scope(deps.sessionmaker) as session:
-        stored = await StorageService(
-            session, deps.tenant, deps.container, deps.base_url
-        ).put_bytes(
+        stored = await store_task_file(
+            deps,
+            session,
             data,
             content_type="text/csv",
             filename=f"{deps.tenant.app_id}-report-{since}-{until}.csv",
             ttl_seconds=ctx.ttl_seconds,
         )
     return {
-        "object_id": stored.object_id,
-        "download_url": stored.download_url,
-        "expires_at": stored.expires_at.isoformat().replace("+00:00", "Z"),
-        "size_bytes": stored.size_bytes,
+        **stored,
         "since": str(since),
         "until": str(until),
         "rows": len(rows),

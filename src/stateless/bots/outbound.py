@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -142,3 +145,45 @@ async def _send(
     finally:
         await response.aclose()
     return OutboundResponse(response.status_code, response.headers, bytes(body))
+
+
+async def post_with_retries(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    *,
+    headers: Callable[[], dict[str, str]],
+    on_response: Callable[[OutboundResponse, int], dict[str, Any] | None],
+    what: str,
+    allow_private: bool,
+    attempts: int,
+    timeout_seconds: float,
+) -> dict[str, Any]:
+    """POST through the SSRF guard, retrying transient failures with jittered backoff.
+
+    `headers()` is called per attempt (signatures carry a timestamp); `on_response` returns the
+    task result, raises a permanent TaskFailed, or returns None to retry this answer.
+    """
+    failure = TaskFailed(f"{what} did not accept the request", transient=True)
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await post_checked(
+                client,
+                url,
+                content=body,
+                headers=headers(),
+                allow_private=allow_private,
+                timeout_seconds=timeout_seconds,
+            )
+        except TaskFailed as exc:
+            if not exc.transient:
+                raise
+            failure = exc
+        else:
+            result = on_response(response, attempt)
+            if result is not None:
+                return result
+            failure = TaskFailed(f"{what} failed ({response.status_code})", transient=True)
+        if attempt < attempts:
+            await asyncio.sleep(0.25 * 2**attempt * (0.5 + random.random()))
+    raise failure

@@ -6,15 +6,13 @@ id), so a retried attempt never posts twice. The same network policy as webhooks
 
 from __future__ import annotations
 
-import asyncio
-import random
 from typing import Any, Literal
 
 import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateless.bots.outbound import post_checked
+from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 
 ATTEMPTS_PER_RUN = 3
@@ -50,47 +48,39 @@ async def run(ctx: SocialPostContext, deps: TaskDeps) -> dict[str, Any]:
         "Idempotency-Key": f"stateless-{deps.task_id}",
         "User-Agent": "stateless-backend/1",
     }
+
+    def on_response(response: OutboundResponse, _attempt: int) -> dict[str, Any] | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                posted = orjson.loads(response.body)
+            except orjson.JSONDecodeError:
+                raise TaskFailed("the Mastodon server answered something else than JSON") from None
+            return {
+                "status_id": str(posted.get("id", "")),
+                "url": posted.get("url") or posted.get("uri"),
+                "visibility": posted.get("visibility"),
+            }
+        if status in (401, 403):
+            raise TaskFailed(f"the Mastodon server refused the token ({status})")
+        if status == 422:
+            raise TaskFailed("the Mastodon server rejected the status (422)")
+        if status != 429 and status < 500:
+            raise TaskFailed(f"the Mastodon server refused the post ({status})")
+        return None
+
     client: httpx.AsyncClient = deps.container.services["bots.http"]
-    timeout = min(ATTEMPT_TIMEOUT_SECONDS, deps.settings.bot_timeout_seconds)
-    failure = TaskFailed("the Mastodon server did not accept the post", transient=True)
-    for attempt in range(1, ATTEMPTS_PER_RUN + 1):
-        try:
-            response = await post_checked(
-                client,
-                url,
-                content=body,
-                headers=headers,
-                allow_private=deps.settings.webhook_allow_private_networks,
-                timeout_seconds=timeout,
-            )
-        except TaskFailed as exc:
-            if not exc.transient:
-                raise
-            failure = exc
-        else:
-            status = response.status_code
-            if 200 <= status < 300:
-                try:
-                    posted = orjson.loads(response.body)
-                except orjson.JSONDecodeError:
-                    raise TaskFailed(
-                        "the Mastodon server answered something else than JSON"
-                    ) from None
-                return {
-                    "status_id": str(posted.get("id", "")),
-                    "url": posted.get("url") or posted.get("uri"),
-                    "visibility": posted.get("visibility"),
-                }
-            if status in (401, 403):
-                raise TaskFailed(f"the Mastodon server refused the token ({status})")
-            if status == 422:
-                raise TaskFailed("the Mastodon server rejected the status (422)")
-            if status != 429 and status < 500:
-                raise TaskFailed(f"the Mastodon server refused the post ({status})")
-            failure = TaskFailed(f"the Mastodon server failed ({status})", transient=True)
-        if attempt < ATTEMPTS_PER_RUN:
-            await asyncio.sleep(0.25 * 2**attempt * (0.5 + random.random()))
-    raise failure
+    return await post_with_retries(
+        client,
+        url,
+        body,
+        headers=lambda: headers,
+        on_response=on_response,
+        what="the Mastodon server",
+        allow_private=deps.settings.webhook_allow_private_networks,
+        attempts=ATTEMPTS_PER_RUN,
+        timeout_seconds=min(ATTEMPT_TIMEOUT_SECONDS, deps.settings.bot_timeout_seconds),
+    )
 
 
 TASK = TaskType(

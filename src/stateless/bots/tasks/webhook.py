@@ -7,12 +7,10 @@ base64-decoded part of the tenant's `whsec_` secret. 5xx, 408, 429 and timeouts 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
-import random
 import time
 from typing import Any
 
@@ -20,7 +18,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateless.bots.outbound import post_checked
+from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 from stateless.kit.db import utcnow
 
@@ -80,45 +78,39 @@ async def run(ctx: WebhookContext, deps: TaskDeps) -> dict[str, Any]:
             "data": ctx.data,
         }
     )
-    client: httpx.AsyncClient = deps.container.services["bots.http"]
-    timeout = min(ATTEMPT_TIMEOUT_SECONDS, deps.settings.bot_timeout_seconds)
-    failure = TaskFailed("the webhook endpoint did not accept the delivery", transient=True)
-    for attempt in range(1, ATTEMPTS_PER_RUN + 1):
-        timestamp = int(time.time())
-        headers = {
+
+    def headers() -> dict[str, str]:
+        timestamp = int(time.time())  # fresh per attempt; the id stays the same across retries
+        return {
             "Content-Type": "application/json",
             "User-Agent": "stateless-backend-webhooks/1",
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(key, message_id, timestamp, body),
         }
-        try:
-            response = await post_checked(
-                client,
-                url,
-                content=body,
-                headers=headers,
-                allow_private=deps.settings.webhook_allow_private_networks,
-                timeout_seconds=timeout,
-            )
-        except TaskFailed as exc:
-            if not exc.transient:
-                raise
-            failure = exc
-        else:
-            status = response.status_code
-            if 200 <= status < 300:
-                return {"webhook_id": message_id, "status_code": status, "attempts": attempt}
-            if 300 <= status < 400:
-                raise TaskFailed(
-                    f"the webhook endpoint answered a redirect ({status}); not followed"
-                )
-            if status < 500 and status not in _RETRYABLE_4XX:
-                raise TaskFailed(f"the webhook endpoint refused the delivery ({status})")
-            failure = TaskFailed(f"the webhook endpoint failed ({status})", transient=True)
-        if attempt < ATTEMPTS_PER_RUN:
-            await asyncio.sleep(0.25 * 2**attempt * (0.5 + random.random()))
-    raise failure
+
+    def on_response(response: OutboundResponse, attempt: int) -> dict[str, Any] | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return {"webhook_id": message_id, "status_code": status, "attempts": attempt}
+        if 300 <= status < 400:
+            raise TaskFailed(f"the webhook endpoint answered a redirect ({status}); not followed")
+        if status < 500 and status not in _RETRYABLE_4XX:
+            raise TaskFailed(f"the webhook endpoint refused the delivery ({status})")
+        return None
+
+    client: httpx.AsyncClient = deps.container.services["bots.http"]
+    return await post_with_retries(
+        client,
+        url,
+        body,
+        headers=headers,
+        on_response=on_response,
+        what="the webhook endpoint",
+        allow_private=deps.settings.webhook_allow_private_networks,
+        attempts=ATTEMPTS_PER_RUN,
+        timeout_seconds=min(ATTEMPT_TIMEOUT_SECONDS, deps.settings.bot_timeout_seconds),
+    )
 
 
 TASK = TaskType(

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import orjson
@@ -281,11 +281,10 @@ class _PeerConnection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
-            transport.close()  # APNs speaks HTTP/2 only
+            self.transport.close()  # APNs speaks HTTP/2 only
             self.closed = True
             return
         self.peer.connections += 1
@@ -362,7 +361,9 @@ class _PeerConnection(asyncio.Protocol):
         self._forget(stream_id)
         status, reason = self.peer.respond(headers, bytes(body))
         content = b"" if status == 200 else orjson.dumps({"reason": reason})
-        response = [(":status", str(status)), ("apns-id", "00000000-0000-0000-0000-000000000000")]
+        # Apple echoes the client's apns-id (clients match answers by it), else makes one up.
+        apns_id = headers.get("apns-id", "00000000-0000-0000-0000-000000000000")
+        response = [(":status", str(status)), ("apns-id", apns_id)]
         try:
             self.h2.send_headers(stream_id, response, end_stream=not content)
             if content:

@@ -37,7 +37,7 @@ import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from h2.config import H2Configuration
@@ -203,11 +203,10 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_RECEIVE_WINDOW - 65535)
-        transport.write(self.h2.data_to_send())
+        self.transport.write(self.h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -237,14 +236,18 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         reason = f"connection lost: {exc}" if exc else "connection closed by the peer"
-        if not self.ready.done():
-            self.ready.set_exception(H2ConnectError(reason))
+        self._not_ready(H2ConnectError(reason))
         for stream_id in list(self.streams):
             if stream_id > self.last_stream_id:
                 self._fail(stream_id, H2Refused("the peer went away before this stream"))
             else:
                 self._fail(stream_id, H2ConnectionLost(reason))
         self.client._forget(self)
+
+    def _not_ready(self, error: H2ConnectError) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # marked as seen: the connecting request may be gone
 
     # -- events ----------------------------------------------------------------------------
     def _on_response(self, event: ResponseReceived) -> None:
@@ -303,8 +306,7 @@ class _Connection(asyncio.Protocol):
         self.last_stream_id = min(self.last_stream_id, last)
         for stream_id in [s for s in self.streams if s > self.last_stream_id]:
             self._fail(stream_id, H2Refused("the peer went away before this stream (GOAWAY)"))
-        if not self.ready.done():
-            self.ready.set_exception(H2ConnectError("the peer refused the connection (GOAWAY)"))
+        self._not_ready(H2ConnectError("the peer refused the connection (GOAWAY)"))
         self.client._forget(self)
         self._close_if_drained()
 

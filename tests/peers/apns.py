@@ -115,6 +115,7 @@ class ApnsPeer:
     # Observations.
     connections: int = 0
     goaways: int = 0
+    answered_after_goaway: int = 0  # streams <= last_stream_id finished after a GOAWAY
     max_open_streams: int = 0  # the most concurrent streams a client held on one connection
     protocol_errors: list[str] = field(default_factory=list)
     in_flight: Counter[str] = field(default_factory=Counter)  # per topic, now
@@ -277,7 +278,8 @@ class _PeerConnection(asyncio.Protocol):
         self.pending: set[int] = set()  # complete requests not answered yet
         self.answered = 0
         self.last_stream_id: int | None = None  # set once GOAWAY is sent
-        self.misbehaves = False
+        self.highest_accepted = 0  # the last stream taken for processing
+        self.number = 0  # this connection's rank among the peer's connections
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -288,7 +290,7 @@ class _PeerConnection(asyncio.Protocol):
             self.closed = True
             return
         self.peer.connections += 1
-        self.misbehaves = self.peer.connections <= self.peer.misbehave_connections
+        self.number = self.peer.connections
         self.peer._open.add(self)
         self.h2.initiate_connection()
         self._flush()
@@ -342,6 +344,7 @@ class _PeerConnection(asyncio.Protocol):
             return
         headers, _ = self.requests[stream_id]
         topic = headers.get("apns-topic", "")
+        self.highest_accepted = max(self.highest_accepted, stream_id)
         self.pending.add(stream_id)
         self.peer.in_flight[topic] += 1
         self.peer.max_in_flight[topic] = max(
@@ -371,17 +374,21 @@ class _PeerConnection(asyncio.Protocol):
         except (StreamClosedError, ProtocolError):
             return
         self.answered += 1
-        self._misbehave(stream_id)
+        if self.last_stream_id is not None:
+            self.peer.answered_after_goaway += 1
+        self._misbehave()
         self._flush()
 
-    def _misbehave(self, stream_id: int) -> None:
-        if not self.misbehaves or self.last_stream_id is not None:
-            return
+    def _misbehave(self) -> None:
         peer = self.peer
+        if self.number > peer.misbehave_connections or self.last_stream_id is not None:
+            return
+        # GOAWAY names the last stream taken for processing: the ones up to it are answered
+        # (graceful) and every later one is ignored, so a client may safely send those again.
         if peer.goaway_after is not None and self.answered >= peer.goaway_after:
-            self._goaway(stream_id, ErrorCodes.NO_ERROR)
+            self._goaway(self.highest_accepted, ErrorCodes.NO_ERROR)
         elif peer.goaway_abrupt_after is not None and self.answered >= peer.goaway_abrupt_after:
-            self._goaway(stream_id, ErrorCodes.INTERNAL_ERROR)
+            self._goaway(self.highest_accepted, ErrorCodes.INTERNAL_ERROR)
             self._flush()
             self.drop()
         elif peer.close_after is not None and self.answered >= peer.close_after:

@@ -89,6 +89,7 @@ class _SignedToken:
     fingerprint: str
     jwt: str
     issued_at: float
+    credentials: ApnsCredentials | None = None
 
 
 class ApnsCredentialsError(ValueError):
@@ -112,14 +113,16 @@ class ProviderTokenCache:
     def bearer(self, app_id: str, credentials: ApnsCredentials) -> str:
         now = self.clock()
         cached = self._tokens.get(app_id)
-        fingerprint = credentials.fingerprint
+        # The same credentials object (one push) skips hashing the key again.
         if (
             cached is not None
-            and cached.fingerprint == fingerprint
             and now - cached.issued_at < self.refresh_after_seconds
+            and (cached.credentials is credentials or cached.fingerprint == credentials.fingerprint)
         ):
+            cached.credentials = credentials
             return cached.jwt
-        signed = _SignedToken(fingerprint, self._sign(credentials, now), now)
+        fingerprint = credentials.fingerprint
+        signed = _SignedToken(fingerprint, self._sign(credentials, now), now, credentials)
         self._tokens[app_id] = signed
         return signed.jwt
 

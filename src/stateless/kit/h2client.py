@@ -365,8 +365,6 @@ class _Connection(asyncio.Protocol):
             self.client._forget(self)
             self._close_if_drained()
             raise H2Refused("stream ids exhausted on this connection") from None
-        stream = _Stream(self.loop.create_future())
-        self.streams[stream_id] = stream
         request: list[tuple[str, str] | HeaderTuple] = [
             (":method", method),
             (":scheme", self.client.scheme),
@@ -376,13 +374,20 @@ class _Connection(asyncio.Protocol):
             NeverIndexedHeaderTuple(":path", path),
             *headers,
         ]
+        if body:
+            request.append(("content-length", str(len(body))))
+        try:
+            self.h2.send_headers(stream_id, request, end_stream=not body)
+        except ProtocolError as exc:  # not sent: our accounting and h2's disagree
+            self._released()
+            raise H2Refused(f"stream not opened: {exc}") from exc
+        # Counted only once opened: h2 asks for the open streams while opening this one.
+        stream = _Stream(self.loop.create_future())
+        self.streams[stream_id] = stream
         try:
             if body:
-                request.append(("content-length", str(len(body))))
-                self.h2.send_headers(stream_id, request)
                 await self._send_body(stream_id, stream, body)
             else:
-                self.h2.send_headers(stream_id, request, end_stream=True)
                 stream.ended_local = True
                 self._flush_soon()
             return await stream.done

@@ -392,8 +392,9 @@ class _Connection(asyncio.Protocol):
                 self._flush_soon()
             return await stream.done
         finally:
-            if not stream.done.done():  # cancelled (timeout): tell the peer, free the slot
-                self.streams.pop(stream_id, None)
+            # Still ours: cancelled (timeout), and cancelling this task cancelled `done` too.
+            if self.streams.get(stream_id) is stream:
+                del self.streams[stream_id]
                 stream.done.cancel()
                 self._reset(stream_id)
                 self._flush_soon()
@@ -609,9 +610,10 @@ class H2Client:
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_waiters(all_of_them=False)  # pass on a wake-up we cannot use
+                raise
             failed = self._connect_failures != failures and self._connect_error is not None
             if failed and not any(c.available > 0 for c in self._connections):
                 raise H2ConnectError(str(self._connect_error))

@@ -1,0 +1,60 @@
+"""kit/h2client.py on its own against the APNs peer: failures a caller must be able to tell apart."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import jwt
+import pytest
+
+from stateless.kit.h2client import H2Client, H2ConnectError, H2Timeout
+from tests.ios.conftest import BUNDLE_ID, KEY_ID, TEAM_ID, ApnsKey, hex_token
+from tests.peers.apns import ApnsPeer, free_port
+
+
+def apns_headers(key: ApnsKey) -> list[tuple[str, str]]:
+    bearer = jwt.encode(
+        {"iss": TEAM_ID, "iat": int(time.time())},
+        key.private_pem,
+        algorithm="ES256",
+        headers={"kid": KEY_ID},
+    )
+    return [("authorization", f"bearer {bearer}"), ("apns-topic", BUNDLE_ID)]
+
+
+async def test_a_refused_connect_fails_every_queued_request_at_once_unprocessed() -> None:
+    client = H2Client(f"https://127.0.0.1:{free_port()}", connect_timeout=2)
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(client.request("POST", "/3/device/x", body=b"{}") for _ in range(20)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, H2ConnectError) and not r.processed for r in results)
+    assert time.monotonic() - started < 2
+    await client.aclose()
+
+
+async def test_a_timed_out_stream_is_cancelled_and_frees_its_slot(
+    apns_peer: ApnsPeer, apns_key: ApnsKey
+) -> None:
+    apns_peer.max_concurrent_streams = 1
+    slow, fast = hex_token(1), hex_token(2)
+    apns_peer.delays[slow] = [5.0]
+    assert apns_peer.ca_file is not None
+    client = H2Client(
+        apns_peer.url, ssl_context=ssl.create_default_context(cafile=str(apns_peer.ca_file))
+    )
+    headers = apns_headers(apns_key)
+    try:
+        with pytest.raises(H2Timeout) as caught:
+            await client.request("POST", f"/3/device/{slow}", headers, b"{}", timeout=0.3)
+        assert caught.value.processed  # the peer may have acted on it: callers must know
+        # The only stream slot is free again, on the same connection.
+        response = await client.request("POST", f"/3/device/{fast}", headers, b"{}", timeout=5)
+        assert response.status == 200 and response.header("apns-id") is not None
+        assert client.connections_opened == 1
+        assert apns_peer.attempts(slow) == 0 and apns_peer.delivered(fast) == 1
+    finally:
+        await client.aclose()

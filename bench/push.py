@@ -14,8 +14,9 @@ shows instead of hiding in the figures. Two paths:
     .venv/bin/python -m bench.push --app-sizes 1000 --client-sizes 1000 --engines ours httpx
 
 Hook for other push kinds: `run(scenarios, runners)` takes a `Runner` per `Scenario.kind`
-(a function taking a scenario and returning a `Result`); `apns_runner` is the APNs one, and a
-Web Push runner (bench/webpush.py) can be passed beside it to print both in one table.
+(a function taking a scenario and returning a `Result`); `apns_runner` is the APNs one. If
+`bench/webpush.py` defines `push_runner() -> Runner`, `main()` also runs
+`Scenario("webpush", "app", "ours", n)` for every app size, so both print in one table.
 Target: >= 2,000 pushes/s through the app, RSS flat from 1k to 100k recipients.
 """
 
@@ -405,7 +406,7 @@ async def _client_child(scenario: Scenario, args: argparse.Namespace) -> dict[st
 
         class LocalPeer(APNsProductionClientProtocol):
             APNS_SERVER = "127.0.0.1"
-            APNS_PORT = port  # type: ignore[assignment]
+            APNS_PORT = port
 
         context.set_alpn_protocols(["h2"])  # aioapns sets none; the peer, like Apple, wants h2
         client_aio = APNs(
@@ -492,6 +493,16 @@ def summarize(results: list[Result]) -> None:
         )
 
 
+def _webpush_runner() -> Runner | None:
+    """The Web Push runner, when bench/webpush.py offers one (see the module docstring)."""
+    try:
+        import bench.webpush as webpush
+    except ImportError:
+        return None
+    factory = getattr(webpush, "push_runner", None)
+    return factory() if callable(factory) else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--app-sizes", type=int, nargs="*", default=[1000, 10000, 100000])
@@ -513,7 +524,12 @@ def main() -> None:
     scenarios += [
         Scenario("apns", "client", engine, n) for n in args.client_sizes for engine in args.engines
     ]
-    results = run(scenarios, {"apns": apns_runner(args.loop)})
+    runners: dict[str, Runner] = {"apns": apns_runner(args.loop)}
+    webpush = _webpush_runner()
+    if webpush is not None:
+        runners["webpush"] = webpush
+        scenarios += [Scenario("webpush", "app", "ours", n) for n in args.app_sizes]
+    results = run(scenarios, runners)
     summarize(results)
     if args.json:
         args.json.write_text(

@@ -136,6 +136,11 @@ class _H2(H2Connection):
     and buffered outbound data is dropped. RFC 9113 section 6.8 says those streams go on, so we
     only report the GOAWAY; the client itself stops opening streams on this connection."""
 
+    # h2 remembers 65,536 closed stream ids per connection (to tell late frames from bad ones):
+    # ~10 MB on a connection that carried 100,000 pushes. A few times the streams we ever have
+    # in flight is enough.
+    MAX_CLOSED_STREAMS = 4096
+
     # Our own count of the streams in flight (the client's dict), set by _Connection.
     in_flight: dict[int, Any] | None = None
     _counted = 0

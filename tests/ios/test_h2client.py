@@ -7,6 +7,7 @@ import ssl
 import time
 
 import jwt
+import orjson
 import pytest
 
 from stateless.kit.h2client import H2Client, H2ConnectError, H2Timeout
@@ -56,5 +57,30 @@ async def test_a_timed_out_stream_is_cancelled_and_frees_its_slot(
         assert response.status == 200 and response.header("apns-id") is not None
         assert client.connections_opened == 1
         assert apns_peer.attempts(slow) == 0 and apns_peer.delivered(fast) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_large_body_is_sent_within_frame_size_and_both_windows(
+    apns_peer: ApnsPeer, apns_key: ApnsKey
+) -> None:
+    # 200 KB: more than the connection window (64 KB) and 13 frames of the peer's 16 KB
+    # MAX_FRAME_SIZE; the peer's h2 breaks the connection on any overrun.
+    apns_peer.initial_window_size = 32768
+    assert apns_peer.ca_file is not None
+    client = H2Client(
+        apns_peer.url, ssl_context=ssl.create_default_context(cafile=str(apns_peer.ca_file))
+    )
+    body = b'{"aps": {}, "pad": "' + b"x" * 200_000 + b'"}'
+    try:
+        responses = await asyncio.gather(
+            *(
+                client.request("POST", f"/3/device/{hex_token(i)}", apns_headers(apns_key), body)
+                for i in range(3)
+            )
+        )
+        assert [r.status for r in responses] == [413] * 3
+        assert [orjson.loads(r.body) for r in responses] == [{"reason": "PayloadTooLarge"}] * 3
+        assert apns_peer.protocol_errors == [] and apns_peer.count == 3
     finally:
         await client.aclose()

@@ -150,14 +150,16 @@ class ProviderTokenCache:
 
 
 def build_verify(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """The TLS trust for APNs: the system store, or only the given CA bundle (tests, proxies)."""
+    """The TLS trust for APNs: the system store, or only the given CA bundle (tests, proxies).
+
+    Loading either reads files: the lifespan calls this in a thread."""
     if ca_file is None:
-        return True
+        return ssl.create_default_context()
     return ssl.create_default_context(cafile=str(ca_file))
 
 
 def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
-    """A context of our own per pool (the h2 client sets its ALPN), never an unverified one."""
+    """The pools' TLS context (the h2 client sets its ALPN to h2); never an unverified one."""
     if isinstance(verify, ssl.SSLContext):
         return verify
     if verify is False:

@@ -80,8 +80,9 @@ class _SenderPool:
         while (row := await self._queue.get()) is not None:
             try:
                 outcome = await self._send(row)
-            except Exception:  # isolation boundary: one push, counted as failed
-                log.exception("push_send_failed")
+            except Exception as exc:  # isolation boundary: one push, counted as failed
+                # The type only: a traceback's locals could hold the device token.
+                log.error("push_send_failed", error=type(exc).__name__)
                 outcome = ApnsOutcome(0, "InternalError")
             self.done.append((row, outcome))
 

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import jwt
 import orjson
@@ -50,6 +50,9 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
 TOKEN_PATH = re.compile(r"^/3/device/([0-9a-fA-F]{64,200})$")
 MAX_PAYLOAD_BYTES = 4096
@@ -461,6 +464,33 @@ def tls_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
     cert.configure_cert(context)
     context.set_alpn_protocols(["h2"])
     return context, ca_file
+
+
+def tls_config(directory: Path, port: int) -> tuple[Config, Path]:
+    """A hypercorn TLS config (h2 only) with a fresh test CA, for peers served by hypercorn."""
+    from hypercorn.config import Config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file = directory / "apns-ca.pem"
+    cert_file = directory / "apns-cert.pem"
+    key_file = directory / "apns-key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile = str(cert_file)
+    config.keyfile = str(key_file)
+    config.alpn_protocols = ["h2"]
+    config.h2_max_concurrent_streams = 1000  # what Apple allows per connection
+    config.accesslog = None  # paths carry device tokens
+    config.errorlog = None
+    config.keep_alive_timeout = 60
+    config.graceful_timeout = 1
+    config.keep_alive_max_requests = 10**9  # APNs keeps a connection for hours
+    return config, ca_file
 
 
 def main() -> None:

@@ -16,6 +16,9 @@ Usage::
     response.status, response.header("apns-id"), response.body
     await client.aclose()
 
+HTTPS with ALPN `h2` only: an origin that offers only HTTP/1.1 fails with `H2ConnectError`
+("does not offer HTTP/2"), and the caller falls back to httpx for it.
+
 Errors are `H2Error` subclasses, each with `processed`: False when the peer certainly did not
 act on the request (so a retry cannot duplicate it), True when it may have:
 

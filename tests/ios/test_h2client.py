@@ -9,6 +9,7 @@ import time
 import jwt
 import orjson
 import pytest
+import trustme
 
 from stateless.kit.h2client import H2Client, H2ConnectError, H2Timeout
 from tests.ios.conftest import BUNDLE_ID, KEY_ID, TEAM_ID, ApnsKey, hex_token
@@ -84,3 +85,25 @@ async def test_a_large_body_is_sent_within_frame_size_and_both_windows(
         assert apns_peer.protocol_errors == [] and apns_peer.count == 3
     finally:
         await client.aclose()
+
+
+async def test_an_origin_without_h2_is_a_connect_error() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context.set_alpn_protocols(["http/1.1"])  # an HTTP/1.1-only server
+    server = await asyncio.get_running_loop().create_server(
+        asyncio.Protocol, "127.0.0.1", 0, ssl=server_context
+    )
+    port = server.sockets[0].getsockname()[1]
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    client = H2Client(f"https://127.0.0.1:{port}", ssl_context=client_context)
+    try:
+        with pytest.raises(H2ConnectError, match="does not offer HTTP/2") as caught:
+            await client.request("GET", "/", timeout=5)
+        assert not caught.value.processed
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()

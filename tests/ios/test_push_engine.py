@@ -196,6 +196,7 @@ async def test_one_tenants_broadcast_does_not_starve_another(
         done[name] = time.monotonic()
         return body
 
+    big_started = time.monotonic()
     big = asyncio.create_task(broadcast(ios_tenant, "big"))
     while apns_peer.count < 8:  # the big one is under way
         await asyncio.sleep(0.01)
@@ -205,8 +206,10 @@ async def test_one_tenants_broadcast_does_not_starve_another(
 
     assert small_body == {"sent": 8, "failed": 0, "removed": 0, "results": []}
     assert big_body == {"sent": 160, "failed": 0, "removed": 0, "results": []}
-    assert done["small"] < done["big"] - 0.5  # finished long before the big one
-    assert done["small"] - small_started < 1.0
+    # The small one finished first, in well under half the big one's time (a shared, busy
+    # machine makes absolute durations meaningless).
+    assert done["small"] < done["big"]
+    assert done["small"] - small_started < (done["big"] - big_started) / 2
     assert apns_peer.max_in_flight["com.example.app"] <= 4  # the cap held for each tenant
     assert apns_peer.max_in_flight["com.example.other"] <= 4
     assert_each_processed_once(apns_peer, big_tokens + small_tokens)

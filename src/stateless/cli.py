@@ -296,6 +296,23 @@ def tenants_configure(
     allowed_content_type: Annotated[
         list[str] | None, typer.Option("--allowed-content-type")
     ] = None,
+    webpush_generate_keys: Annotated[
+        bool,
+        typer.Option(
+            "--webpush-generate-keys",
+            help="Create a new VAPID key pair for Web Push and print its public key (the "
+            "private key is stored encrypted). Subscriptions made with the old key stop "
+            "working. Example: --webpush-generate-keys",
+        ),
+    ] = False,
+    webpush_contact: Annotated[
+        str | None,
+        typer.Option(
+            "--webpush-contact",
+            help="Contact push services may reach you by (VAPID `sub`): a mailto: address or "
+            "an https: URL. Example: --webpush-contact mailto:ops@example.com",
+        ),
+    ] = None,
 ) -> None:
     """Set an app's options; secrets (keys, tokens, addresses) are stored encrypted."""
     from email_validator import EmailNotValidError, validate_email
@@ -323,11 +340,15 @@ def tenants_configure(
         mastodon_url=mastodon_url,
         mastodon_token=mastodon_token,
         allowed_content_types=allowed_content_type or None,
+        webpush_generate_keys=webpush_generate_keys,
+        webpush_contact=webpush_contact,
     )
     result = _run(lambda s: _with_tenants(s, lambda svc: svc.configure(app_id, request)))
     typer.echo(f"updated {app_id}: {', '.join(result.changed) or 'nothing'}")
     if result.webhook_secret:
         typer.echo(f"webhook signing secret (shown once): {result.webhook_secret}")
+    if result.webpush_public_key:
+        typer.echo(f"webpush public key: {result.webpush_public_key}")
 
 
 def main() -> None:

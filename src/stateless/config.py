@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     apple_verify_receipt_timeout_seconds: float = Field(default=15.0, gt=0)
 
     webhook_allow_private_networks: bool = False
+    # Web Push: subscription endpoints may be private addresses (tests only), the CA bundle
+    # trusted for push services instead of the system store, concurrency and patience.
+    webpush_allow_private_networks: bool = False
+    webpush_ca_file: Path | None = None
+    webpush_max_concurrency: int = Field(default=256, ge=1, le=4000)
+    webpush_timeout_seconds: float = Field(default=15.0, gt=0)
     metrics_token: str | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "console"] | None = None

@@ -25,6 +25,7 @@ ROUTERS: list[str] = [
     "stateless.storekit.endpoints",
     "stateless.storage.endpoints",
     "stateless.bots.endpoints",
+    "stateless.webpush.endpoints",
 ]
 
 LIFECYCLE: list[str] = [
@@ -34,6 +35,7 @@ LIFECYCLE: list[str] = [
     "stateless.storekit.lifecycle",
     "stateless.storage.lifecycle",
     "stateless.bots.lifecycle",
+    "stateless.webpush.lifecycle",
 ]
 
 SERVICES: list[str] = [
@@ -42,6 +44,7 @@ SERVICES: list[str] = [
     "stateless.storekit.wiring",
     "stateless.storage.wiring",
     "stateless.bots.wiring",
+    "stateless.webpush.wiring",
 ]
 
 BACKGROUND: list[str] = [

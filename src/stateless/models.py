@@ -8,6 +8,7 @@ from stateless.kit.db import Base
 from stateless.storage.models import StoredFile
 from stateless.storekit.models import Entitlement, NotificationReceipt
 from stateless.tenants.models import ApiKey, Tenant
+from stateless.webpush.models import WebPushSubscription
 
 __all__ = [
     "AffiliateAggregate",
@@ -22,4 +23,5 @@ __all__ = [
     "NotificationReceipt",
     "StoredFile",
     "Tenant",
+    "WebPushSubscription",
 ]

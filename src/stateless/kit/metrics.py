@@ -59,6 +59,12 @@ class Metrics:
             ["task_type", "outcome"],
             registry=r,
         )
+        self.web_pushes = Counter(
+            "stateless_webpush_notifications_total",
+            "Web Push messages by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.pushes = Counter(
             "stateless_push_notifications_total", "APNs pushes by outcome", ["outcome"], registry=r
         )

@@ -81,6 +81,13 @@ BASE_RULES: tuple[TtlRule, ...] = (
         "App Store notification ids seen (replay protection)",
         "notification UUID as keyed hash",
     ),
+    TtlRule(
+        "webpush_subscriptions",
+        30 * DAY,
+        60 * DAY,
+        "Web Push subscriptions",
+        "endpoint URL and keys AES-GCM encrypted, subscriber id as keyed hash",
+    ),
 )
 
 

@@ -39,6 +39,8 @@ class TenantConfig(BaseModel):
     webhook_url: str | None = None
     mastodon_url: str | None = None
     allowed_content_types: list[str] | None = None
+    webpush_public_key: str | None = None
+    webpush_contact: str | None = None
 
 
 class TenantSecrets(BaseModel):
@@ -51,6 +53,7 @@ class TenantSecrets(BaseModel):
     appstore_shared_secret: str | None = None
     webhook_secret: str | None = None
     mastodon_token: str | None = None
+    webpush_vapid_private_pem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,12 +97,28 @@ class ConfigureRequest:
     mastodon_url: str | None = None
     mastodon_token: str | None = None
     allowed_content_types: list[str] | None = None
+    webpush_generate_keys: bool = False
+    webpush_contact: str | None = None
 
 
 @dataclass
 class ConfigureResult:
     changed: list[str]
     webhook_secret: str | None = None
+    webpush_public_key: str | None = None
+
+
+def _validate_vapid_contact(contact: str) -> str:
+    """RFC 8292 `sub`: a mailto: address or an https: URL push services can reach you by."""
+    parts = urlsplit(contact)
+    if parts.scheme == "mailto" and "@" in parts.path and len(contact) <= 320:
+        return contact
+    if parts.scheme == "https" and parts.netloc and len(contact) <= 2048:
+        return contact
+    raise BadRequest(
+        "--webpush-contact must be a mailto: address or an https: URL, "
+        f"e.g. mailto:ops@example.com; got {contact[:80]!r}"
+    )
 
 
 class TenantService:
@@ -209,7 +225,9 @@ class TenantService:
             changed.append("webhook_url")
             if sealed.webhook_secret is None:
                 # Standard Webhooks: standard base64 of 32 random bytes after the prefix
-                sealed.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                sealed.webhook_secret = (
+                    "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                )
                 result.webhook_secret = sealed.webhook_secret
         if request.cors_origins is not None:
             config.cors_origins = sorted({_validate_origin(o) for o in request.cors_origins})
@@ -230,6 +248,16 @@ class TenantService:
                 t.strip().lower() for t in request.allowed_content_types
             ]
             changed.append("allowed_content_types")
+        if request.webpush_contact is not None:
+            config.webpush_contact = _validate_vapid_contact(request.webpush_contact)
+            changed.append("webpush_contact")
+        if request.webpush_generate_keys:
+            from stateless.webpush.crypto import VapidKeys
+
+            keys = VapidKeys.generate()
+            sealed.webpush_vapid_private_pem = keys.private_pem
+            config.webpush_public_key = result.webpush_public_key = keys.public_key
+            changed.append("webpush_keys")
         for name in ("apns_key_p8", "appstore_shared_secret", "notify_email", "mastodon_token"):
             value = getattr(request, name)
             if value is not None:

@@ -1,13 +1,17 @@
-"""`push`: the same notification as POST /api/v1/ios/push, run by the bots task runner.
+"""`push`: the same notification as POST /api/v1/ios/push and/or POST /api/v1/web/push.
 
-The context is the push request body. The result is stored with the task record, so it keeps
-counts and APNs failure reasons only, never device ids.
+`target` picks the channel: `ios` (default; the context is the /ios/push body), `web` (the
+context is the /web/push body) or `all` (`{"target": "all", "ios": {...}, "web": {...}}`). The
+result is stored with the task record, so it keeps counts and failure reasons only, never device
+or subscriber ids.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 from stateless.ios.schemas import PushIn
@@ -18,16 +22,66 @@ from stateless.ios.service import (
     credentials_of,
 )
 from stateless.kit.db import session_scope
+from stateless.kit.errors import PayloadTooLarge
+from stateless.webpush.schemas import WebPushIn
+from stateless.webpush.service import WebPushNotConfigured, WebPushService, vapid_of
+
+Target = Literal["ios", "web", "all"]
 
 
-async def prepare(ctx: PushIn, deps: TaskDeps) -> None:
-    try:
-        credentials_of(deps.container.kit, deps.tenant)
-    except ApnsNotConfigured as exc:
-        raise TaskRejected(exc.detail).with_code("apns_not_configured") from exc
+class PushTaskIn(BaseModel):
+    """`target` plus the body of the matching push endpoint (both bodies for `all`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Target = "ios"
+    ios: PushIn | None = None
+    web: WebPushIn | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_by_target(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        rest = dict(value)
+        target = rest.pop("target", "ios")
+        if target in ("ios", "web"):
+            return {"target": target, target: rest}
+        if target == "all":
+            return {"target": target, **rest}
+        return value  # an unknown target fails on the Literal
+
+    @model_validator(mode="after")
+    def _both_for_all(self) -> PushTaskIn:
+        if self.target == "all" and (self.ios is None or self.web is None):
+            raise ValueError('target "all" needs both an "ios" and a "web" push body')
+        return self
 
 
-async def run(ctx: PushIn, deps: TaskDeps) -> dict[str, Any]:
+async def prepare(ctx: PushTaskIn, deps: TaskDeps) -> None:
+    kit, tenant = deps.container.kit, deps.tenant
+    if ctx.ios is not None:
+        try:
+            credentials_of(kit, tenant)
+        except ApnsNotConfigured as exc:
+            raise TaskRejected(exc.detail).with_code("apns_not_configured") from exc
+    if ctx.web is not None:
+        try:
+            vapid_of(kit, tenant)
+        except WebPushNotConfigured as exc:
+            raise TaskRejected(exc.detail).with_code("webpush_not_configured") from exc
+
+
+def _summary(sent: int, failed: int, removed: int, reasons: Counter[str]) -> dict[str, Any]:
+    return {
+        "sent": sent,
+        "failed": failed,
+        "removed": removed,
+        "reasons": dict(sorted(reasons.items())),
+    }
+
+
+async def _run_ios(ctx: PushIn, deps: TaskDeps) -> dict[str, Any]:
     container = deps.container
     try:
         # The task owns its transaction: dead tokens are deleted when the push is done.
@@ -41,18 +95,48 @@ async def run(ctx: PushIn, deps: TaskDeps) -> dict[str, Any]:
     except ApnsUnreachable as exc:
         raise TaskFailed("APNs could not be reached", transient=True) from exc
     reasons = Counter(r.reason or r.status for r in out.results if r.status != "sent")
+    return _summary(out.sent, out.failed, out.removed, reasons)
+
+
+async def _run_web(ctx: WebPushIn, deps: TaskDeps) -> dict[str, Any]:
+    container = deps.container
+    client = container.services["webpush"]
+    try:
+        async with session_scope(deps.sessionmaker) as session:
+            service = WebPushService(
+                session, deps.tenant, container.kit, client.sender, client.signer, container.metrics
+            )
+            out = await service.push(ctx)
+    except WebPushNotConfigured as exc:
+        raise TaskRejected(exc.detail).with_code("webpush_not_configured") from exc
+    except PayloadTooLarge as exc:
+        raise TaskRejected(exc.detail).with_code("payload_too_large") from exc
+    reasons = Counter(r.reason or r.status for r in out.results if r.status != "sent")
+    return _summary(out.sent, out.failed, out.removed, reasons)
+
+
+async def run(ctx: PushTaskIn, deps: TaskDeps) -> dict[str, Any]:
+    if ctx.target == "ios" and ctx.ios is not None:
+        return await _run_ios(ctx.ios, deps)
+    if ctx.target == "web" and ctx.web is not None:
+        return await _run_web(ctx.web, deps)
+    assert ctx.ios is not None and ctx.web is not None
+    ios = await _run_ios(ctx.ios, deps)
+    web = await _run_web(ctx.web, deps)
     return {
-        "sent": out.sent,
-        "failed": out.failed,
-        "removed": out.removed,
-        "reasons": dict(sorted(reasons.items())),
+        "sent": ios["sent"] + web["sent"],
+        "failed": ios["failed"] + web["failed"],
+        "removed": ios["removed"] + web["removed"],
+        "ios": ios,
+        "web": web,
     }
 
 
 TASK = TaskType(
     name="push",
-    context=PushIn,
+    context=PushTaskIn,
     run=run,
     prepare=prepare,
-    description="Send an APNs notification to listed devices or to all (as POST /ios/push).",
+    description="Send a notification over APNs (target ios, the default), Web Push (web) or "
+    "both (all), as POST /ios/push and POST /web/push.",
 )

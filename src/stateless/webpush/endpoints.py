@@ -1,0 +1,93 @@
+"""Web Push API: the VAPID key and subscriptions (pk or sk, called by the page), push (sk)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
+from stateless.webpush.schemas import (
+    SubscribeIn,
+    SubscribeOut,
+    UnsubscribeIn,
+    UnsubscribeOut,
+    VapidPublicKeyOut,
+    WebPushIn,
+    WebPushOut,
+)
+from stateless.webpush.service import SubscriptionService, WebPushService, public_key_of
+from stateless.webpush.wiring import WebPushClient
+
+router = APIRouter(prefix=f"{API_V1}/web", tags=["web push"])
+
+
+async def _subscriptions(
+    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+) -> SubscriptionService:
+    return SubscriptionService(
+        session,
+        tenant,
+        container.kit,
+        container.services["lifecycle"].policy,
+        container.settings.webpush_allow_private_networks,
+    )
+
+
+async def _push(
+    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
+) -> WebPushService:
+    client: WebPushClient = container.services["webpush"]
+    return WebPushService(
+        session, tenant, container.kit, client.sender, client.signer, container.metrics
+    )
+
+
+Subscriptions = Annotated[SubscriptionService, Depends(_subscriptions)]
+Push = Annotated[WebPushService, Depends(_push)]
+
+
+@router.get("/vapid-public-key", name="web.vapid_public_key", response_model=VapidPublicKeyOut)
+async def vapid_public_key(tenant: AnyKeyTenant) -> VapidPublicKeyOut:
+    """The app's VAPID public key: pass it as `applicationServerKey` to pushManager.subscribe.
+
+    409 `webpush_not_configured` until the operator runs
+    `stateless tenants configure APP_ID --webpush-generate-keys`.
+    """
+    return VapidPublicKeyOut(public_key=public_key_of(tenant))
+
+
+@router.post("/subscribe", name="web.subscribe", response_model=SubscribeOut)
+async def subscribe(
+    body: SubscribeIn, service: Subscriptions, tenant: AnyKeyTenant
+) -> SubscribeOut:
+    """Store (or replace) this subscriber's push subscription: send `PushSubscription.toJSON()`.
+
+    Kept `ttl_seconds` (default 30 d, max 60 d, never past `expirationTime`); the endpoint and
+    keys are encrypted, the subscriber id kept only as a keyed hash. The endpoint must be an https
+    URL of a public host (422 `endpoint_not_allowed`); keys that are not a P-256 point and a
+    16-byte secret answer 422 `invalid_subscription_keys`.
+    """
+    expires_at = await service.subscribe(body)
+    return SubscribeOut(tenant=tenant.app_id, expires_at=expires_at)
+
+
+@router.post("/unsubscribe", name="web.unsubscribe", response_model=UnsubscribeOut)
+async def unsubscribe(body: UnsubscribeIn, service: Subscriptions) -> UnsubscribeOut:
+    """Forget this subscriber's subscription now. Unknown subscribers answer the same."""
+    await service.unsubscribe(body.subscriber_id)
+    return UnsubscribeOut()
+
+
+@router.post("/push", name="web.push", response_model=WebPushOut)
+async def push(body: WebPushIn, service: Push) -> WebPushOut:
+    """Send one notification to `subscriber_ids`, or to every live subscriber with `all`.
+
+    Each message is encrypted for its subscription (RFC 8291) and signed with the app's VAPID key
+    (RFC 8292). Subscriptions the push service reports gone (404, 410) are deleted (`removed`);
+    429 and 5xx are retried after `Retry-After`. A payload that would exceed 4096 bytes on the
+    wire answers 413 before anything is sent. With `all`, `results` is empty (subscriber ids
+    are stored only as keyed hashes). Needs the app's VAPID keys (409 `webpush_not_configured`).
+    """
+    return await service.push(body)

@@ -1,0 +1,255 @@
+"""Delivery to push services behind one small interface, so a faster engine can be swapped in.
+
+`PushEngine` posts one request and reports the answer; `HttpcoreEngine` is the default: httpcore
+connection pools (HTTP/2 where the push service offers it, else HTTP/1.1) per origin, whose
+every connection goes to an address checked by the webhook SSRF guard after DNS resolution
+(the TLS name stays the push service's host). Redirects are never followed.
+
+`WebPushSender` adds what the protocol asks around the engine: bounded concurrency, and 429 or
+5xx answers retried after `Retry-After` (or a jittered backoff), never longer than a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Protocol
+
+import httpcore
+
+from stateless.bots.outbound import resolve_checked
+from stateless.bots.tasks.base import TaskFailed
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResponse:
+    status: int
+    retry_after: str | None = None
+
+
+class EngineError(Exception):
+    """Nothing was answered (connection refused, timeout, refused address); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PushEngine(Protocol):
+    """Posts one encrypted message to a push service endpoint and returns its status."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves each new connection's host once, refuses private addresses, connects to the
+    checked address itself: a second DNS answer cannot point a connection elsewhere."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            address = await resolve_checked(host, port, self.allow_private)
+        except TaskFailed as exc:
+            raise httpcore.ConnectError(
+                "EndpointNotAllowed" if exc.status == 422 else "EndpointUnresolvable"
+            ) from None
+        return await self._inner.connect_tcp(
+            str(address),
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not push services")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def build_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system trust store, or only the given CA bundle (WEBPUSH_CA_FILE: tests, proxies)."""
+    context = (
+        ssl.create_default_context(cafile=str(ca_file))
+        if ca_file is not None
+        else ssl.create_default_context()
+    )
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+class HttpcoreEngine:
+    """The default engine: one httpcore pool for every push service, guarded connections."""
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        allow_private: bool,
+        timeout_seconds: float = 15.0,
+        max_connections: int = 64,
+    ) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=60.0,
+            http1=True,
+            http2=True,
+            network_backend=_GuardedBackend(allow_private),
+        )
+        self._timeouts = {
+            "connect": timeout_seconds,
+            "read": timeout_seconds,
+            "write": timeout_seconds,
+            "pool": timeout_seconds,
+        }
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse:
+        if not url.startswith("https://"):
+            raise EngineError("EndpointNotAllowed")
+        try:
+            response = await self._pool.request(
+                "POST",
+                url,
+                headers=list(headers.items()),
+                content=body,
+                extensions={"timeout": self._timeouts},
+            )
+        except httpcore.TimeoutException:
+            raise EngineError("Timeout") from None
+        except httpcore.ConnectError as exc:
+            reason = str(exc)
+            if reason not in ("EndpointNotAllowed", "EndpointUnresolvable"):
+                reason = "ConnectionError"
+            raise EngineError(reason) from None
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol):
+            raise EngineError("ConnectionError") from None
+        retry_after = None
+        for name, value in response.headers:
+            if name.lower() == b"retry-after":
+                retry_after = value.decode("latin-1")
+        return EngineResponse(response.status, retry_after)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class PushOutcome:
+    """What the push service finally answered; status 0 means no answer (see `reason`)."""
+
+    status: int
+    reason: str | None = None
+    attempts: int = 0
+
+    @property
+    def delivered(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def gone(self) -> bool:
+        """404 and 410: the subscription is expired or unsubscribed; delete it."""
+        return self.status in (404, 410)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 10.2.3); None if absent or bad."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text[:9]))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else time.time()
+    return max(0.0, when.timestamp() - current)
+
+
+class WebPushSender:
+    """Retries and bounded concurrency around an engine; safe to share process-wide."""
+
+    def __init__(
+        self,
+        engine: PushEngine,
+        *,
+        max_concurrency: int = 256,
+        max_attempts: int = 3,
+        backoff_seconds: float = 0.2,
+        max_retry_wait_seconds: float = 10.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_retry_wait_seconds = max_retry_wait_seconds
+        self._sleep = sleep
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+    async def send(
+        self, url: str, body: bytes, headers: Callable[[], Mapping[str, str]]
+    ) -> PushOutcome:
+        """Deliver one message; `headers()` is called per attempt (the VAPID token may renew)."""
+        outcome = PushOutcome(0, "NotAttempted", 0)
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after: str | None = None
+            async with self._semaphore:
+                try:
+                    answer = await self.engine.post(url, body, headers())
+                except EngineError as exc:
+                    outcome = PushOutcome(0, exc.reason, attempt)
+                else:
+                    retry_after = answer.retry_after
+                    outcome = PushOutcome(
+                        answer.status,
+                        None if 200 <= answer.status < 300 else f"HTTP{answer.status}",
+                        attempt,
+                    )
+            retryable = (
+                outcome.status == 429
+                or outcome.status >= 500
+                or (outcome.status == 0 and outcome.reason in ("ConnectionError", "Timeout"))
+            )
+            if not retryable or attempt == self.max_attempts:
+                return outcome
+            wait = retry_after_seconds(retry_after)
+            if wait is None:
+                wait = self.backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
+            if wait > self.max_retry_wait_seconds:
+                return outcome  # honouring it would hold the request too long: report it
+            await self._sleep(wait)
+        return outcome

@@ -1,0 +1,424 @@
+"""Subscriptions (subscribe, unsubscribe) and push: the rules between the API and push services.
+
+Subscriber ids are stored only as keyed hashes and subscriptions (endpoint URL and keys) only
+sealed, so pushing to `all` reports counts. Subscriptions a push service calls gone (404, 410)
+are deleted as we go. Pushing streams subscribers from the database page by page, so memory
+stays flat however many there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stateless.bots.outbound import resolve_checked
+from stateless.bots.tasks.base import TaskFailed
+from stateless.kit.crypto import DecryptionError, PrivacyKit
+from stateless.kit.db import utcnow
+from stateless.kit.errors import Conflict, PayloadTooLarge, Unprocessable
+from stateless.kit.metrics import Metrics
+from stateless.lifecycle.policy import TtlPolicy
+from stateless.tenants.schemas import TenantContext
+from stateless.tenants.service import open_secrets
+from stateless.webpush.crypto import (
+    MAX_PLAINTEXT_BYTES,
+    InvalidSubscriptionKey,
+    VapidKeys,
+    VapidSigner,
+    encrypt_payload,
+    load_auth_secret,
+    load_user_agent_key,
+)
+from stateless.webpush.repository import SubscriptionRow, WebPushSubscriptionRepository
+from stateless.webpush.schemas import (
+    ResultStatus,
+    SubscribeIn,
+    WebPushIn,
+    WebPushOut,
+    WebPushResult,
+)
+from stateless.webpush.sender import PushOutcome, WebPushSender
+
+SUBSCRIBER_PURPOSE = "webpush-subscriber-id"
+SUBSCRIPTION_PURPOSE = "webpush-subscription"
+PUSH_BATCH_SIZE = 500
+DEFAULT_MESSAGE_TTL_SECONDS = 28 * 24 * 3600
+
+log = structlog.get_logger("stateless.webpush")
+
+
+class WebPushNotConfigured(Conflict):
+    code, title = "webpush_not_configured", "Web Push is not configured for this app"
+
+
+class EndpointNotAllowed(Unprocessable):
+    code, title = "endpoint_not_allowed", "This push endpoint is not allowed"
+
+
+class InvalidKeys(Unprocessable):
+    code, title = "invalid_subscription_keys", "The subscription keys are not valid"
+
+
+class PushPayloadTooLarge(PayloadTooLarge):
+    code = "payload_too_large"
+
+
+def subscriber_hash(kit: PrivacyKit, app_id: str, subscriber_id: str) -> str:
+    return kit.keyed_hash(SUBSCRIBER_PURPOSE, app_id, subscriber_id)
+
+
+def _field_error(loc: list[str], message: str, kind: str) -> dict[str, Any]:
+    return {"errors": [{"loc": ["body", *loc], "msg": message, "type": kind}]}
+
+
+async def check_endpoint(endpoint: str, allow_private: bool) -> str:
+    """https only, no credentials, and every address the host resolves to must be public
+    (unless WEBPUSH_ALLOW_PRIVATE_NETWORKS): the webhook guard, applied at subscribe time.
+    Sending checks again, per connection, after its own resolution."""
+    loc = ["subscription", "endpoint"]
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname
+        port = parts.port or 443
+    except ValueError:
+        raise EndpointNotAllowed(
+            "The endpoint is not a valid URL", extra=_field_error(loc, "invalid URL", "url")
+        ) from None
+    if parts.scheme != "https" or not host:
+        raise EndpointNotAllowed(
+            "The endpoint must be an https URL",
+            extra=_field_error(loc, "must be https", "endpoint_not_allowed"),
+        )
+    if parts.username or parts.password:
+        raise EndpointNotAllowed(
+            "The endpoint must not carry credentials",
+            extra=_field_error(loc, "must not carry credentials", "endpoint_not_allowed"),
+        )
+    try:
+        await resolve_checked(host, port, allow_private)
+    except TaskFailed as exc:
+        detail = (
+            "The endpoint resolves to a private, loopback, link-local or reserved address"
+            if exc.status == 422
+            else "The endpoint's host name does not resolve"
+        )
+        raise EndpointNotAllowed(
+            detail, extra=_field_error(loc, detail, "endpoint_not_allowed")
+        ) from None
+    return endpoint
+
+
+class SubscriptionService:
+    """Subscribe and unsubscribe: one statement each (plus the endpoint's DNS check)."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        kit: PrivacyKit,
+        policy: TtlPolicy,
+        allow_private: bool,
+    ) -> None:
+        self.repo = WebPushSubscriptionRepository(session, tenant)
+        self.tenant = tenant
+        self.kit = kit
+        self.policy = policy
+        self.allow_private = allow_private
+
+    async def subscribe(self, body: SubscribeIn) -> datetime:
+        subscription = body.subscription
+        try:
+            load_user_agent_key(subscription.keys.p256dh)
+        except InvalidSubscriptionKey as exc:
+            raise InvalidKeys(
+                str(exc), extra=_field_error(["subscription", "keys", "p256dh"], str(exc), "key")
+            ) from None
+        try:
+            load_auth_secret(subscription.keys.auth)
+        except InvalidSubscriptionKey as exc:
+            raise InvalidKeys(
+                str(exc), extra=_field_error(["subscription", "keys", "auth"], str(exc), "key")
+            ) from None
+        now = utcnow()
+        expires_at = self.policy.expires_at("webpush_subscriptions", body.ttl_seconds, now)
+        if subscription.expirationTime is not None:
+            # whole seconds, floored: never kept past the browser's own expiry
+            ends = datetime.fromtimestamp(int(subscription.expirationTime // 1000), tz=UTC)
+            if ends <= now:
+                raise Unprocessable(
+                    "The subscription has already expired (expirationTime is in the past)",
+                    extra=_field_error(
+                        ["subscription", "expirationTime"], "in the past", "expired"
+                    ),
+                ).with_code("subscription_expired")
+            expires_at = min(expires_at, ends)
+        await check_endpoint(subscription.endpoint, self.allow_private)
+        app_id = self.tenant.app_id
+        sealed = self.kit.encrypt(
+            SUBSCRIPTION_PURPOSE,
+            app_id,
+            orjson.dumps(
+                {
+                    "endpoint": subscription.endpoint,
+                    "p256dh": subscription.keys.p256dh,
+                    "auth": subscription.keys.auth,
+                }
+            ),
+        )
+        await self.repo.upsert(
+            subscriber_hash(self.kit, app_id, body.subscriber_id), sealed, expires_at
+        )
+        return expires_at
+
+    async def unsubscribe(self, subscriber_id: str) -> None:
+        """Idempotent: an unknown or already removed subscriber is not an error."""
+        await self.repo.delete_hashes(
+            [subscriber_hash(self.kit, self.tenant.app_id, subscriber_id)]
+        )
+
+
+def vapid_of(kit: PrivacyKit, tenant: TenantContext) -> tuple[VapidKeys, str]:
+    """The tenant's VAPID keys and contact, or 409 naming the CLI options to set."""
+    config = tenant.config
+    private_pem = open_secrets(kit, tenant.app_id, tenant.secrets_sealed).webpush_vapid_private_pem
+    missing = [
+        option
+        for option, value in (
+            ("--webpush-generate-keys", private_pem and config.webpush_public_key),
+            ("--webpush-contact", config.webpush_contact),
+        )
+        if not value
+    ]
+    if missing or not private_pem or not config.webpush_public_key or not config.webpush_contact:
+        raise WebPushNotConfigured(
+            "Configure Web Push first: stateless tenants configure APP_ID " + " ".join(missing)
+        )
+    return VapidKeys(private_pem, config.webpush_public_key), config.webpush_contact
+
+
+def public_key_of(tenant: TenantContext) -> str:
+    key = tenant.config.webpush_public_key
+    if not key:
+        raise WebPushNotConfigured(
+            "Configure Web Push first: stateless tenants configure APP_ID --webpush-generate-keys"
+        )
+    return key
+
+
+def build_payload(request: WebPushIn) -> bytes:
+    """The JSON the browser receives: for the service worker, or WebKit's declarative format."""
+    notification = (
+        request.notification.model_dump(exclude_none=True) if request.notification else None
+    )
+    if request.declarative:
+        assert notification is not None
+        declarative: dict[str, Any] = {"title": notification["title"]}
+        declarative["navigate"] = notification["url"]
+        for name in ("body", "icon", "tag"):
+            if name in notification:
+                declarative[name] = notification[name]
+        if request.data is not None:
+            declarative["data"] = request.data
+        return orjson.dumps({"web_push": 8030, "notification": declarative})
+    payload: dict[str, Any] = {}
+    if notification is not None:
+        payload["notification"] = notification
+    if request.data is not None:
+        payload["data"] = request.data
+    return orjson.dumps(payload)
+
+
+def origin_of(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+@dataclass
+class PushTally:
+    sent: int = 0
+    failed: int = 0
+    removed: int = 0
+    results: list[WebPushResult] = field(default_factory=list)
+
+    def out(self) -> WebPushOut:
+        return WebPushOut(
+            sent=self.sent, failed=self.failed, removed=self.removed, results=self.results
+        )
+
+
+class WebPushService:
+    """Sends one notification to listed subscribers or to all live ones, page by page."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        kit: PrivacyKit,
+        sender: WebPushSender,
+        signer: VapidSigner,
+        metrics: Metrics | None = None,
+        batch_size: int = PUSH_BATCH_SIZE,
+    ) -> None:
+        self.repo = WebPushSubscriptionRepository(session, tenant)
+        self.tenant = tenant
+        self.kit = kit
+        self.sender = sender
+        self.signer = signer
+        self.metrics = metrics
+        self.batch_size = batch_size
+
+    async def push(self, request: WebPushIn) -> WebPushOut:
+        keys, contact = vapid_of(self.kit, self.tenant)
+        payload = build_payload(request)
+        if len(payload) > MAX_PLAINTEXT_BYTES:
+            raise PushPayloadTooLarge(
+                f"The encrypted message would exceed 4096 bytes: keep the JSON payload at most "
+                f"{MAX_PLAINTEXT_BYTES} bytes (it is {len(payload)}); nothing was sent"
+            )
+        headers = {
+            "content-encoding": "aes128gcm",
+            "content-type": "application/octet-stream",
+            "ttl": str(request.ttl if request.ttl is not None else DEFAULT_MESSAGE_TTL_SECONDS),
+        }
+        if request.urgency is not None:
+            headers["urgency"] = request.urgency
+        if request.topic is not None:
+            headers["topic"] = request.topic
+        tally = PushTally()
+        if request.subscriber_ids is not None:
+            await self._push_listed(request.subscriber_ids, payload, headers, keys, contact, tally)
+        else:
+            await self._push_all(payload, headers, keys, contact, tally)
+        log.info(
+            "webpush_sent",
+            tenant=self.tenant.app_id,
+            sent=tally.sent,
+            failed=tally.failed,
+            removed=tally.removed,
+        )
+        return tally.out()
+
+    async def _push_all(
+        self,
+        payload: bytes,
+        headers: dict[str, str],
+        keys: VapidKeys,
+        contact: str,
+        tally: PushTally,
+    ) -> None:
+        after: str | None = None
+        # The next page is read while the current one is being sent.
+        page = await self.repo.page_after(after, self.batch_size)
+        while page:
+            after = page[-1].subscriber_hash
+            full = len(page) == self.batch_size
+            sending = asyncio.ensure_future(self._send_rows(page, payload, headers, keys, contact))
+            try:
+                following = await self.repo.page_after(after, self.batch_size) if full else []
+            finally:
+                outcomes = await sending
+            await self._settle(page, outcomes, tally, names=None)
+            page = following
+
+    async def _push_listed(
+        self,
+        subscriber_ids: Sequence[str],
+        payload: bytes,
+        headers: dict[str, str],
+        keys: VapidKeys,
+        contact: str,
+        tally: PushTally,
+    ) -> None:
+        app_id = self.tenant.app_id
+        names: dict[str, str] = {}
+        for subscriber_id in subscriber_ids:  # duplicates are pushed once, reported once
+            names.setdefault(subscriber_hash(self.kit, app_id, subscriber_id), subscriber_id)
+        found: set[str] = set()
+        hashes = list(names)
+        for start in range(0, len(hashes), self.batch_size):
+            rows = await self.repo.by_hashes(hashes[start : start + self.batch_size])
+            found.update(row.subscriber_hash for row in rows)
+            outcomes = await self._send_rows(rows, payload, headers, keys, contact)
+            await self._settle(rows, outcomes, tally, names=names)
+        for hashed, subscriber_id in names.items():
+            if hashed not in found:
+                tally.failed += 1
+                tally.results.append(
+                    WebPushResult(
+                        subscriber_id=subscriber_id, status="not_subscribed", reason="NotSubscribed"
+                    )
+                )
+        order = {subscriber_id: i for i, subscriber_id in enumerate(names.values())}
+        tally.results.sort(key=lambda r: order[r.subscriber_id])
+
+    async def _send_rows(
+        self,
+        rows: Sequence[SubscriptionRow],
+        payload: bytes,
+        headers: dict[str, str],
+        keys: VapidKeys,
+        contact: str,
+    ) -> list[PushOutcome]:
+        app_id = self.tenant.app_id
+
+        async def one(row: SubscriptionRow) -> PushOutcome:
+            try:
+                opened = orjson.loads(
+                    self.kit.decrypt(SUBSCRIPTION_PURPOSE, app_id, row.subscription_sealed)
+                )
+                endpoint = str(opened["endpoint"])
+                body = encrypt_payload(
+                    payload,
+                    load_user_agent_key(str(opened["p256dh"])),
+                    load_auth_secret(str(opened["auth"])),
+                )
+            except (DecryptionError, InvalidSubscriptionKey, KeyError, orjson.JSONDecodeError):
+                return PushOutcome(0, "SubscriptionUnreadable")
+            origin = origin_of(endpoint)
+
+            def request_headers() -> dict[str, str]:
+                vapid = self.signer.authorization(app_id, keys, contact, origin)
+                return {**headers, "authorization": vapid}
+
+            return await self.sender.send(endpoint, body, request_headers)
+
+        return list(await asyncio.gather(*(one(row) for row in rows)))
+
+    async def _settle(
+        self,
+        rows: Sequence[SubscriptionRow],
+        outcomes: Sequence[PushOutcome],
+        tally: PushTally,
+        names: dict[str, str] | None,
+    ) -> None:
+        """Count outcomes, delete gone subscriptions, name subscribers the caller listed."""
+        gone: list[str] = []
+        status: ResultStatus
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if outcome.delivered:
+                tally.sent += 1
+                status, reason = "sent", None
+            elif outcome.gone:
+                tally.removed += 1
+                gone.append(row.subscriber_hash)
+                status, reason = "removed", f"HTTP{outcome.status}"
+            else:
+                tally.failed += 1
+                status, reason = "failed", outcome.reason or f"HTTP{outcome.status}"
+            if self.metrics is not None:
+                self.metrics.web_pushes.labels(outcome=status).inc()
+            if names is not None:
+                tally.results.append(
+                    WebPushResult(
+                        subscriber_id=names[row.subscriber_hash], status=status, reason=reason
+                    )
+                )
+        await self.repo.delete_hashes(gone)

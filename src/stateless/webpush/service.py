@@ -147,7 +147,7 @@ class SubscriptionService:
             raise InvalidKeys(
                 str(exc), extra=_field_error(["subscription", "keys", "auth"], str(exc), "key")
             ) from None
-        now = utcnow()
+        now = utcnow().replace(microsecond=0)  # whole seconds, as every timestamp we answer
         expires_at = self.policy.expires_at("webpush_subscriptions", body.ttl_seconds, now)
         if subscription.expirationTime is not None:
             # whole seconds, floored: never kept past the browser's own expiry

@@ -4,8 +4,8 @@ by `TenantCorsMiddleware`.
 Who may read a response from a page on origin O:
 - a request authenticated for tenant T: only if T lists O (`--cors-origin`);
 - a signed storage URL (upload PUT, download GET of the local backend): only if the tenant the
-  URL was signed for lists O. The tenant comes from the URL itself, since such URLs carry no
-  X-App-ID;
+  URL names lists O, whatever the answer (problems included). The tenant comes from the URL
+  itself, since such URLs carry no X-App-ID;
 - a problem answered before any tenant was proven (400 missing or invalid X-App-ID, 401, 404 of
   an unknown route, 405, 413, 415, 422 for malformed JSON...): if some tenant lists O, the same
   set of origins a preflight is answered for. These bodies are generic and hold no tenant data,
@@ -146,13 +146,15 @@ class TenantCorsMiddleware:
             await response(scope, receive, send)
             return
         allow = await policy.request_allows(origin, path, app_id)
+        # A signed URL names its tenant: only that tenant's origins may read its answers.
+        tenant_known = signed_url_app_id(path) is not None
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"vary", b"Origin"))
                 granted = allow
-                if not granted and is_problem(headers):
+                if not granted and not tenant_known and is_problem(headers):
                     state = scope.get("state") or {}
                     # `tenant` is set once a key was proven; until then no tenant data exists.
                     if state.get("tenant") is None:

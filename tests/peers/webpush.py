@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--vapid-key", required=True)
     parser.add_argument("--no-decrypt", action="store_true")
+    parser.add_argument("--http1", action="store_true", help="offer HTTP/1.1 only (no h2)")
     args = parser.parse_args()
 
     class BenchPeer(WebPushPeer):
@@ -279,7 +280,12 @@ def main() -> None:
 
     async def run() -> None:
         peer_class = BenchPeer if args.no_decrypt else WebPushPeer
-        peer = peer_class(vapid_keys={args.vapid_key}, record=False, decrypt=not args.no_decrypt)
+        peer = peer_class(
+            vapid_keys={args.vapid_key},
+            record=False,
+            decrypt=not args.no_decrypt,
+            alpn=("http/1.1",) if args.http1 else ("h2", "http/1.1"),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -289,3 +289,32 @@ async def test_unsubscribe_is_idempotent_and_unknown_ids_are_not_subscribed(
     ]
     assert push_service.count == 0
     assert SUBSCRIBE  # imported for symmetry with the other tests
+
+
+async def test_a_long_retry_after_is_reported_not_waited_for(
+    web_client: Client, web_app: WebApp, push_service: WebPushPeer
+) -> None:
+    subscription = push_service.new_subscription()
+    await subscribe(web_client, web_app, "busy", subscription)
+    push_service.answer(sub_id(subscription), (429, {"Retry-After": "3600"}))
+    started = time.monotonic()
+    r = await web_client.post(
+        PUSH, headers=web_app.tenant.sk, json={"subscriber_ids": ["busy"], "data": {"a": 1}}
+    )
+    assert time.monotonic() - started < 5
+    assert r.json()["results"] == [
+        {"subscriber_id": "busy", "status": "failed", "reason": "HTTP429"}
+    ]
+    assert push_service.attempts(sub_id(subscription)) == 1
+    assert await sql(web_client, "SELECT count(*) FROM webpush_subscriptions") == [(1,)]
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from stateless.webpush.sender import retry_after_seconds
+
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    now = 1_800_000_000.0
+    assert retry_after_seconds("Fri, 15 Jan 2027 08:00:02 GMT", now=now) == 2.0
+    assert retry_after_seconds("Fri, 15 Jan 2027 07:00:00 GMT", now=now) == 0.0

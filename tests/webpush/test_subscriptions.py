@@ -86,6 +86,8 @@ async def configure_web_app_without_peer(client: Client, make_tenant: TenantFact
         "ftp://push.example/abc",
         "https:///abc",
         "not a url at all",
+        "https://push.example/a b",
+        "https://push.example/\u00e9t\u00e9",
     ],
 )
 async def test_non_https_or_odd_endpoints_are_refused(

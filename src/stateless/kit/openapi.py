@@ -82,6 +82,11 @@ ROUTE_PROBLEMS: dict[str, dict[int, str]] = {
         404: "No such app (app_not_found)",
         429: "Rate limit exceeded (Retry-After)",
     },
+    "web.vapid_public_key": {409: "The app has no VAPID keys yet (webpush_not_configured)"},
+    "web.push": {
+        409: "The app has no VAPID keys or contact (webpush_not_configured)",
+        413: "The payload would exceed 4096 bytes once encrypted; nothing was sent",
+    },
     "storage.create": {415: "The app does not accept this content type"},
     "storage.upload": {
         403: "Bad or expired URL signature",

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Protocol
 
 import httpcore
+import structlog
 
 from stateless.bots.outbound import resolve_checked
 from stateless.bots.tasks.base import TaskFailed
 
 Sleep = Callable[[float], Awaitable[None]]
+
+log = structlog.get_logger("stateless.webpush.sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,9 @@ class WebPushSender:
                     answer = await self.engine.post(url, body, headers())
                 except EngineError as exc:
                     outcome = PushOutcome(0, exc.reason, attempt)
+                except Exception as exc:  # isolation boundary: one message, counted, no URL
+                    log.warning("webpush_engine_error", error_type=type(exc).__name__)
+                    outcome = PushOutcome(0, "EngineError", attempt)
                 else:
                     retry_after = answer.retry_after
                     outcome = PushOutcome(

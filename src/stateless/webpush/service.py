@@ -50,6 +50,7 @@ from stateless.webpush.sender import PushOutcome, WebPushSender
 SUBSCRIBER_PURPOSE = "webpush-subscriber-id"
 SUBSCRIPTION_PURPOSE = "webpush-subscription"
 PUSH_BATCH_SIZE = 500
+DNS_TIMEOUT_SECONDS = 3.0
 DEFAULT_MESSAGE_TTL_SECONDS = 28 * 24 * 3600
 
 log = structlog.get_logger("stateless.webpush")
@@ -84,6 +85,11 @@ async def check_endpoint(endpoint: str, allow_private: bool) -> str:
     (unless WEBPUSH_ALLOW_PRIVATE_NETWORKS): the webhook guard, applied at subscribe time.
     Sending checks again, per connection, after its own resolution."""
     loc = ["subscription", "endpoint"]
+    if not endpoint.isascii() or any(ch.isspace() or not ch.isprintable() for ch in endpoint):
+        raise EndpointNotAllowed(
+            "The endpoint must be a plain ASCII URL",
+            extra=_field_error(loc, "must be a plain ASCII URL", "endpoint_not_allowed"),
+        )
     try:
         parts = urlsplit(endpoint)
         host = parts.hostname
@@ -103,7 +109,13 @@ async def check_endpoint(endpoint: str, allow_private: bool) -> str:
             extra=_field_error(loc, "must not carry credentials", "endpoint_not_allowed"),
         )
     try:
-        await resolve_checked(host, port, allow_private)
+        async with asyncio.timeout(DNS_TIMEOUT_SECONDS):
+            await resolve_checked(host, port, allow_private)
+    except TimeoutError:
+        detail = "The endpoint's host name did not resolve in time"
+        raise EndpointNotAllowed(
+            detail, extra=_field_error(loc, detail, "endpoint_not_allowed")
+        ) from None
     except TaskFailed as exc:
         detail = (
             "The endpoint resolves to a private, loopback, link-local or reserved address"

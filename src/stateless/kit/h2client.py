@@ -38,7 +38,7 @@ import asyncio
 import collections
 import contextlib
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -526,6 +526,7 @@ class H2Client:
         connect_timeout: float = 10.0,
         max_refused_retries: int = 3,
         max_response_bytes: int = 1 << 20,
+        resolve: Callable[[str, int], Awaitable[str]] | None = None,
     ) -> None:
         parts = urlsplit(origin)
         if parts.scheme != "https" or not parts.hostname:
@@ -544,6 +545,9 @@ class H2Client:
         self.connect_timeout = connect_timeout
         self.max_refused_retries = max_refused_retries
         self.max_response_bytes = max_response_bytes
+        # Optional: the address to connect to for (host, port), e.g. an SSRF check after DNS
+        # resolution; TLS still verifies `host`. Its exceptions propagate to the request.
+        self.resolve = resolve
         self._connections: list[_Connection] = []
         self._connecting = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -631,9 +635,12 @@ class H2Client:
         transport: asyncio.BaseTransport | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+                address = self.host
+                if self.resolve is not None:
+                    address = await self.resolve(self.host, self.port)
                 transport, connection = await loop.create_connection(
                     lambda: _Connection(self),
-                    self.host,
+                    address,
                     self.port,
                     ssl=self.ssl_context,
                     server_hostname=self.host,

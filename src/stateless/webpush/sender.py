@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpcore
 import structlog
 
 from stateless.bots.outbound import resolve_checked
 from stateless.bots.tasks.base import TaskFailed
+from stateless.kit.h2client import H2Client, H2ConnectError, H2Error, H2Timeout
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -163,6 +165,90 @@ class HttpcoreEngine:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+class H2Engine:
+    """HTTP/2 on kit/h2client (the APNs engine): one small client per push-service origin.
+
+    Its connections go to the address the SSRF guard checked (TLS verifies the host name).
+    An origin that does not offer HTTP/2, and any origin past `max_origins`, goes through the
+    `fallback` engine (httpcore, HTTP/1.1) instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        allow_private: bool,
+        fallback: PushEngine,
+        timeout_seconds: float = 15.0,
+        max_origins: int = 256,
+    ) -> None:
+        self.ssl_context = ssl_context  # shared by the H2Clients only: they set its ALPN to h2
+        self.allow_private = allow_private
+        self.fallback = fallback
+        self.timeout_seconds = timeout_seconds
+        self.max_origins = max_origins
+        self._clients: dict[str, H2Client] = {}
+        self._http1_origins: set[str] = set()
+
+    async def _resolve(self, host: str, port: int) -> str:
+        try:
+            return str(await resolve_checked(host, port, self.allow_private))
+        except TaskFailed as exc:
+            raise EngineError(
+                "EndpointNotAllowed" if exc.status == 422 else "EndpointUnresolvable"
+            ) from None
+
+    def _client(self, origin: str) -> H2Client | None:
+        client = self._clients.get(origin)
+        if client is None and origin not in self._http1_origins:
+            if len(self._clients) >= self.max_origins:
+                return None
+            client = H2Client(
+                origin,
+                ssl_context=self.ssl_context,
+                max_connections=2,
+                timeout=self.timeout_seconds,
+                connect_timeout=self.timeout_seconds,
+                resolve=self._resolve,
+            )
+            self._clients[origin] = client
+        return client
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise EngineError("EndpointNotAllowed")
+        origin = f"https://{parts.netloc}"
+        client = self._client(origin)
+        if client is None:
+            return await self.fallback.post(url, body, headers)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            response = await client.request(
+                "POST", path, [(k.lower(), v) for k, v in headers.items()], body
+            )
+        except H2ConnectError as exc:
+            if "does not offer HTTP/2" not in str(exc):
+                raise EngineError("ConnectionError") from None
+            # An HTTP/1.1-only push service: remembered, then served by the fallback.
+            self._http1_origins.add(origin)
+            stale = self._clients.pop(origin, None)
+            if stale is not None:
+                await stale.aclose()
+            return await self.fallback.post(url, body, headers)
+        except H2Timeout:
+            raise EngineError("Timeout") from None
+        except H2Error:
+            raise EngineError("ConnectionError") from None
+        return EngineResponse(response.status, response.header("retry-after"))
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        await self.fallback.aclose()
 
 
 @dataclass(frozen=True, slots=True)

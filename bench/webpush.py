@@ -11,6 +11,9 @@ is not what is measured; the tests decrypt every message with http_ece instead.
 
 Target: >= 2,000 pushes/s on one process. Options: --sizes 1000 10000 100000,
 --loop asyncio|uvloop, --http1 (the peer offers HTTP/1.1 only).
+
+`push_runner()` is the hook `python -m bench.push` looks for: it then measures Web Push beside
+APNs (`Scenario("webpush", "app", "ours", n)`) and prints both in one table.
 """
 
 from __future__ import annotations
@@ -105,6 +108,14 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         webpush_ca_file=Path(args.ca_file),
         webpush_allow_private_networks=True,
     )
+    peer = psutil.Process(args.peer_pid) if args.peer_pid else None
+
+    def peer_cpu() -> float:
+        if peer is None:
+            return 0.0
+        times = peer.cpu_times()
+        return float(times.user + times.system)
+
     await asyncio.to_thread(upgrade, settings)
     kit = PrivacyKit(settings.secret_key)
     engine = build_engine(settings)
@@ -176,12 +187,14 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
 
         sampler = asyncio.create_task(sample())
         cpu_start = time.process_time()
+        peer_start = peer_cpu()
         start_time = time.perf_counter()
         response = await client.post(
             "/api/v1/web/push", headers=headers, json={"all": True, **body}
         )
         elapsed = time.perf_counter() - start_time
         cpu = time.process_time() - cpu_start
+        peer_seconds = peer_cpu() - peer_start
         done.set()
         await sampler
         peak = max(peak, process.memory_info().rss)
@@ -196,7 +209,68 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         "rss_peak_mb": peak / 2**20,
         "rss_growth_mb": (peak - rss_before) / 2**20,
         "loop": args.loop,
+        "cpu_seconds": cpu,
+        "peer_cpu_seconds": peer_seconds,
+        "delivered": out["sent"],
     }
+
+
+def _run_size(
+    size: int, directory: Path, peer: tuple[Any, str, str], keys: tuple[Path, str], loop: str
+) -> dict[str, Any]:
+    proc, url, ca_file = peer
+    workdir = directory / f"run-{size}-{time.monotonic_ns()}"
+    workdir.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.webpush",
+            "--child",
+            f"--subscribers={size}",
+            f"--workdir={workdir}",
+            f"--peer-url={url}",
+            f"--peer-pid={proc.pid}",
+            f"--ca-file={ca_file}",
+            f"--private-file={keys[0]}",
+            f"--public-key={keys[1]}",
+            f"--loop={loop}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def push_runner(loop: str = "uvloop") -> Any:
+    """The Runner bench.push uses for `webpush` scenarios: a fresh peer and child per run."""
+    from bench.push import Result, Scenario
+
+    def run_one(scenario: Scenario) -> Result:
+        with tempfile.TemporaryDirectory(prefix="bench-webpush-") as tmp:
+            directory = Path(tmp)
+            keys = _vapid_files(directory)
+            peer = _start_peer(directory, keys[1], http1=False)
+            try:
+                data = _run_size(scenario.recipients, directory, peer, keys, loop)
+            finally:
+                peer[0].terminate()
+                peer[0].wait(timeout=30)
+        return Result(
+            scenario=scenario,
+            seconds=data["seconds"],
+            cpu_seconds=data["cpu_seconds"],
+            peer_cpu_seconds=data["peer_cpu_seconds"],
+            rss_before_mb=data["rss_before_mb"],
+            rss_peak_mb=data["rss_peak_mb"],
+            delivered=data["delivered"],
+        )
+
+    return run_one
 
 
 def _run_child(args: argparse.Namespace) -> None:
@@ -218,6 +292,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--peer-url", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-pid", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--ca-file", help=argparse.SUPPRESS)
     parser.add_argument("--private-file", help=argparse.SUPPRESS)
     parser.add_argument("--public-key", help=argparse.SUPPRESS)
@@ -228,45 +303,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-webpush-") as tmp:
         directory = Path(tmp)
-        private_file, public_key = _vapid_files(directory)
-        peer, url, ca_file = _start_peer(directory, public_key, args.http1)
+        keys = _vapid_files(directory)
+        peer = _start_peer(directory, keys[1], args.http1)
         try:
             for size in args.sizes:
-                workdir = directory / f"run-{size}"
-                workdir.mkdir()
-                done = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.webpush",
-                        "--child",
-                        f"--subscribers={size}",
-                        f"--workdir={workdir}",
-                        f"--peer-url={url}",
-                        f"--ca-file={ca_file}",
-                        f"--private-file={private_file}",
-                        f"--public-key={public_key}",
-                        f"--loop={args.loop}",
-                    ],
-                    check=True,
-                    capture_output=True,
-                    cwd=ROOT,
-                    text=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                result = _run_size(size, directory, peer, keys, args.loop)
                 print(
                     f"webpush {size} subscribers ({args.loop}"
                     f"{', HTTP/1.1' if args.http1 else ''}): "
                     f"{result['pushes_per_second']:.0f} pushes/s (wall), "
                     f"{result['cpu_ms_per_push']:.3f} ms CPU/push, "
                     f"RSS {result['rss_before_mb']:.0f} MB -> peak {result['rss_peak_mb']:.0f} MB "
-                    f"(+{result['rss_growth_mb']:.1f} MB)",
+                    f"(+{result['rss_growth_mb']:.1f} MB), "
+                    f"peer {result['peer_cpu_seconds'] * 1000 / size:.3f} ms CPU/push",
                     flush=True,
                 )
         finally:
-            peer.terminate()
-            peer.wait(timeout=30)
+            peer[0].terminate()
+            peer[0].wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from starlette.types import Receive, Scope, Send
 
 from stateless import __version__, domains
 from stateless.config import Settings
-from stateless.container import open_container
 from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
 from stateless.kit.errors import install_problem_handlers
@@ -31,12 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            container = await stack.enter_async_context(open_container(settings, metrics))
-            await domains.setup_services(container, stack)
+            container = await stack.enter_async_context(domains.open_container(settings, metrics))
             app.state.container = container
             if settings.run_background_jobs:
-                for factory in domains.background_factories():
-                    await stack.enter_async_context(factory(container))
+                await domains.start_background_jobs(container, stack)
             yield
 
     app = FastAPI(
@@ -59,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(core_router)
-    for router in domains.routers():
+    for router in domains.ROUTERS:
         app.include_router(router)
     install_openapi(app)
     return app

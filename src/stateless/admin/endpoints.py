@@ -13,8 +13,7 @@ from sqlalchemy import text
 from stateless import __version__
 from stateless.deps import API_V1, ContainerDep, SessionDep
 from stateless.kit.tenancy import TenantScopedRepository
-from stateless.lifecycle.registry import LifecycleRegistry
-from stateless.lifecycle.scheduler import SchedulerState, cleanup_service
+from stateless.lifecycle.scheduler import cleanup_service
 from stateless.tenants.auth import SecretKeyTenant
 
 router = APIRouter(prefix=f"{API_V1}/admin", tags=["admin"])
@@ -70,15 +69,9 @@ class InventoryOut(BaseModel):
     kinds: list[InventoryItem]
 
 
-def _registry(container: ContainerDep) -> LifecycleRegistry:
-    registry: LifecycleRegistry = container.services["lifecycle"]
-    return registry
-
-
 def _scheduler_state(container: ContainerDep) -> tuple[str, dict[str, Any]]:
-    scheduler = container.services.get("scheduler")
-    state: SchedulerState = scheduler.state if scheduler is not None else SchedulerState()
-    if scheduler is None:
+    state = container.background.cleanup
+    if not container.background.enabled:
         status = "disabled"  # this replica runs no background jobs (RUN_BACKGROUND_JOBS=false)
     elif state.is_running and state.last_run_status in (None, "success"):
         status = "healthy"
@@ -100,7 +93,7 @@ async def cleanup_now(tenant: SecretKeyTenant, container: ContainerDep) -> Clean
 async def stats(tenant: SecretKeyTenant, session: SessionDep, container: ContainerDep) -> StatsOut:
     """Live (unexpired) items per kind for this app."""
     items = {}
-    for kind in _registry(container).kinds():
+    for kind in container.lifecycle.kinds():
         repo = TenantScopedRepository.for_model(kind.model)(session, tenant)
         items[kind.kind] = await repo.count()
     return StatsOut(tenant=tenant.app_id, items=items)
@@ -157,7 +150,7 @@ async def erase_data(tenant: SecretKeyTenant, container: ContainerDep) -> Cleanu
 @router.get("/data-inventory", name="admin.data_inventory", response_model=InventoryOut)
 async def data_inventory(tenant: SecretKeyTenant, container: ContainerDep) -> InventoryOut:
     """Every kind of data kept for this app, in what form, and for how long."""
-    policy = _registry(container).policy
+    policy = container.lifecycle.policy
     return InventoryOut(
         tenant=tenant.app_id,
         max_data_ttl_days=container.settings.max_data_ttl_days,

@@ -15,6 +15,7 @@ from stateless.affiliate.schemas import (
     StatsOut,
 )
 from stateless.affiliate.service import AffiliateService
+from stateless.affiliate.wiring import affiliate_service
 from stateless.deps import API_V1, ContainerDep, SessionDep
 from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
 
@@ -24,13 +25,13 @@ router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
 async def _any_key_service(
     session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
 ) -> AffiliateService:
-    return AffiliateService(session, tenant, container)
+    return affiliate_service(container, session, tenant)
 
 
 async def _secret_key_service(
     session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
 ) -> AffiliateService:
-    return AffiliateService(session, tenant, container)
+    return affiliate_service(container, session, tenant)
 
 
 # One service dependency per key scope, so a request authenticates (and is rate limited) once.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate import codes
+from stateless.affiliate.codes import AffiliateKeyring
 from stateless.affiliate.currencies import decimal_places, from_minor, minor_units, to_minor
 from stateless.affiliate.repository import (
     AggregateRepository,
@@ -33,13 +34,13 @@ from stateless.affiliate.schemas import (
     StatsRow,
     StatsTotal,
 )
-from stateless.affiliate.wiring import keyring
+from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, ProblemError, Unprocessable
+from stateless.kit.metrics import Metrics
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.policy import TtlPolicy
 
 EVENT_ID_PURPOSE = "affiliate-event-id"
@@ -68,24 +69,24 @@ class AffiliateService:
         self,
         session: AsyncSession,
         tenant: TenantContext,
-        container: Container,
         *,
+        kit: PrivacyKit,
+        keys: AffiliateKeyring,
+        policy: TtlPolicy,
+        metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.tenant = tenant
-        self.container = container
+        self.kit = kit
+        self.policy = policy
+        self.metrics = metrics
         self.clock = clock
-        self.keys = keyring(container).keys_for(tenant.app_id)
+        self.keys = keys.keys_for(tenant.app_id)
         self.aggregates = AggregateRepository(session, tenant, clock)
         self.marks = EventMarkRepository(session, tenant, clock)
 
-    @property
-    def policy(self) -> TtlPolicy:
-        policy: TtlPolicy = self.container.services["lifecycle"].policy
-        return policy
-
     def _count(self, outcome: str) -> None:
-        self.container.metrics.affiliate_conversions.labels(outcome=outcome).inc()
+        self.metrics.affiliate_conversions.labels(outcome=outcome).inc()
 
     # -- codes ---------------------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class AffiliateService:
             raise
         now = self.clock()
         if event_id is not None:
-            mark = self.container.kit.keyed_hash(EVENT_ID_PURPOSE, self.tenant.app_id, event_id)
+            mark = self.kit.keyed_hash(EVENT_ID_PURPOSE, self.tenant.app_id, event_id)
             expires = self.policy.expires_at("affiliate_events", None, now)
             if not await self.marks.claim(mark, expires):
                 self._count("duplicate")

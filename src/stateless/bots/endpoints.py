@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from stateless.bots.schemas import ExecuteIn, TaskAccepted, TaskOut
 from stateless.bots.service import BotService
+from stateless.bots.wiring import bot_service
 from stateless.deps import API_V1, ContainerDep
 from stateless.kit.errors import PROBLEM_CONTENT_TYPE
 from stateless.tenants.auth import SecretKeyTenant
@@ -21,7 +22,7 @@ _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
 def _service(request: Request, container: ContainerDep, tenant: TenantContext) -> BotService:
     base_url = container.settings.public_base_url or str(request.base_url)
-    return BotService(container, tenant, base_url.rstrip("/"))
+    return bot_service(container, tenant, base_url.rstrip("/"))
 
 
 @router.post(

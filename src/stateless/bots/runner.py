@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
@@ -22,13 +21,12 @@ from pydantic import ValidationError
 
 from stateless.bots.repository import BotTaskRepository, ClaimedTask, TaskQueue
 from stateless.bots.tasks import registry
-from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskType
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
+from stateless.config import Settings
+from stateless.container import Container
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import ProblemError
 from stateless.tenants.schemas import TenantContext, TenantSnapshot, VerifiedAppId
-
-if TYPE_CHECKING:
-    from stateless.container import Container
 
 log = structlog.get_logger("stateless.bots")
 
@@ -43,8 +41,8 @@ class TaskTimedOut(Exception):
     """The task did not finish within BOT_TIMEOUT_SECONDS."""
 
 
-def lease_seconds(container: Container) -> float:
-    return container.settings.bot_timeout_seconds + LEASE_GRACE_SECONDS
+def lease_seconds(settings: Settings) -> float:
+    return settings.bot_timeout_seconds + LEASE_GRACE_SECONDS
 
 
 def retry_delay_seconds(base_seconds: float, attempts: int) -> float:
@@ -83,13 +81,15 @@ def result_text(result: dict[str, Any]) -> str:
 
 
 class TaskWorker:
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, providers: TaskProviders) -> None:
         self.container = container
+        self.providers = providers
         settings = container.settings
         self.concurrency = settings.bot_worker_concurrency
         self.poll_seconds = settings.bot_poll_interval_seconds
         self.stop_event = asyncio.Event()
-        self.wake_event = asyncio.Event()
+        # Shared with request handlers: set after a task is queued in this process.
+        self.wake_event = container.background.task_wakeup
         self.running: set[asyncio.Task[None]] = set()
         self._next_sync_sweep = 0.0
 
@@ -134,7 +134,7 @@ class TaskWorker:
                 self._next_sync_sweep = time.monotonic() + LEASE_GRACE_SECONDS
                 await queue.fail_abandoned_sync(now)
             return await queue.claim(
-                now, now + timedelta(seconds=lease_seconds(self.container)), free
+                now, now + timedelta(seconds=lease_seconds(self.container.settings)), free
             )
 
     async def process(self, item: ClaimedTask) -> None:
@@ -205,7 +205,7 @@ class TaskWorker:
             )
             return
         deps = TaskDeps(
-            container=container,
+            providers=self.providers,
             tenant=worker_tenant(snapshot),
             task_id=item.task_id,
             base_url=item.base_url or settings.public_base_url or DEFAULT_BASE_URL,
@@ -251,23 +251,3 @@ class TaskWorker:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-
-
-@contextlib.asynccontextmanager
-async def run_task_loop(container: Container) -> AsyncIterator[TaskWorker]:
-    """BACKGROUND factory: run queued bot tasks while the app (or `stateless worker`) runs."""
-    worker = TaskWorker(container)
-    container.services["bots.worker"] = worker
-    loop_task = asyncio.create_task(worker.run(), name="stateless-bot-tasks")
-    try:
-        yield worker
-    finally:
-        worker.stop_event.set()
-        await worker.shutdown()
-        try:
-            await asyncio.wait_for(asyncio.shield(loop_task), timeout=SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-        container.services.pop("bots.worker", None)

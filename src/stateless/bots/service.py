@@ -6,10 +6,11 @@ must never hold a database transaction, or SQLite's write lock, for up to BOT_TI
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
@@ -27,7 +28,7 @@ from stateless.bots.runner import (
 )
 from stateless.bots.schemas import MAX_CONTEXT_BYTES, ExecuteIn, TaskAccepted, TaskError, TaskOut
 from stateless.bots.tasks import registry
-from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskType
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import (
     BadGateway,
@@ -41,9 +42,6 @@ from stateless.kit.errors import (
     problem_body,
 )
 from stateless.tenants.schemas import TenantContext
-
-if TYPE_CHECKING:
-    from stateless.container import Container
 
 log = structlog.get_logger("stateless.bots")
 
@@ -103,13 +101,24 @@ def _context_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 class BotService:
-    def __init__(self, container: Container, tenant: TenantContext, base_url: str) -> None:
-        self.container = container
+    def __init__(
+        self,
+        tenant: TenantContext,
+        base_url: str,
+        *,
+        providers: TaskProviders,
+        wakeup: asyncio.Event,
+    ) -> None:
+        self.providers = providers
+        self.settings = providers.settings
+        self.metrics = providers.metrics
         self.tenant = tenant
         self.base_url = base_url
-        self.kit = container.kit
-        self.maker = container.sessionmaker
-        self.policy = container.services["lifecycle"].policy
+        self.kit = providers.kit
+        self.maker = providers.sessionmaker
+        self.policy = providers.lifecycle.policy
+        # Set after a queueing: a task worker in this process looks now, not at its next poll.
+        self.wakeup = wakeup
 
     # -- validation -------------------------------------------------------------------------
 
@@ -135,7 +144,7 @@ class BotService:
         return task, ctx
 
     def _deps(self, task_id: str) -> TaskDeps:
-        return TaskDeps(self.container, self.tenant, task_id, self.base_url)
+        return TaskDeps(self.providers, self.tenant, task_id, self.base_url)
 
     # -- execute ----------------------------------------------------------------------------
 
@@ -198,7 +207,7 @@ class BotService:
             )
         if record.state != "done" or record.response_sealed is None:
             abandoned_at = record.created_at + timedelta(
-                seconds=self.container.settings.bot_timeout_seconds + PENDING_ABANDON_GRACE_SECONDS
+                seconds=self.settings.bot_timeout_seconds + PENDING_ABANDON_GRACE_SECONDS
             )
             if utcnow() > abandoned_at:
                 return None
@@ -279,10 +288,8 @@ class BotService:
                 ),
                 expires_at,
             )
-        self.container.metrics.tasks.labels(task_type=task.name, outcome="queued").inc()
-        worker = self.container.services.get("bots.worker")
-        if worker is not None:
-            worker.wake()
+        self.metrics.tasks.labels(task_type=task.name, outcome="queued").inc()
+        self.wakeup.set()
         return Outcome(202, self._accepted("queued", task, task_id, expires_at, None))
 
     async def _run_sync(
@@ -298,11 +305,11 @@ class BotService:
                     status="running",
                     attempts=1,
                     started_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds(self.container)),
+                    lease_expires_at=now + timedelta(seconds=lease_seconds(self.settings)),
                 ),
                 expires_at,
             )
-        timeout = self.container.settings.bot_timeout_seconds
+        timeout = self.settings.bot_timeout_seconds
         problem: ProblemError | None = None
         result: dict[str, Any] | None = None
         try:
@@ -331,7 +338,7 @@ class BotService:
             values.update(error_code=problem.code, error_detail=problem.detail[:500])
         async with session_scope(self.maker) as session:
             await BotTaskRepository(session, self.tenant).finish(task_id, values)
-        self.container.metrics.tasks.labels(task_type=task.name, outcome=status).inc()
+        self.metrics.tasks.labels(task_type=task.name, outcome=status).inc()
         if problem is not None:
             log.info("bot_task_failed", task_type=task.name, kind=problem.code)
             return Outcome(problem.status, problem=problem)

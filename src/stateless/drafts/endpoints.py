@@ -19,7 +19,7 @@ router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
 async def _service(
     session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
 ) -> DraftService:
-    return DraftService(session, tenant, container.kit, container.services["lifecycle"].policy)
+    return DraftService(session, tenant, container.kit, container.lifecycle.policy)
 
 
 Service = Annotated[DraftService, Depends(_service)]

@@ -24,15 +24,13 @@ router = APIRouter(prefix=f"{API_V1}/ios", tags=["ios"])
 async def _tokens(
     session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
 ) -> DeviceTokenService:
-    return DeviceTokenService(
-        session, tenant, container.kit, container.services["lifecycle"].policy
-    )
+    return DeviceTokenService(session, tenant, container.kit, container.lifecycle.policy)
 
 
-async def _push(session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep) -> PushService:
-    return PushService(
-        session, tenant, container.kit, container.services["apns"], container.metrics
-    )
+async def _push(
+    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
+) -> PushService:
+    return PushService(session, tenant, container.kit, container.apns, container.metrics)
 
 
 Tokens = Annotated[DeviceTokenService, Depends(_tokens)]

@@ -10,52 +10,26 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
 
 import structlog
 
+from stateless.container import Container
 from stateless.kit.db import utcnow
 from stateless.lifecycle.cleanup import CleanupService
-from stateless.lifecycle.leader import Leadership
+from stateless.lifecycle.state import SchedulerState
 
-if TYPE_CHECKING:
-    from stateless.container import Container
+__all__ = ["CleanupScheduler", "SchedulerState", "cleanup_service", "run_cleanup_loop"]
 
 log = structlog.get_logger("stateless.scheduler")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 
 
-@dataclass
-class SchedulerState:
-    is_running: bool = False
-    last_run_time: datetime | None = None
-    last_run_status: str | None = None
-    run_count: int = 0
-    error_count: int = 0
-    started_at: datetime | None = None
-    next_run: datetime | None = None
-    is_leader: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "is_running": self.is_running,
-            "last_run_time": self.last_run_time,
-            "last_run_status": self.last_run_status,
-            "run_count": self.run_count,
-            "error_count": self.error_count,
-            "started_at": self.started_at,
-            "next_run": self.next_run,
-            "is_leader": self.is_leader,
-        }
-
-
 def cleanup_service(container: Container) -> CleanupService:
     return CleanupService(
         container.sessionmaker,
-        container.services["lifecycle"],
+        container.lifecycle,
         container.metrics,
         container.settings.cleanup_batch_size,
         is_sqlite=container.settings.is_sqlite,
@@ -67,8 +41,8 @@ class CleanupScheduler:
     def __init__(self, container: Container) -> None:
         self.container = container
         self.interval = container.settings.cleanup_interval_seconds
-        self.state = SchedulerState()
-        self.leadership = Leadership(container.engine, is_sqlite=container.settings.is_sqlite)
+        self.state = container.background.cleanup
+        self.leadership = container.background.leadership
         self.service = cleanup_service(container)
         self.stop_event = asyncio.Event()
 
@@ -127,7 +101,6 @@ class CleanupScheduler:
 @contextlib.asynccontextmanager
 async def run_cleanup_loop(container: Container) -> AsyncIterator[CleanupScheduler]:
     scheduler = CleanupScheduler(container)
-    container.services["scheduler"] = scheduler
     task = asyncio.create_task(scheduler.run(), name="stateless-cleanup")
     try:
         yield scheduler

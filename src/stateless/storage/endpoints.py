@@ -26,7 +26,8 @@ from stateless.storage.service import (
     StorageService,
     content_disposition,
 )
-from stateless.tenants.auth import AnyKeyTenant, enforce_rate_limit
+from stateless.storage.wiring import signed_url_service, storage_service
+from stateless.tenants.auth import AnyKeyTenant, tenant_from_signed_url
 from stateless.tenants.schemas import TenantContext
 
 router = APIRouter(prefix=f"{API_V1}/storage", tags=["storage"])
@@ -35,14 +36,14 @@ router = APIRouter(prefix=f"{API_V1}/storage", tags=["storage"])
 async def _service(
     request: Request, session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
 ) -> StorageService:
-    return StorageService(session, tenant, container, str(request.base_url))
+    return storage_service(container, session, tenant, str(request.base_url))
 
 
 Service = Annotated[StorageService, Depends(_service)]
 
 
 async def _urls(container: ContainerDep) -> SignedUrlService:
-    return SignedUrlService(container)
+    return signed_url_service(container)
 
 
 Urls = Annotated[SignedUrlService, Depends(_urls)]
@@ -112,10 +113,11 @@ async def upload_body(
 ) -> UploadDone:
     """Local storage only: the signed upload URL. The body must have the declared type and size."""
     grant = urls.verify(token, "PUT")
-    await _rate_limit(request, container, grant.app_id)
+    tenant = await tenant_from_signed_url(request, container, grant.app_id)
     length_header = request.headers.get("content-length")
     object_id, written = await urls.receive_upload(
         grant,
+        tenant,
         content_type=request.headers.get("content-type"),
         content_length=int(length_header) if length_header and length_header.isdigit() else None,
         chunks=request.stream(),
@@ -129,8 +131,8 @@ async def download_body(
 ) -> StreamingResponse:
     """Local storage only: the signed download URL, streamed as an attachment."""
     grant = urls.verify(token, "GET")
-    await _rate_limit(request, container, grant.app_id)
-    download = await urls.open_download(grant)
+    tenant = await tenant_from_signed_url(request, container, grant.app_id)
+    download = await urls.open_download(grant, tenant)
     return StreamingResponse(
         download.chunks,
         media_type=download.content_type,
@@ -143,9 +145,3 @@ async def download_body(
             "Cache-Control": "private, no-store",
         },
     )
-
-
-async def _rate_limit(request: Request, container: ContainerDep, app_id: str) -> None:
-    snapshot = await container.directory.get(app_id)
-    overrides = snapshot.config.rate_limits if snapshot is not None else None
-    await enforce_rate_limit(request, container, app_id, overrides)

@@ -7,12 +7,12 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import Conflict, NotFound, PayloadTooLarge, ProblemError, Unprocessable
 from stateless.lifecycle.policy import TtlPolicy
@@ -33,10 +33,7 @@ from stateless.storage.schemas import (
     normalize_content_type,
     sanitize_filename,
 )
-from stateless.tenants.schemas import TenantContext, VerifiedAppId
-
-if TYPE_CHECKING:
-    from stateless.container import Container
+from stateless.tenants.schemas import TenantContext
 
 __all__ = ["SignedUrlService", "StorageService", "StoredObject"]
 
@@ -115,15 +112,23 @@ class StorageService:
     """Tenant-facing storage operations; also the entry point other parts write files through."""
 
     def __init__(
-        self, session: AsyncSession, tenant: TenantContext, container: Container, base_url: str
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        *,
+        kit: PrivacyKit,
+        backend: StorageBackend,
+        policy: TtlPolicy,
+        max_upload_bytes: int,
+        base_url: str,
     ) -> None:
         self.repo = StoredFileRepository(session, tenant)
         self.tenant = tenant
-        self.kit = container.kit
-        self.backend: StorageBackend = container.services["storage"]
-        self.policy: TtlPolicy = container.services["lifecycle"].policy
-        self.max_upload_bytes = container.settings.max_upload_bytes
-        self.base_url = container.settings.public_base_url or base_url
+        self.kit = kit
+        self.backend = backend
+        self.policy = policy
+        self.max_upload_bytes = max_upload_bytes
+        self.base_url = base_url
 
     # -- helpers ------------------------------------------------------------------------------
     def _seal_filename(self, filename: str | None) -> str | None:
@@ -276,9 +281,15 @@ class SignedUrlService:
     database connection is held while a 100 MiB body streams in or out.
     """
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        backend = container.services["storage"]
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        kit: PrivacyKit,
+        backend: StorageBackend,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.kit = kit
         self.backend: LocalBackend | None = backend if isinstance(backend, LocalBackend) else None
 
     def verify(self, token: str, method: Method) -> UrlGrant:
@@ -286,9 +297,9 @@ class SignedUrlService:
             raise NotFound("Signed URLs of this API are not used with S3 storage")
         return self.backend.verify(token, method)
 
-    async def _live_row(self, grant: UrlGrant) -> StoredFile:
-        async with session_scope(self.container.sessionmaker) as session:
-            repo = StoredFileRepository(session, VerifiedAppId(grant.app_id))
+    async def _live_row(self, grant: UrlGrant, tenant: TenantContext) -> StoredFile:
+        async with session_scope(self.sessionmaker) as session:
+            repo = StoredFileRepository(session, tenant)
             row = await repo.by_key(grant.key)
         if row is None:
             raise ObjectNotFound("The object no longer exists")
@@ -297,13 +308,14 @@ class SignedUrlService:
     async def receive_upload(
         self,
         grant: UrlGrant,
+        tenant: TenantContext,
         *,
         content_type: str | None,
         content_length: int | None,
         chunks: AsyncIterator[bytes],
     ) -> tuple[str, int]:
         assert self.backend is not None
-        row = await self._live_row(grant)
+        row = await self._live_row(grant, tenant)
         if row.status == STATUS_UPLOADED:
             raise Conflict("This object has already been uploaded").with_code("already_uploaded")
         if content_type is None or media_type_of(content_type) != media_type_of(row.content_type):
@@ -317,23 +329,21 @@ class SignedUrlService:
         written = await self.backend.write_stream(
             row.storage_key, chunks, expected_length=row.content_length
         )
-        async with session_scope(self.container.sessionmaker) as session:
-            repo = StoredFileRepository(session, VerifiedAppId(grant.app_id))
+        async with session_scope(self.sessionmaker) as session:
+            repo = StoredFileRepository(session, tenant)
             marked = await repo.mark_uploaded(row.object_id, utcnow())
         if not marked:  # deleted or expired while the body streamed in: keep nothing
             await self.backend.delete([row.storage_key])
             raise ObjectNotFound("The object no longer exists")
         return row.object_id, written
 
-    async def open_download(self, grant: UrlGrant) -> Download:
+    async def open_download(self, grant: UrlGrant, tenant: TenantContext) -> Download:
         assert self.backend is not None
-        row = await self._live_row(grant)
+        row = await self._live_row(grant, tenant)
         info = await self.backend.head(row.storage_key)
         if row.status != STATUS_UPLOADED or info is None:
             raise ObjectNotFound("The object has no body yet")
         filename = None
         if row.filename_sealed is not None:
-            filename = self.container.kit.decrypt_text(
-                FILENAME_PURPOSE, grant.app_id, row.filename_sealed
-            )
+            filename = self.kit.decrypt_text(FILENAME_PURPOSE, grant.app_id, row.filename_sealed)
         return Download(row.content_type, info.size, filename, self.backend.stream(row.storage_key))

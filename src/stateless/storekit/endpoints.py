@@ -8,30 +8,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from stateless.deps import API_V1, ContainerDep, SessionDep
-from stateless.kit.errors import BadRequest, NotFound
 from stateless.storekit.schemas import (
     NotificationIn,
     NotificationOut,
     ValidateReceiptIn,
     ValidateReceiptOut,
 )
-from stateless.storekit.service import NotificationService, StoreKitProviders, StoreKitService
-from stateless.storekit.verifier import SignedDataInvalid
-from stateless.tenants.auth import AnyKeyTenant, enforce_rate_limit
-from stateless.tenants.schemas import APP_ID_PATTERN, MAX_APP_ID_LENGTH, VerifiedAppId
+from stateless.storekit.wiring import notification_service, storekit_service
+from stateless.tenants.auth import AnyKeyTenant, tenant_from_path
 
 router = APIRouter(prefix=f"{API_V1}/ios", tags=["storekit"])
-
-# Left out of the body when unset; the documented core fields are always present.
-_OPTIONAL_FIELDS = ("reason", "grace_period_expires_at", "affiliate")
-
-
-class InvalidSignedPayload(BadRequest):
-    code, title = "invalid_signed_payload", "Invalid signed payload"
-
-
-class AppNotFound(NotFound):
-    code, title = "app_not_found", "App not found"
 
 
 @router.post(
@@ -47,34 +33,8 @@ async def validate_receipt(
     container: ContainerDep,
 ) -> Any:
     """Validate a StoreKit 2 signed transaction or a legacy receipt. Unverifiable -> `invalid`."""
-    service = StoreKitService(session, tenant, container)
-    if body.signed_transaction is not None:
-        verdict = await service.from_signed_transaction(body.signed_transaction)
-    else:
-        verdict = await service.from_receipt(body.receipt_data or "")
-    proof = "signed_transaction" if body.signed_transaction is not None else "receipt"
-    container.metrics.storekit_validations.labels(proof=proof, status=verdict.status).inc()
-    out = verdict.out(tenant.app_id)
-    if body.affiliate_code is not None and verdict.status == "valid":
-        out.affiliate = await service.record_purchase(body.affiliate_code, verdict)
-    data = out.model_dump(mode="json")
-    for name in _OPTIONAL_FIELDS:
-        if data.get(name) is None:
-            data.pop(name, None)
-    return JSONResponse(data)
-
-
-def _checked_app_id(app_id: str) -> str:
-    """SPEC 2's app id rules, applied to the path segment."""
-    if len(app_id) > MAX_APP_ID_LENGTH:
-        raise BadRequest(f"app_id is too long (at most {MAX_APP_ID_LENGTH} characters)").with_code(
-            "invalid_app_id"
-        )
-    if not APP_ID_PATTERN.fullmatch(app_id):
-        raise BadRequest(
-            "Invalid tenant ID format: use letters, digits, '-' and '_' only"
-        ).with_code("invalid_app_id")
-    return app_id
+    service = storekit_service(container, session, tenant)
+    return JSONResponse(await service.validate(body))
 
 
 @router.post(
@@ -91,25 +51,6 @@ async def app_store_notification(
     container: ContainerDep,
 ) -> NotificationOut:
     """App Store Server Notifications V2 endpoint (Apple calls it; the JWS is the proof)."""
-    snapshot = await container.directory.get(_checked_app_id(app_id))
-    if snapshot is None:
-        raise AppNotFound(f"No app {app_id}")
-    request.state.tenant = snapshot.app_id
-    await enforce_rate_limit(request, container, snapshot.app_id, snapshot.config.rate_limits)
-    providers: StoreKitProviders = container.services["storekit"]
-    try:
-        verified = await providers.verifier.verify_notification(
-            body.signedPayload, snapshot.config.bundle_id, snapshot.config.app_apple_id
-        )
-    except SignedDataInvalid as exc:
-        container.metrics.storekit_notifications.labels(outcome="rejected").inc()
-        raise InvalidSignedPayload(
-            f"The notification could not be verified: {exc.reason}",
-            extra={"reason": exc.reason},
-        ) from None
-    service = NotificationService(
-        session, VerifiedAppId(snapshot.app_id), snapshot.config, container
-    )
-    out = await service.handle(verified)
-    container.metrics.storekit_notifications.labels(outcome=out.status).inc()
-    return out
+    tenant = await tenant_from_path(request, container, app_id)
+    service = notification_service(container, session, tenant)
+    return await service.receive(body.signedPayload)

@@ -12,11 +12,12 @@ from fastapi import Depends, Request
 
 from stateless.container import Container
 from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, Forbidden, RateLimited, Unauthorized
+from stateless.kit.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
 from stateless.kit.ratelimit import RateLimitOutcome
 from stateless.tenants.schemas import (
     APP_ID_PATTERN,
     MAX_APP_ID_LENGTH,
+    TenantConfig,
     TenantContext,
     VerifiedAppId,
 )
@@ -46,6 +47,58 @@ def parse_app_id_header(raw: str | None) -> str:
             "Invalid tenant ID format: use letters, digits, '-' and '_' only"
         ).with_code("invalid_app_id")
     return raw
+
+
+class AppNotFound(NotFound):
+    code, title = "app_not_found", "App not found"
+
+
+def parse_app_id_path(app_id: str) -> str:
+    """SPEC 2's app id rules, applied to a path segment."""
+    if len(app_id) > MAX_APP_ID_LENGTH:
+        raise BadRequest(f"app_id is too long (at most {MAX_APP_ID_LENGTH} characters)").with_code(
+            "invalid_app_id"
+        )
+    if not APP_ID_PATTERN.fullmatch(app_id):
+        raise BadRequest(
+            "Invalid tenant ID format: use letters, digits, '-' and '_' only"
+        ).with_code("invalid_app_id")
+    return app_id
+
+
+async def tenant_from_path(request: Request, container: Container, app_id: str) -> TenantContext:
+    """The tenant named by the path (App Store notifications: the signed payload is the proof,
+    checked by the service), rate limited like its keyed requests. Unknown app: 404."""
+    snapshot = await container.directory.get(parse_app_id_path(app_id))
+    if snapshot is None:
+        raise AppNotFound(f"No app {app_id}")
+    request.state.tenant = snapshot.app_id
+    await enforce_rate_limit(request, container, snapshot.app_id, snapshot.config.rate_limits)
+    return TenantContext(
+        app_id=VerifiedAppId(snapshot.app_id),
+        scope="publishable",
+        key_id="path",
+        config=snapshot.config,
+        secrets_sealed=snapshot.secrets_sealed,
+    )
+
+
+async def tenant_from_signed_url(
+    request: Request, container: Container, app_id: str
+) -> TenantContext:
+    """The tenant named by a signed storage URL (the URL's MAC is the proof, checked before
+    this), rate limited like its keyed requests."""
+    snapshot = await container.directory.get(app_id)
+    config = snapshot.config if snapshot is not None else TenantConfig()
+    request.state.tenant = app_id
+    await enforce_rate_limit(request, container, app_id, config.rate_limits)
+    return TenantContext(
+        app_id=VerifiedAppId(app_id),
+        scope="publishable",
+        key_id="signed-url",
+        config=config,
+        secrets_sealed=snapshot.secrets_sealed if snapshot is not None else None,
+    )
 
 
 def bearer_token(request: Request) -> str | None:

@@ -46,7 +46,7 @@ def _value(name: str, value: Any) -> Any:
 
 
 def _selected(deps: TaskDeps, wanted: list[str] | None) -> list[Any]:
-    kinds = deps.container.services["lifecycle"].kinds()
+    kinds = deps.providers.lifecycle.kinds()
     if wanted is None:
         return list(kinds)
     known = {k.kind for k in kinds}
@@ -60,7 +60,7 @@ def _selected(deps: TaskDeps, wanted: list[str] | None) -> list[Any]:
 
 async def prepare(ctx: DataExportContext, deps: TaskDeps) -> None:
     _selected(deps, ctx.kinds)
-    deps.container.services["lifecycle"].policy.lifetime("stored_files", ctx.ttl_seconds)
+    deps.providers.lifecycle.policy.lifetime("stored_files", ctx.ttl_seconds)
 
 
 async def run(ctx: DataExportContext, deps: TaskDeps) -> dict[str, Any]:

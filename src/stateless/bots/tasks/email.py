@@ -27,7 +27,7 @@ class EmailContext(BaseModel):
 
 
 def provider_of(deps: TaskDeps) -> EmailProvider:
-    provider: EmailProvider = deps.container.services["email"]
+    provider: EmailProvider = deps.providers.email
     return provider
 
 

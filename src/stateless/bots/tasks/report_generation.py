@@ -45,7 +45,7 @@ def _window(ctx: ReportContext) -> tuple[date, date]:
 
 
 def _model(deps: TaskDeps, kind: str) -> type[Any] | None:
-    registry = deps.container.services["lifecycle"]
+    registry = deps.providers.lifecycle
     try:
         model: type[Any] = registry.get(kind).model
     except KeyError:
@@ -57,7 +57,7 @@ async def prepare(ctx: ReportContext, deps: TaskDeps) -> None:
     since, until = _window(ctx)
     if (until - since).days >= MAX_DAYS:
         raise TaskRejected(f"A report covers at most {MAX_DAYS} days").with_code("range_too_long")
-    deps.container.services["lifecycle"].policy.lifetime("stored_files", ctx.ttl_seconds)
+    deps.providers.lifecycle.policy.lifetime("stored_files", ctx.ttl_seconds)
 
 
 async def _rows(deps: TaskDeps, since: date, until: date) -> tuple[list[list[Any]], dict[str, int]]:

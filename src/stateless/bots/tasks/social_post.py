@@ -69,7 +69,7 @@ async def run(ctx: SocialPostContext, deps: TaskDeps) -> dict[str, Any]:
             raise TaskFailed(f"the Mastodon server refused the post ({status})")
         return None
 
-    client: httpx.AsyncClient = deps.container.services["bots.http"]
+    client: httpx.AsyncClient = deps.providers.http
     return await post_with_retries(
         client,
         url,

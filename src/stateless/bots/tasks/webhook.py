@@ -99,7 +99,7 @@ async def run(ctx: WebhookContext, deps: TaskDeps) -> dict[str, Any]:
             raise TaskFailed(f"the webhook endpoint refused the delivery ({status})")
         return None
 
-    client: httpx.AsyncClient = deps.container.services["bots.http"]
+    client: httpx.AsyncClient = deps.providers.http
     return await post_with_retries(
         client,
         url,

@@ -107,15 +107,15 @@ ROUTE_PROBLEMS: dict[str, dict[int, str]] = {
 
 
 def _tenant_auth_modes(dependant: Dependant) -> set[str]:
-    """The key scopes ("any", "secret") required anywhere in a route's dependency tree."""
-    from stateless.tenants.auth import TenantAuth
-
+    """The key scopes ("any", "secret") required anywhere in a route's dependency tree: a
+    dependency that checks a key says which through its `required_key_scope` attribute."""
     modes: set[str] = set()
     stack = [dependant]
     while stack:
         current = stack.pop()
-        if isinstance(current.call, TenantAuth):
-            modes.add(current.call.required)
+        scope = getattr(current.call, "required_key_scope", None)
+        if isinstance(scope, str):
+            modes.add(scope)
         stack.extend(current.dependencies)
     return modes
 

@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, Select, String, delete, func, select, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from stateless.kit.context import TenantContext, VerifiedAppId
 from stateless.kit.db import UTCDateTime, utcnow
-from stateless.tenants.schemas import TenantContext, VerifiedAppId
 
 
 class TenantOwned:

@@ -171,6 +171,8 @@ class TenantAuth:
 
     def __init__(self, required: Literal["any", "secret"]) -> None:
         self.required = required
+        # Read by kit/openapi.py to document the key schemes and auth problems.
+        self.required_key_scope = required
 
     async def __call__(self, request: Request) -> TenantContext:
         # A route may depend on both aliases (directly and through a service): authenticate and

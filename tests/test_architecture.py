@@ -1,0 +1,53 @@
+"""The rules of docs/architecture.md that a reader cannot see from one file, checked on the
+source tree (no app is started)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "stateless"
+
+# The checkpoints that may vouch for a tenant id: request authentication, and the background
+# workers that read the id from their own records (queued tasks, stored object keys).
+VERIFIED_APP_ID_CREATORS = {"tenants/auth.py", "bots/runner.py", "storage/lifecycle.py"}
+
+
+def _modules() -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(SRC.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        yield path.relative_to(SRC).as_posix(), ast.parse(path.read_text(), str(path))
+
+
+def _imports(tree: ast.Module) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def test_only_the_checkpoints_create_a_verified_app_id() -> None:
+    creators = set()
+    for name, tree in _modules():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called == "VerifiedAppId":
+                creators.add(name)
+    assert creators <= VERIFIED_APP_ID_CREATORS, sorted(creators - VERIFIED_APP_ID_CREATORS)
+    assert "tenants/auth.py" in creators
+
+
+def test_kit_imports_no_domain() -> None:
+    """kit is shared mechanics: it may use the settings and itself, nothing above it."""
+    for name, tree in _modules():
+        if not name.startswith("kit/"):
+            continue
+        for module in _imports(tree):
+            if module.startswith("stateless."):
+                assert module.startswith(("stateless.kit", "stateless.config")), (name, module)

@@ -51,3 +51,23 @@ def test_kit_imports_no_domain() -> None:
         for module in _imports(tree):
             if module.startswith("stateless."):
                 assert module.startswith(("stateless.kit", "stateless.config")), (name, module)
+
+
+def test_each_route_solves_flat_dependencies() -> None:
+    """One dependency per route group (auth, rate limit, transaction, service), never a chain:
+    FastAPI's per-request solving cost grows with every nested node."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from stateless.config import Settings
+    from stateless.main import create_app
+
+    app = create_app(Settings(_env_file=None))
+    nested = []
+    for context in iter_route_contexts(list(app.routes)):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        for dependency in route.dependant.dependencies:
+            if dependency.dependencies:
+                nested.append(route.name)
+    assert not nested, sorted(set(nested))

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.schemas import ExecuteIn, TaskAccepted, TaskOut
 from stateless.bots.service import BotService
 from stateless.bots.wiring import bot_service
-from stateless.deps import API_V1, ContainerDep
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
+from stateless.kit.context import TenantContext
 from stateless.kit.errors import PROBLEM_CONTENT_TYPE
-from stateless.tenants.auth import SecretKeyTenant
-from stateless.tenants.schemas import TenantContext
 
 router = APIRouter(prefix=f"{API_V1}/bots", tags=["bots"])
 
 _PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
 
-def _service(request: Request, container: ContainerDep, tenant: TenantContext) -> BotService:
+def _build(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
+) -> BotService:
+    """Task records are written in their own short transactions; the request's is unused."""
     base_url = container.settings.public_base_url or str(request.base_url)
     return bot_service(container, tenant, base_url.rstrip("/"))
+
+
+Service = Annotated[BotService, Depends(KeyedService(_build, "secret"), scope="function")]
 
 
 @router.post(
@@ -41,9 +48,7 @@ def _service(request: Request, container: ContainerDep, tenant: TenantContext) -
 )
 async def execute_task(
     body: ExecuteIn,
-    request: Request,
-    tenant: SecretKeyTenant,
-    container: ContainerDep,
+    service: Service,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -57,16 +62,16 @@ async def execute_task(
     """Run a task: `sync` (default) answers 200 with the result, `async` answers 202 with a
     task id to poll at GET /tasks/{task_id}. Task records expire (default 48 h, max 7 d) and
     never keep addresses or tokens."""
-    outcome = await _service(request, container, tenant).execute(body, idempotency_key)
+    outcome = await service.execute(body, idempotency_key)
     if outcome.problem is not None:
         raise outcome.problem
-    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=outcome.headers)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    status = 202 if outcome.queued else 200
+    return JSONResponse(outcome.body, status_code=status, headers=headers)
 
 
 @router.get("/tasks/{task_id}", name="bots.task", response_model=TaskOut)
-async def read_task(
-    task_id: str, request: Request, tenant: SecretKeyTenant, container: ContainerDep
-) -> TaskOut:
+async def read_task(task_id: str, service: Service) -> TaskOut:
     """A task's status (`queued`, `running`, `success`, `failed`, `timeout`) with its result or
     error. Unknown, expired and other apps' task ids answer 404."""
-    return await _service(request, container, tenant).get_task(task_id)
+    return await service.get_task(task_id)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
 from starlette.responses import Response
 
 from stateless import __version__
+from stateless.core.checks import dependency_checks
 from stateless.deps import ContainerDep
 from stateless.kit.errors import ServiceUnavailable, Unauthorized
 from stateless.kit.ratelimit import HEALTH_ROUTE
@@ -73,21 +72,9 @@ async def health(request: Request, container: ContainerDep) -> dict[str, str]:
 )
 async def ready(container: ContainerDep) -> dict[str, Any]:
     """Readiness for load balancers: the database, and Redis when configured. Not rate limited."""
-    checks: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(container.settings.db_pool_timeout + 1):
-            async with container.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception:  # readiness reports, it does not raise
-        checks["database"] = "unavailable"
-    if container.redis is not None:
-        try:
-            async with asyncio.timeout(1):
-                await container.redis.ping()
-            checks["redis"] = "ok"
-        except Exception:  # readiness reports, it does not raise
-            checks["redis"] = "unavailable"
+    checks = await dependency_checks(
+        container.engine, container.redis, container.settings.db_pool_timeout + 1
+    )
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         raise ServiceUnavailable(

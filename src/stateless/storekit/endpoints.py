@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService, PathService
+from stateless.kit.context import TenantContext
 from stateless.storekit.schemas import (
     NotificationIn,
     NotificationOut,
     ValidateReceiptIn,
     ValidateReceiptOut,
 )
+from stateless.storekit.service import NotificationService, StoreKitService
 from stateless.storekit.wiring import notification_service, storekit_service
-from stateless.tenants.auth import AnyKeyTenant, tenant_from_path
 
 router = APIRouter(prefix=f"{API_V1}/ios", tags=["storekit"])
+
+
+def _validation(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
+) -> StoreKitService:
+    return storekit_service(container, session, tenant)
+
+
+def _notifications(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
+) -> NotificationService:
+    return notification_service(container, session, tenant)
+
+
+Validation = Annotated[StoreKitService, Depends(KeyedService(_validation, "any"), scope="function")]
+# The app id in the path names the tenant; the signed payload is the proof.
+Notifications = Annotated[
+    NotificationService, Depends(PathService(_notifications), scope="function")
+]
 
 
 @router.post(
@@ -26,14 +48,8 @@ router = APIRouter(prefix=f"{API_V1}/ios", tags=["storekit"])
     response_model=ValidateReceiptOut,
     responses={502: {"description": "Apple's verifyReceipt failed (legacy receipts only)"}},
 )
-async def validate_receipt(
-    body: ValidateReceiptIn,
-    tenant: AnyKeyTenant,
-    session: SessionDep,
-    container: ContainerDep,
-) -> Any:
+async def validate_receipt(body: ValidateReceiptIn, service: Validation) -> Any:
     """Validate a StoreKit 2 signed transaction or a legacy receipt. Unverifiable -> `invalid`."""
-    service = storekit_service(container, session, tenant)
     return JSONResponse(await service.validate(body))
 
 
@@ -44,13 +60,7 @@ async def validate_receipt(
     responses={400: {"description": "Unverifiable payload; nothing recorded"}},
 )
 async def app_store_notification(
-    app_id: str,
-    body: NotificationIn,
-    request: Request,
-    session: SessionDep,
-    container: ContainerDep,
+    app_id: str, body: NotificationIn, service: Notifications
 ) -> NotificationOut:
     """App Store Server Notifications V2 endpoint (Apple calls it; the JWS is the proof)."""
-    tenant = await tenant_from_path(request, container, app_id)
-    service = notification_service(container, session, tenant)
     return await service.receive(body.signedPayload)

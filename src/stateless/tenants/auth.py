@@ -6,9 +6,9 @@ Every failure to prove a key answers the same 401, so callers cannot learn which
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from stateless.container import Container
 from stateless.kit.db import utcnow
@@ -167,28 +167,16 @@ async def enforce_rate_limit(
 
 
 class TenantAuth:
-    """Dependency: authenticate, check the key's scope, then apply the route's rate limit."""
+    """Authenticate, check the key's scope, then apply the route's rate limit (called by the
+    route-group dependency `deps.KeyedService`)."""
 
     def __init__(self, required: Literal["any", "secret"]) -> None:
         self.required = required
-        # Read by kit/openapi.py to document the key schemes and auth problems.
-        self.required_key_scope = required
 
     async def __call__(self, request: Request) -> TenantContext:
-        # A route may depend on both aliases (directly and through a service): authenticate and
-        # count the request once.
-        tenant: TenantContext | None = getattr(request.state, "tenant_context", None)
         container: Container = request.app.state.container
-        if tenant is None:
-            tenant = await authenticate(request, container)
-            request.state.tenant_context = tenant
-            if self.required == "secret" and tenant.scope != "secret":
-                raise Forbidden("This endpoint requires the secret key (sk_...)")
-            await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)
-        elif self.required == "secret" and tenant.scope != "secret":
+        tenant = await authenticate(request, container)
+        if self.required == "secret" and tenant.scope != "secret":
             raise Forbidden("This endpoint requires the secret key (sk_...)")
+        await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)
         return tenant
-
-
-AnyKeyTenant = Annotated[TenantContext, Depends(TenantAuth("any"))]
-SecretKeyTenant = Annotated[TenantContext, Depends(TenantAuth("secret"))]

@@ -14,11 +14,11 @@ from stateless.config import Settings
 from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
 from stateless.kit.errors import install_problem_handlers
-from stateless.kit.logging import configure_logging
+from stateless.kit.logging import AccessLog, configure_logging
 from stateless.kit.metrics import Metrics
-from stateless.kit.middleware import BodyLimitMiddleware, EdgeMiddleware
+from stateless.kit.middleware import EdgeMiddleware
 from stateless.kit.openapi import install_openapi
-from stateless.tenants.cors import TenantCorsMiddleware
+from stateless.tenants.cors import TenantCorsPolicy
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,12 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         middleware=[
-            Middleware(EdgeMiddleware, metrics=metrics),
-            Middleware(TenantCorsMiddleware),
             Middleware(
-                BodyLimitMiddleware,
-                max_bytes=settings.max_request_body_bytes,
-                overrides=((f"{API_V1}/storage/uploads/", settings.max_upload_bytes),),
+                EdgeMiddleware,
+                metrics=metrics,
+                access_log=AccessLog(settings.log_level, settings.effective_log_format),
+                max_body_bytes=settings.max_request_body_bytes,
+                body_limit_overrides=((f"{API_V1}/storage/uploads/", settings.max_upload_bytes),),
+                cors=TenantCorsPolicy(),
             ),
         ],
     )

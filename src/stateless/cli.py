@@ -154,6 +154,7 @@ def cleanup() -> None:
 async def _worker(settings: Settings) -> None:
     from stateless import domains
     from stateless.kit.logging import configure_logging
+    from stateless.kit.looplag import watch_loop_lag
 
     configure_logging(settings.log_level, settings.effective_log_format)
     stop = asyncio.Event()
@@ -162,6 +163,7 @@ async def _worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         container = await stack.enter_async_context(domains.open_container(settings))
+        await stack.enter_async_context(watch_loop_lag(container.metrics))
         await domains.start_background_jobs(container, stack)
         typer.echo("worker running; SIGTERM stops it after the current unit of work", err=True)
         await stop.wait()

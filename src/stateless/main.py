@@ -15,6 +15,7 @@ from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
 from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import AccessLog, configure_logging
+from stateless.kit.looplag import watch_loop_lag
 from stateless.kit.metrics import Metrics
 from stateless.kit.middleware import EdgeMiddleware
 from stateless.kit.openapi import install_openapi
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(watch_loop_lag(metrics))
             container = await stack.enter_async_context(domains.open_container(settings, metrics))
             app.state.container = container
             if settings.run_background_jobs:

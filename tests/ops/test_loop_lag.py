@@ -17,7 +17,7 @@ async def test_a_blocked_loop_is_measured_and_logged(
     client = await make_client(log_format="json")
     await asyncio.sleep(0.25)  # a few quiet samples
     capsys.readouterr()
-    time.sleep(0.3)  # noqa: ASYNC251 - the point: hold the loop like a blocking call would
+    time.sleep(0.3)  # the point: hold the loop like a blocking call would
     await asyncio.sleep(0.25)
     assert "event_loop_blocked" in capsys.readouterr().out
     samples = await scrape(client)

@@ -5,8 +5,7 @@ lifespan, the worker, the CLI and the tests alike."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
@@ -17,7 +16,7 @@ from stateless.affiliate import lifecycle as affiliate_lifecycle
 from stateless.affiliate.codes import AffiliateKeyring
 from stateless.bots import endpoints as bots_endpoints
 from stateless.bots import lifecycle as bots_lifecycle
-from stateless.bots.wiring import build_email_provider, build_outbound_http, run_task_loop
+from stateless.bots.wiring import build_email_provider, build_outbound_http, task_runner_job
 from stateless.config import Settings
 from stateless.container import Container
 from stateless.drafts import endpoints as drafts_endpoints
@@ -25,6 +24,7 @@ from stateless.drafts import lifecycle as drafts_lifecycle
 from stateless.ios import endpoints as ios_endpoints
 from stateless.ios import lifecycle as ios_lifecycle
 from stateless.ios.wiring import build_apns_client
+from stateless.kit.background import BackgroundJobs, Job
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import build_engine, build_sessionmaker
 from stateless.kit.metrics import Metrics
@@ -32,12 +32,12 @@ from stateless.kit.ratelimit import RateLimiter
 from stateless.lifecycle.leader import Leadership
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry
-from stateless.lifecycle.scheduler import run_cleanup_loop
+from stateless.lifecycle.scheduler import CleanupScheduler
 from stateless.lifecycle.state import BackgroundState
 from stateless.storage import endpoints as storage_endpoints
 from stateless.storage import lifecycle as storage_lifecycle
 from stateless.storage.backends import StorageBackend, build_backend
-from stateless.storage.lifecycle import run_orphan_sweep
+from stateless.storage.lifecycle import orphan_sweep_job
 from stateless.storekit import endpoints as storekit_endpoints
 from stateless.storekit import lifecycle as storekit_lifecycle
 from stateless.storekit.wiring import build_storekit
@@ -53,11 +53,11 @@ ROUTERS: list[APIRouter] = [
     bots_endpoints.router,
 ]
 
-# Run while the app runs when RUN_BACKGROUND_JOBS is true (web process), always by the worker.
-BACKGROUND_JOBS: list[Callable[[Container], AbstractAsyncContextManager[Any]]] = [
-    run_cleanup_loop,
-    run_orphan_sweep,
-    run_task_loop,
+# Run while the app runs when RUN_BACKGROUND_JOBS is true (web process), always by the worker;
+# cleanup (CleanupScheduler) runs first. Leader-only jobs share the one leader lock.
+BACKGROUND_JOBS: list[Callable[[Container], Job]] = [
+    orphan_sweep_job,
+    task_runner_job,
 ]
 
 
@@ -127,7 +127,13 @@ async def open_container(
 
 
 async def start_background_jobs(container: Container, stack: AsyncExitStack) -> None:
-    """Start every background loop; each stops (after its current unit) when `stack` closes."""
+    """Start every background job; each stops (after its current unit) when `stack` closes."""
     container.background.enabled = True
-    for job in BACKGROUND_JOBS:
-        await stack.enter_async_context(job(container))
+    cleanup = CleanupScheduler(container)
+    jobs = BackgroundJobs(
+        [cleanup.job(), *(build(container) for build in BACKGROUND_JOBS)],
+        container.background.leadership,
+        metrics=container.metrics,
+        on_leadership=cleanup.on_leadership,
+    )
+    await stack.enter_async_context(jobs)

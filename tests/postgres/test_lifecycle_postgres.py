@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from stateless.config import Settings
 from stateless.domains import open_container
+from stateless.kit.background import BackgroundJobs
 from stateless.lifecycle.scheduler import CleanupScheduler
 from tests.support import count_rows, sql
 
@@ -51,16 +52,24 @@ async def test_exactly_one_leader_and_takeover_within_two_intervals(settings: Se
     local = settings.model_copy(update={"cleanup_interval_seconds": interval})
     async with open_container(local) as first_c, open_container(local) as second_c:
         first, second = CleanupScheduler(first_c), CleanupScheduler(second_c)
-        first_task = asyncio.create_task(first.run())
+        first_jobs, second_jobs = (
+            BackgroundJobs(
+                [scheduler.job()],
+                container.background.leadership,
+                metrics=container.metrics,
+                on_leadership=scheduler.on_leadership,
+            )
+            for scheduler, container in ((first, first_c), (second, second_c))
+        )
+        await first_jobs.__aenter__()
         await asyncio.sleep(interval / 2)
-        second_task = asyncio.create_task(second.run())
+        await second_jobs.__aenter__()
         await asyncio.sleep(interval * 2)
         assert first.state.is_leader and not second.state.is_leader
         # the follower checks leadership each interval but never runs a cleanup
         assert first.state.run_count >= 2 and second.state.run_count == 0
         await _seed_expired(local, 10)
-        first.stop_event.set()
-        await first_task
+        await first_jobs.stop()
         stopped_at = asyncio.get_running_loop().time()
         while not second.state.is_leader:
             assert asyncio.get_running_loop().time() - stopped_at < 2 * interval + 0.5
@@ -70,8 +79,7 @@ async def test_exactly_one_leader_and_takeover_within_two_intervals(settings: Se
                 break
             await asyncio.sleep(0.05)
         assert await count_rows(local, "drafts") == 0
-        second.stop_event.set()
-        await second_task
+        await second_jobs.stop()
 
 
 async def test_sigterm_mid_run_leaves_no_partial_state(settings: Settings, tmp_path) -> None:

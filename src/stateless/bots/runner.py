@@ -24,6 +24,7 @@ from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.config import Settings
 from stateless.container import Container
+from stateless.kit.background import Job
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import ProblemError
 from stateless.tenants.schemas import TenantContext, TenantSnapshot, VerifiedAppId
@@ -87,41 +88,32 @@ class TaskWorker:
         settings = container.settings
         self.concurrency = settings.bot_worker_concurrency
         self.poll_seconds = settings.bot_poll_interval_seconds
-        self.stop_event = asyncio.Event()
-        # Shared with request handlers: set after a task is queued in this process.
-        self.wake_event = container.background.task_wakeup
         self.running: set[asyncio.Task[None]] = set()
         self._next_sync_sweep = 0.0
 
-    def wake(self) -> None:
-        """Called after a task is queued in this process: look now instead of at the next poll."""
-        self.wake_event.set()
+    async def poll(self, _stop: asyncio.Event) -> bool:
+        """Claim what is due and start it; True when more may be due right now."""
+        try:
+            claimed = await self.claim()
+        except Exception as exc:  # database away: try again at the next poll
+            claimed = []
+            log.warning("bot_task_claim_failed", error_type=type(exc).__name__)
+        for item in claimed:
+            task = asyncio.create_task(self.process(item), name=f"bot-task-{item.task_id}")
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        return bool(claimed) and len(self.running) < self.concurrency
 
-    async def run(self) -> None:
-        while not self.stop_event.is_set():
-            self.wake_event.clear()
-            try:
-                claimed = await self.claim()
-            except Exception as exc:  # database away: try again at the next poll
-                claimed = []
-                log.warning("bot_task_claim_failed", error_type=type(exc).__name__)
-            for item in claimed:
-                task = asyncio.create_task(self.process(item), name=f"bot-task-{item.task_id}")
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
-            if claimed and len(self.running) < self.concurrency:
-                continue  # there may be more due right now
-            waiters = [
-                asyncio.ensure_future(self.stop_event.wait()),
-                asyncio.ensure_future(self.wake_event.wait()),
-            ]
-            try:
-                await asyncio.wait(
-                    waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+    def job(self) -> Job:
+        """Every BOT_POLL_INTERVAL_SECONDS on every replica, at once after a queueing here;
+        on stop, running tasks get a grace period."""
+        return Job(
+            "bot-tasks",
+            self.poll,
+            interval_seconds=self.poll_seconds,
+            wake=self.container.background.task_wakeup,
+            on_stop=self.shutdown,
+        )
 
     async def claim(self) -> list[ClaimedTask]:
         free = self.concurrency - len(self.running)
@@ -239,11 +231,10 @@ class TaskWorker:
         log.info("bot_task_done", task_type=item.task_type, tenant=item.app_id)
 
     async def shutdown(self) -> None:
-        """Stop claiming; give running tasks a grace period, then cancel them.
+        """Give running tasks a grace period, then cancel them (claiming has stopped).
 
         A cancelled task keeps status running; its lease runs out and another worker re-runs it.
         """
-        self.stop_event.set()
         if self.running:
             _done, pending = await asyncio.wait(set(self.running), timeout=SHUTDOWN_GRACE_SECONDS)
             for task in pending:

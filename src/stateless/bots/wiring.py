@@ -6,14 +6,11 @@ Email: SendGrid when SENDGRID_API_KEY is set, else SMTP when SMTP_URL is set, el
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import httpx
 
-from stateless.bots.runner import SHUTDOWN_GRACE_SECONDS, TaskWorker
+from stateless.bots.runner import TaskWorker
 from stateless.bots.service import BotService
 from stateless.bots.tasks.base import TaskProviders
 from stateless.container import Container
@@ -21,6 +18,7 @@ from stateless.email.base import EmailProvider
 from stateless.email.console import ConsoleEmailProvider
 from stateless.email.sendgrid import SendGridProvider
 from stateless.email.smtp import SmtpProvider
+from stateless.kit.background import Job
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
@@ -68,19 +66,6 @@ def bot_service(container: Container, tenant: TenantContext, base_url: str) -> B
     )
 
 
-@contextlib.asynccontextmanager
-async def run_task_loop(container: Container) -> AsyncIterator[TaskWorker]:
-    """BACKGROUND factory: run queued bot tasks while the app (or `stateless worker`) runs."""
-    worker = TaskWorker(container, task_providers(container))
-    loop_task = asyncio.create_task(worker.run(), name="stateless-bot-tasks")
-    try:
-        yield worker
-    finally:
-        worker.stop_event.set()
-        await worker.shutdown()
-        try:
-            await asyncio.wait_for(asyncio.shield(loop_task), timeout=SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
+def task_runner_job(container: Container) -> Job:
+    """Background job: run queued bot tasks while the app (or `stateless worker`) runs."""
+    return TaskWorker(container, task_providers(container)).job()

@@ -4,15 +4,15 @@ bodies that lost their row (a crash between the two steps, an upload after a del
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from stateless.container import Container
+from stateless.kit.background import Job
 from stateless.kit.db import session_scope, utcnow
 from stateless.storage.backends import StorageBackend, split_key
 from stateless.storage.models import StoredFile
@@ -80,34 +80,17 @@ async def _remove_unowned(container: Container, backend: StorageBackend, keys: l
     return len(unowned)
 
 
-@contextlib.asynccontextmanager
-async def run_orphan_sweep(container: Container) -> AsyncIterator[None]:
-    """BACKGROUND entry: sweep hourly, a minute after start, on the leading replica only."""
-    stop = asyncio.Event()
-    leadership = container.background.leadership
+def orphan_sweep_job(container: Container) -> Job:
+    """Background job: sweep hourly, a minute after start, on the leading replica only."""
 
-    async def loop() -> None:
-        delay = SWEEP_FIRST_DELAY_SECONDS
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            if stop.is_set():
-                return
-            delay = SWEEP_INTERVAL_SECONDS
-            try:
-                if await leadership.try_lead():
-                    await sweep_orphans(container)
-            except Exception as exc:  # isolation boundary: the next sweep must still run
-                log.error("storage_sweep_failed", error_type=type(exc).__name__, exc_info=exc)
+    async def run(_stop: asyncio.Event) -> bool:
+        await sweep_orphans(container)
+        return False
 
-    task = asyncio.create_task(loop(), name="stateless-storage-sweep")
-    try:
-        yield
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=10)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    return Job(
+        "storage-sweep",
+        run,
+        interval_seconds=SWEEP_INTERVAL_SECONDS,
+        first_delay_seconds=SWEEP_FIRST_DELAY_SECONDS,
+        leader_only=True,
+    )

@@ -70,7 +70,7 @@ class InvalidSignedPayload(BadRequest):
 
 @dataclass(frozen=True, slots=True)
 class StoreKitProviders:
-    """What wiring.py builds once per app: the JWS verifier and the verifyReceipt client."""
+    """Built once per app (storekit/wiring.py): the JWS verifier and the verifyReceipt client."""
 
     verifier: StoreKitVerifier
     receipts: VerifyReceiptClient

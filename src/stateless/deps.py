@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stateless.container import Container
 from stateless.kit.context import TenantContext
 from stateless.kit.db import session_scope
-from stateless.tenants.auth import TenantAuth, tenant_from_path
+from stateless.tenants.auth import PATH_TENANT_PROBLEMS, TenantAuth, tenant_from_path
 
 # Routers carry the full prefix themselves, so route templates in logs and metrics are whole.
 API_V1 = "/api/v1"
@@ -51,6 +51,7 @@ class KeyedService(Generic[S]):
         self.auth = TenantAuth(key)
         # Read by kit/openapi.py to document the key schemes and auth problems.
         self.required_key_scope = key
+        self.raises = self.auth.raises
 
     async def __call__(self, request: Request) -> AsyncIterator[S]:
         tenant = await self.auth(request)
@@ -65,6 +66,7 @@ class PathService(Generic[S]):
 
     def __init__(self, build: ServiceBuilder[S]) -> None:
         self.build = build
+        self.raises = PATH_TENANT_PROBLEMS
 
     async def __call__(self, request: Request, app_id: str) -> AsyncIterator[S]:
         container: Container = request.app.state.container

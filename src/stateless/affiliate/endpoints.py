@@ -15,11 +15,27 @@ from stateless.affiliate.schemas import (
     GenerateOut,
     StatsOut,
 )
-from stateless.affiliate.service import AffiliateService
+from stateless.affiliate.service import (
+    AffiliateService,
+    CurrencyRequired,
+    DateRangeTooLong,
+    InvalidCode,
+    InvalidCodeId,
+    InvalidCurrency,
+    InvalidDateRange,
+    InvalidEvent,
+    InvalidEventId,
+    InvalidValue,
+    NegativeValue,
+    TooManyDecimals,
+    ValueRequired,
+    ValueTooLarge,
+)
 from stateless.affiliate.wiring import affiliate_service
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService
 from stateless.kit.context import TenantContext
+from stateless.kit.openapi import problems
 
 router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
 
@@ -37,7 +53,12 @@ SecretKeyService = Annotated[
 ]
 
 
-@router.post("/generate", name="affiliate.generate", response_model=GenerateOut)
+@router.post(
+    "/generate",
+    name="affiliate.generate",
+    response_model=GenerateOut,
+    responses=problems(InvalidCodeId),
+)
 async def generate_code(body: GenerateIn, service: AnyKeyService) -> GenerateOut:
     """The referral code for `code_id`: always the same code for the same app and code_id.
 
@@ -47,7 +68,24 @@ async def generate_code(body: GenerateIn, service: AnyKeyService) -> GenerateOut
     return GenerateOut(code=service.generate_code(body.code_id), tenant=service.tenant.app_id)
 
 
-@router.post("/conversion", name="affiliate.conversion", response_model=ConversionOut)
+@router.post(
+    "/conversion",
+    name="affiliate.conversion",
+    response_model=ConversionOut,
+    responses=problems(
+        InvalidCode,
+        InvalidCodeId,
+        InvalidEvent,
+        InvalidEventId,
+        CurrencyRequired,
+        InvalidCurrency,
+        ValueRequired,
+        InvalidValue,
+        NegativeValue,
+        ValueTooLarge,
+        TooManyDecimals,
+    ),
+)
 async def record_conversion(body: ConversionIn, service: SecretKeyService) -> ConversionOut:
     """Count one conversion of a code into today's (UTC) aggregate. Secret key only.
 
@@ -65,7 +103,12 @@ async def record_conversion(body: ConversionIn, service: SecretKeyService) -> Co
     return ConversionOut(status=status)
 
 
-@router.get("/stats", name="affiliate.stats", response_model=StatsOut)
+@router.get(
+    "/stats",
+    name="affiliate.stats",
+    response_model=StatsOut,
+    responses=problems(InvalidDateRange, DateRangeTooLong),
+)
 async def conversion_stats(
     service: SecretKeyService,
     code: Annotated[

@@ -32,6 +32,14 @@ PENDING_ABANDON_GRACE_SECONDS = 60.0
 _QUEUED_STATUS, _DONE_STATUS = 202, 200
 
 
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
 class ReplayedProblem(ProblemError):
     """A stored error answer of an earlier request with the same Idempotency-Key."""
 
@@ -59,9 +67,7 @@ class Outcome:
 
 
 def _in_progress() -> ProblemError:
-    return Conflict("A request with this Idempotency-Key is in progress").with_code(
-        "idempotency_in_progress"
-    )
+    return IdempotencyInProgress("A request with this Idempotency-Key is in progress")
 
 
 class IdempotencyKeys:
@@ -113,8 +119,8 @@ class IdempotencyKeys:
     def _replay(self, record: BotIdempotencyRecord, body_hash: str) -> Outcome | None:
         """The stored outcome; None if the record is an abandoned claim we may take over."""
         if record.body_hash != body_hash:
-            raise Conflict("This Idempotency-Key was used with a different request body").with_code(
-                "idempotency_key_reused"
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used with a different request body"
             )
         if record.state != "done" or record.response_sealed is None:
             if utcnow() > record.created_at + self.abandon_after:

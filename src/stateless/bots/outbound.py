@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from stateless.bots.tasks.base import TaskFailed
+from stateless.kit.errors import Unprocessable
 from stateless.kit.retry import Retryable, RetryPolicy
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -32,9 +33,13 @@ OUTBOUND_RETRY = RetryPolicy(
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+class TargetRefusedProblem(Unprocessable):
+    code = "target_refused"
+
+
 class TargetRefused(TaskFailed):
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, code="target_refused", status=422)
+        super().__init__(detail, problem=TargetRefusedProblem)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,6 @@ from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import (
-    BadGateway,
     BadRequest,
     GatewayTimeout,
     NotFound,
@@ -42,6 +41,10 @@ from stateless.kit.errors import (
 from stateless.tenants.schemas import TenantContext
 
 log = structlog.get_logger("stateless.bots")
+
+
+class ContextTooLarge(PayloadTooLarge):
+    code = "context_too_large"
 
 
 class UnknownTaskType(BadRequest):
@@ -98,9 +101,7 @@ class BotService:
                 f"Unknown task_type; allowed: {', '.join(allowed)}", extra={"allowed": allowed}
             )
         if len(orjson.dumps(body.context)) > MAX_CONTEXT_BYTES:
-            raise PayloadTooLarge(
-                f"context exceeds {MAX_CONTEXT_BYTES} bytes once encoded"
-            ).with_code("context_too_large")
+            raise ContextTooLarge(f"context exceeds {MAX_CONTEXT_BYTES} bytes once encoded")
         try:
             ctx = task.context.model_validate(body.context)
         except ValidationError as exc:
@@ -214,10 +215,7 @@ class BotService:
             problem = TaskTimeout(f"The task did not finish within {timeout:g} seconds")
         except TaskFailed as exc:
             status = "failed"
-            if exc.status == 502:
-                problem = BadGateway(exc.detail).with_code(exc.code)
-            else:
-                problem = Unprocessable(exc.detail).with_code(exc.code)
+            problem = exc.problem(exc.detail)
         except ProblemError as exc:
             status, problem = "failed", exc
         else:

@@ -13,7 +13,8 @@ from starlette.responses import Response
 from stateless import __version__
 from stateless.core.checks import dependency_checks
 from stateless.deps import ContainerDep
-from stateless.kit.errors import ServiceUnavailable, Unauthorized
+from stateless.kit.errors import RateLimited, ServiceUnavailable, Unauthorized
+from stateless.kit.openapi import problems
 from stateless.kit.ratelimit import HEALTH_ROUTE
 from stateless.tenants.auth import enforce_rate_limit
 from stateless.tenants.schemas import valid_app_id_or_none
@@ -47,7 +48,9 @@ async def root(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/health", name=HEALTH_ROUTE, response_model=HealthResponse)
+@router.get(
+    "/health", name=HEALTH_ROUTE, response_model=HealthResponse, responses=problems(RateLimited)
+)
 async def health(request: Request, container: ContainerDep) -> dict[str, str]:
     """Liveness. Limited to 10/min per X-App-ID (or per client address when none is sent)."""
     app_id = valid_app_id_or_none(request.headers.get("x-app-id"))
@@ -68,7 +71,7 @@ async def health(request: Request, container: ContainerDep) -> dict[str, str]:
     "/health/ready",
     name="health.ready",
     response_model=ReadyResponse,
-    responses={503: {"description": "A dependency is down"}},
+    responses=problems(ServiceUnavailable),
 )
 async def ready(container: ContainerDep) -> dict[str, Any]:
     """Readiness for load balancers: the database, and Redis when configured. Not rate limited."""

@@ -11,8 +11,11 @@ from stateless.container import Container
 from stateless.deps import API_V1, KeyedService
 from stateless.drafts.models import Draft
 from stateless.drafts.schemas import Deleted, DraftIn, DraftList, DraftOut, DraftSummary
-from stateless.drafts.service import DraftService
+from stateless.drafts.service import DraftNotFound, DraftService
 from stateless.kit.context import TenantContext
+from stateless.kit.errors import PayloadTooLarge
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
 
 router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
 
@@ -38,7 +41,13 @@ def _out(service: DraftService, draft: Draft) -> DraftOut:
     )
 
 
-@router.post("", name="drafts.create", status_code=201, response_model=DraftOut)
+@router.post(
+    "",
+    name="drafts.create",
+    status_code=201,
+    response_model=DraftOut,
+    responses=problems(PayloadTooLarge, TtlOutOfRange),
+)
 async def create_draft(body: DraftIn, service: Service) -> DraftOut:
     """Store a draft for `ttl_seconds` (default 24 h, max 7 d). Keep the returned id."""
     draft = await service.create(body.content, body.ttl_seconds)
@@ -66,20 +75,29 @@ async def list_drafts(
     )
 
 
-@router.get("/{draft_id}", name="drafts.read", response_model=DraftOut)
+@router.get(
+    "/{draft_id}", name="drafts.read", response_model=DraftOut, responses=problems(DraftNotFound)
+)
 async def read_draft(draft_id: str, service: Service) -> DraftOut:
     """Read a live draft; expired or unknown ids answer 404."""
     return _out(service, await service.get(draft_id))
 
 
-@router.put("/{draft_id}", name="drafts.replace", response_model=DraftOut)
+@router.put(
+    "/{draft_id}",
+    name="drafts.replace",
+    response_model=DraftOut,
+    responses=problems(DraftNotFound, PayloadTooLarge, TtlOutOfRange),
+)
 async def replace_draft(draft_id: str, body: DraftIn, service: Service) -> DraftOut:
     """Replace a draft's content; its lifetime restarts from now."""
     draft = await service.replace(draft_id, body.content, body.ttl_seconds)
     return _out(service, draft)
 
 
-@router.delete("/{draft_id}", name="drafts.delete", response_model=Deleted)
+@router.delete(
+    "/{draft_id}", name="drafts.delete", response_model=Deleted, responses=problems(DraftNotFound)
+)
 async def delete_draft(draft_id: str, service: Service) -> Deleted:
     """Delete a draft now."""
     await service.delete(draft_id)

@@ -17,8 +17,15 @@ from stateless.ios.schemas import (
     UnregisterTokenIn,
     UnregisterTokenOut,
 )
-from stateless.ios.service import DeviceTokenService, PushService
+from stateless.ios.service import (
+    ApnsNotConfigured,
+    ApnsUnreachable,
+    DeviceTokenService,
+    PushService,
+)
 from stateless.kit.context import TenantContext
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
 
 router = APIRouter(prefix=f"{API_V1}/ios", tags=["ios"])
 
@@ -39,7 +46,12 @@ Tokens = Annotated[DeviceTokenService, Depends(KeyedService(_tokens, "any"), sco
 Push = Annotated[PushService, Depends(KeyedService(_push, "secret"), scope="function")]
 
 
-@router.post("/register-token", name="ios.register_token", response_model=RegisterTokenOut)
+@router.post(
+    "/register-token",
+    name="ios.register_token",
+    response_model=RegisterTokenOut,
+    responses=problems(TtlOutOfRange),
+)
 async def register_token(body: RegisterTokenIn, service: Tokens) -> RegisterTokenOut:
     """Store (or replace) this device's APNs token for `ttl_seconds` (default 30 d, max 60 d).
 
@@ -57,7 +69,12 @@ async def unregister_token(body: UnregisterTokenIn, service: Tokens) -> Unregist
     return UnregisterTokenOut()
 
 
-@router.post("/push", name="ios.push", response_model=PushOut)
+@router.post(
+    "/push",
+    name="ios.push",
+    response_model=PushOut,
+    responses=problems(ApnsNotConfigured, ApnsUnreachable),
+)
 async def push(body: PushIn, service: Push) -> PushOut:
     """Send one notification over APNs to `device_ids`, or to every live device with `all`.
 

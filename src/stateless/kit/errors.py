@@ -20,7 +20,9 @@ log = structlog.get_logger("stateless.errors")
 
 
 class ProblemError(Exception):
-    """Base for every error a client may see; subclasses set status, code and title."""
+    """Base for every error a client may see. Each problem type is one subclass that sets its
+    status, code and title (a new code is a new class); routes list the classes they may
+    raise (`kit.openapi.problems`) and the OpenAPI document is derived from that."""
 
     status: int = 400
     code: str = "bad_request"
@@ -37,11 +39,6 @@ class ProblemError(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
         super().__init__(self.detail)
-
-    def with_code(self, code: str) -> ProblemError:
-        """Give this instance a more specific stable code than its class default."""
-        self.code = code
-        return self
 
 
 class BadRequest(ProblemError):

@@ -16,7 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService
 from stateless.kit.context import TenantContext
-from stateless.storage.backends import Method, UrlGrant
+from stateless.kit.errors import NotFound, RateLimited
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
+from stateless.storage.backends import (
+    InvalidSignature,
+    Method,
+    ObjectNotFound,
+    UploadIncomplete,
+    UploadTooLarge,
+    UrlExpired,
+    UrlGrant,
+)
 from stateless.storage.schemas import (
     CreatedObject,
     CreateObjectIn,
@@ -26,9 +37,13 @@ from stateless.storage.schemas import (
     UploadInstruction,
 )
 from stateless.storage.service import (
+    AlreadyUploaded,
+    ContentTypeMismatch,
+    InvalidContentType,
     ObjectView,
     SignedUrlService,
     StorageService,
+    UnsupportedMediaType,
     content_disposition,
 )
 from stateless.storage.wiring import signed_url_service, storage_service
@@ -58,6 +73,9 @@ class SignedTransfer:
 class _SignedUrl:
     """Route-group dependency of the signed URLs: the URL is the credential. Check its MAC and
     expiry, then rate-limit its tenant like a keyed request."""
+
+    # What this checkpoint may answer (documented by kit/openapi.py).
+    raises = (NotFound, InvalidSignature, UrlExpired, RateLimited)
 
     def __init__(self, method: Method) -> None:
         self.method: Method = method
@@ -91,7 +109,13 @@ def _out(view: ObjectView, tenant: TenantContext) -> ObjectOut:
     )
 
 
-@router.post("/objects", name="storage.create", status_code=201, response_model=CreatedObject)
+@router.post(
+    "/objects",
+    name="storage.create",
+    status_code=201,
+    response_model=CreatedObject,
+    responses=problems(UnsupportedMediaType, InvalidContentType, UploadTooLarge, TtlOutOfRange),
+)
 async def create_object(body: CreateObjectIn, service: Service) -> CreatedObject:
     """Declare a file (type, exact size, lifetime) and get a signed URL to PUT its body to.
 
@@ -116,7 +140,12 @@ async def create_object(body: CreateObjectIn, service: Service) -> CreatedObject
     )
 
 
-@router.get("/objects/{object_id}", name="storage.read", response_model=ObjectOut)
+@router.get(
+    "/objects/{object_id}",
+    name="storage.read",
+    response_model=ObjectOut,
+    responses=problems(ObjectNotFound),
+)
 async def read_object(object_id: str, service: Service) -> ObjectOut:
     """Metadata and, once the body has arrived, a `download_url` valid until the object expires.
 
@@ -125,14 +154,30 @@ async def read_object(object_id: str, service: Service) -> ObjectOut:
     return _out(await service.describe(object_id), service.tenant)
 
 
-@router.delete("/objects/{object_id}", name="storage.delete", response_model=Deleted)
+@router.delete(
+    "/objects/{object_id}",
+    name="storage.delete",
+    response_model=Deleted,
+    responses=problems(ObjectNotFound),
+)
 async def delete_object(object_id: str, service: Service) -> Deleted:
     """Delete the body and its metadata now; outstanding URLs stop working."""
     await service.delete(object_id)
     return Deleted()
 
 
-@router.put("/uploads/{token}", name="storage.upload", response_model=UploadDone)
+@router.put(
+    "/uploads/{token}",
+    name="storage.upload",
+    response_model=UploadDone,
+    responses=problems(
+        ObjectNotFound,
+        AlreadyUploaded,
+        ContentTypeMismatch,
+        UploadTooLarge,
+        UploadIncomplete,
+    ),
+)
 async def upload_body(token: str, request: Request, upload: Upload) -> UploadDone:
     """Local storage only: the signed upload URL. The body must have the declared type and size."""
     length_header = request.headers.get("content-length")
@@ -146,7 +191,12 @@ async def upload_body(token: str, request: Request, upload: Upload) -> UploadDon
     return UploadDone(object_id=object_id, size_bytes=written)
 
 
-@router.get("/downloads/{token}", name="storage.download", response_class=StreamingResponse)
+@router.get(
+    "/downloads/{token}",
+    name="storage.download",
+    response_class=StreamingResponse,
+    responses=problems(ObjectNotFound),
+)
 async def download_body(token: str, signed: Download) -> StreamingResponse:
     """Local storage only: the signed download URL, streamed as an attachment."""
     download = await signed.urls.open_download(signed.grant, signed.tenant)

@@ -14,14 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import session_scope, utcnow
-from stateless.kit.errors import Conflict, NotFound, PayloadTooLarge, ProblemError, Unprocessable
+from stateless.kit.errors import Conflict, NotFound, ProblemError, Unprocessable
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.storage.backends import (
     MAX_PRESIGN_SECONDS,
     LocalBackend,
     Method,
+    ObjectNotFound,
     StorageBackend,
+    UploadIncomplete,
     UploadTarget,
+    UploadTooLarge,
     UrlGrant,
     new_storage_key,
 )
@@ -45,12 +48,20 @@ FILENAME_PURPOSE = "storage-filename"
 UPLOAD_URL_SECONDS = 3600
 
 
-class ObjectNotFound(NotFound):
-    code, title = "object_not_found", "Object not found"
-
-
 class UnsupportedMediaType(ProblemError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class ContentTypeMismatch(UnsupportedMediaType):
+    code = "content_type_mismatch"
+
+
+class InvalidContentType(Unprocessable):
+    code = "invalid_content_type"
+
+
+class AlreadyUploaded(Conflict):
+    code = "already_uploaded"
 
 
 def _not_found(object_id: str) -> ObjectNotFound:
@@ -71,25 +82,23 @@ def content_type_allowed(media_type: str, allowed: list[str] | None) -> bool:
 
 def check_size(declared: int, max_bytes: int) -> None:
     if declared > max_bytes:
-        raise PayloadTooLarge(
-            f"content_length exceeds the maximum upload size of {max_bytes} bytes"
-        ).with_code("upload_too_large")
+        raise UploadTooLarge(f"content_length exceeds the maximum upload size of {max_bytes} bytes")
 
 
 def _mismatch_problem(row: StoredFile, size: int, content_type: str | None) -> ProblemError | None:
     """Compare what arrived with what was declared; the problem to answer, or None if equal."""
     if size > row.content_length:
-        return PayloadTooLarge(
+        return UploadTooLarge(
             f"The upload is larger than the declared {row.content_length} bytes; it was deleted"
-        ).with_code("upload_too_large")
+        )
     if size < row.content_length:
-        return Unprocessable(
+        return UploadIncomplete(
             f"The upload has {size} bytes, not the declared {row.content_length}; it was deleted"
-        ).with_code("upload_incomplete")
+        )
     if content_type is not None and media_type_of(content_type) != media_type_of(row.content_type):
-        return UnsupportedMediaType(
+        return ContentTypeMismatch(
             "The upload's Content-Type differs from the declared one; it was deleted"
-        ).with_code("content_type_mismatch")
+        )
     return None
 
 
@@ -240,7 +249,7 @@ class StorageService:
         try:
             content_type = normalize_content_type(content_type)
         except ValueError as exc:
-            raise Unprocessable(str(exc)).with_code("invalid_content_type") from exc
+            raise InvalidContentType(str(exc)) from exc
         check_size(len(data), self.max_upload_bytes)
         now = utcnow()
         expires_at = self.policy.expires_at(KIND, ttl_seconds, now)
@@ -317,15 +326,13 @@ class SignedUrlService:
         assert self.backend is not None
         row = await self._live_row(grant, tenant)
         if row.status == STATUS_UPLOADED:
-            raise Conflict("This object has already been uploaded").with_code("already_uploaded")
+            raise AlreadyUploaded("This object has already been uploaded")
         if content_type is None or media_type_of(content_type) != media_type_of(row.content_type):
-            raise UnsupportedMediaType(
-                f"Send the declared Content-Type ({row.content_type})"
-            ).with_code("content_type_mismatch")
+            raise ContentTypeMismatch(f"Send the declared Content-Type ({row.content_type})")
         if content_length is not None and content_length > row.content_length:
-            raise PayloadTooLarge(
+            raise UploadTooLarge(
                 f"The upload is larger than the declared {row.content_length} bytes"
-            ).with_code("upload_too_large")
+            )
         written = await self.backend.write_stream(
             row.storage_key, chunks, expected_length=row.content_length
         )

@@ -11,13 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, PathService
 from stateless.kit.context import TenantContext
+from stateless.kit.openapi import problems
+from stateless.storekit.receipts import ProviderError
 from stateless.storekit.schemas import (
     NotificationIn,
     NotificationOut,
     ValidateReceiptIn,
     ValidateReceiptOut,
 )
-from stateless.storekit.service import NotificationService, StoreKitService
+from stateless.storekit.service import InvalidSignedPayload, NotificationService, StoreKitService
 from stateless.storekit.wiring import notification_service, storekit_service
 
 router = APIRouter(prefix=f"{API_V1}/ios", tags=["storekit"])
@@ -46,7 +48,7 @@ Notifications = Annotated[
     "/validate-receipt",
     name="ios.validate_receipt",
     response_model=ValidateReceiptOut,
-    responses={502: {"description": "Apple's verifyReceipt failed (legacy receipts only)"}},
+    responses=problems(ProviderError),
 )
 async def validate_receipt(body: ValidateReceiptIn, service: Validation) -> Any:
     """Validate a StoreKit 2 signed transaction or a legacy receipt. Unverifiable -> `invalid`."""
@@ -57,7 +59,7 @@ async def validate_receipt(body: ValidateReceiptIn, service: Validation) -> Any:
     "/notifications/{app_id}",
     name="ios.notifications",
     response_model=NotificationOut,
-    responses={400: {"description": "Unverifiable payload; nothing recorded"}},
+    responses=problems(InvalidSignedPayload),
 )
 async def app_store_notification(
     app_id: str, body: NotificationIn, service: Notifications

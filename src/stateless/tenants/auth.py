@@ -12,7 +12,14 @@ from fastapi import Request
 
 from stateless.container import Container
 from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
+from stateless.kit.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ProblemError,
+    RateLimited,
+    Unauthorized,
+)
 from stateless.kit.ratelimit import RateLimitOutcome
 from stateless.tenants.schemas import (
     APP_ID_PATTERN,
@@ -30,6 +37,14 @@ _KIND_BY_PREFIX: dict[str, Literal["publishable", "secret"]] = {
 }
 
 
+class MissingAppId(BadRequest):
+    code = "missing_app_id"
+
+
+class InvalidAppId(BadRequest):
+    code = "invalid_app_id"
+
+
 def _unauthorized() -> Unauthorized:
     return Unauthorized(_UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})
 
@@ -37,15 +52,11 @@ def _unauthorized() -> Unauthorized:
 def parse_app_id_header(raw: str | None) -> str:
     """Apply SPEC 2's order of checks: missing, too long, then format."""
     if raw is None or raw == "":
-        raise BadRequest("Missing X-App-ID header").with_code("missing_app_id")
+        raise MissingAppId("Missing X-App-ID header")
     if len(raw) > MAX_APP_ID_LENGTH:
-        raise BadRequest(
-            f"X-App-ID is too long (at most {MAX_APP_ID_LENGTH} characters)"
-        ).with_code("invalid_app_id")
+        raise InvalidAppId(f"X-App-ID is too long (at most {MAX_APP_ID_LENGTH} characters)")
     if not APP_ID_PATTERN.fullmatch(raw):
-        raise BadRequest(
-            "Invalid tenant ID format: use letters, digits, '-' and '_' only"
-        ).with_code("invalid_app_id")
+        raise InvalidAppId("Invalid tenant ID format: use letters, digits, '-' and '_' only")
     return raw
 
 
@@ -56,14 +67,14 @@ class AppNotFound(NotFound):
 def parse_app_id_path(app_id: str) -> str:
     """SPEC 2's app id rules, applied to a path segment."""
     if len(app_id) > MAX_APP_ID_LENGTH:
-        raise BadRequest(f"app_id is too long (at most {MAX_APP_ID_LENGTH} characters)").with_code(
-            "invalid_app_id"
-        )
+        raise InvalidAppId(f"app_id is too long (at most {MAX_APP_ID_LENGTH} characters)")
     if not APP_ID_PATTERN.fullmatch(app_id):
-        raise BadRequest(
-            "Invalid tenant ID format: use letters, digits, '-' and '_' only"
-        ).with_code("invalid_app_id")
+        raise InvalidAppId("Invalid tenant ID format: use letters, digits, '-' and '_' only")
     return app_id
+
+
+# What the by-path and by-signed-URL checkpoints may answer.
+PATH_TENANT_PROBLEMS: tuple[type[ProblemError], ...] = (InvalidAppId, AppNotFound, RateLimited)
 
 
 async def tenant_from_path(request: Request, container: Container, app_id: str) -> TenantContext:
@@ -172,6 +183,14 @@ class TenantAuth:
 
     def __init__(self, required: Literal["any", "secret"]) -> None:
         self.required = required
+        # What this checkpoint may answer (documented by kit/openapi.py).
+        self.raises: tuple[type[ProblemError], ...] = (
+            MissingAppId,
+            InvalidAppId,
+            Unauthorized,
+            *((Forbidden,) if required == "secret" else ()),
+            RateLimited,
+        )
 
     async def __call__(self, request: Request) -> TenantContext:
         container: Container = request.app.state.container

@@ -19,7 +19,7 @@ from stateless.config import Settings
 from stateless.email.base import EmailProvider
 from stateless.ios.apns import ApnsClient
 from stateless.kit.crypto import PrivacyKit
-from stateless.kit.errors import Unprocessable
+from stateless.kit.errors import BadGateway, ProblemError, Unprocessable
 from stateless.kit.metrics import Metrics
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.storage.backends import StorageBackend
@@ -31,21 +31,24 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class TaskFailed(Exception):
-    """The outside service failed. `detail` is shown to clients: no keys, no addresses."""
+    """The outside service failed. `detail` is shown to clients: no keys, no addresses.
+
+    `problem`: what a synchronous run answers (a 502 `provider_error` unless the target's
+    answer says the request itself is wrong); its code is also the task record's error code.
+    """
 
     def __init__(
         self,
         detail: str,
         *,
         transient: bool = False,
-        code: str = "provider_error",
-        status: int = 502,
+        problem: type[ProblemError] = BadGateway,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.transient = transient
-        self.code = code
-        self.status = status
+        self.problem = problem
+        self.code = problem.code
 
 
 class TaskRejected(Unprocessable):

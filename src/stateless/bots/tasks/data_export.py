@@ -22,6 +22,10 @@ MAX_ROWS_PER_KIND = 100_000
 SEALED = "[sealed]"
 
 
+class UnknownKind(TaskRejected):
+    code = "unknown_kind"
+
+
 class DataExportContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,9 +56,7 @@ def _selected(deps: TaskDeps, wanted: list[str] | None) -> list[Any]:
     known = {k.kind for k in kinds}
     unknown = sorted(set(wanted) - known)
     if unknown:
-        raise TaskRejected(
-            f"Unknown kinds: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        ).with_code("unknown_kind")
+        raise UnknownKind(f"Unknown kinds: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return [k for k in kinds if k.kind in wanted]
 
 

@@ -24,6 +24,10 @@ MAX_DAYS = 366
 HEADER = ["metric", "day", "dimension", "count", "value_sum_minor"]
 
 
+class RangeTooLong(TaskRejected):
+    code = "range_too_long"
+
+
 class ReportContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,7 +60,7 @@ def _model(deps: TaskDeps, kind: str) -> type[Any] | None:
 async def prepare(ctx: ReportContext, deps: TaskDeps) -> None:
     since, until = _window(ctx)
     if (until - since).days >= MAX_DAYS:
-        raise TaskRejected(f"A report covers at most {MAX_DAYS} days").with_code("range_too_long")
+        raise RangeTooLong(f"A report covers at most {MAX_DAYS} days")
     deps.providers.lifecycle.policy.lifetime("stored_files", ctx.ttl_seconds)
 
 

@@ -279,6 +279,10 @@ class AffiliateService:
         assert row.day is not None, "daily rows carry their day"
         return StatsRow(day=row.day, **cls._amount(row))
 
+    async def daily_totals(self, since: date, until: date, limit: int) -> list[AggregateRow]:
+        """Live conversions per UTC day, event and currency over all codes (reports)."""
+        return await self.aggregates.daily(None, since, until, limit)
+
     async def stats(
         self, code: str | None = None, since: date | None = None, until: date | None = None
     ) -> StatsOut:

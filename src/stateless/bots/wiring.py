@@ -54,6 +54,7 @@ def task_providers(container: Container) -> TaskProviders:
         email=container.email,
         apns=container.apns,
         http=container.outbound_http,
+        affiliate_keys=container.affiliate_keys,
     )
 
 

@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stateless.affiliate.codes import AffiliateKeyring
 from stateless.config import Settings
 from stateless.email.base import EmailProvider
 from stateless.ios.apns import ApnsClient
@@ -69,6 +70,7 @@ class TaskProviders:
     apns: ApnsClient
     # Tenant-configured targets (webhooks, Mastodon).
     http: httpx.AsyncClient
+    affiliate_keys: AffiliateKeyring
 
 
 @dataclass

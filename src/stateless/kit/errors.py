@@ -312,4 +312,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     for db_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, ConnectionRefusedError, OSError):
         app.add_exception_handler(db_error, _handle_database_unavailable)
     app.add_exception_handler(sa_exc.IntegrityError, _handle_integrity)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    # No catch-all here: anything else reaches the edge middleware (kit/middleware.py), which
+    # answers the 500 problem and logs it.

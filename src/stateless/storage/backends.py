@@ -103,9 +103,6 @@ class StorageBackend(ABC):
     async def put(self, key: str, data: bytes, *, content_type: str) -> None: ...
 
     @abstractmethod
-    async def get(self, key: str) -> bytes: ...
-
-    @abstractmethod
     async def delete(self, keys: Sequence[str]) -> None:
         """Delete bodies; keys already gone are not an error."""
 
@@ -155,10 +152,6 @@ class S3Backend(StorageBackend):
 
     async def put(self, key: str, data: bytes, *, content_type: str) -> None:
         await obstore.put_async(self.store, key, data, attributes={"Content-Type": content_type})
-
-    async def get(self, key: str) -> bytes:
-        result = await obstore.get_async(self.store, key)
-        return bytes(await result.bytes_async())
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
@@ -344,9 +337,6 @@ class LocalBackend(StorageBackend):
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(ahead)
             await asyncio.to_thread(handle.close)
-
-    async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._path(key).read_bytes)
 
     async def delete(self, keys: Sequence[str]) -> None:
         paths = [self._path(key) for key in keys]

@@ -64,7 +64,7 @@ async def _with_tenants(settings: Settings, action: Callable[[Any], Awaitable[T]
         domains.open_container(settings) as container,
         session_scope(container.sessionmaker) as session,
     ):
-        return await action(TenantService(session, container.kit))
+        return await action(TenantService(session, container.privacy))
 
 
 def _exit_after_graceful_stop(_signum: int, _frame: Any) -> None:

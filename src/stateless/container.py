@@ -34,7 +34,8 @@ class Container:
     sessionmaker: async_sessionmaker[AsyncSession]
     # Autocommit sessions for GET/HEAD: no BEGIN/COMMIT round trips around a single read.
     read_sessionmaker: async_sessionmaker[AsyncSession]
-    kit: PrivacyKit
+    # Keyed hashes and AES-GCM sealing under SECRET_KEY (kit/crypto.py).
+    privacy: PrivacyKit
     metrics: Metrics
     directory: TenantDirectory
     limiter: RateLimiter

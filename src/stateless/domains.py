@@ -110,7 +110,7 @@ async def open_container(
             read_sessionmaker=build_sessionmaker(
                 engine.execution_options(isolation_level="AUTOCOMMIT")
             ),
-            kit=kit,
+            privacy=kit,
             metrics=metrics,
             directory=TenantDirectory(sessionmaker, settings.auth_cache_seconds),
             limiter=limiter,

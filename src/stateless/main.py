@@ -11,8 +11,8 @@ from starlette.types import Receive, Scope, Send
 
 from stateless import __version__, domains
 from stateless.config import Settings
-from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
+from stateless.health.endpoints import router as health_router
 from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import AccessLog, configure_logging
 from stateless.kit.looplag import watch_loop_lag
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_problem_handlers(app)
-    app.include_router(core_router)
+    app.include_router(health_router)
     for router in domains.ROUTERS:
         app.include_router(router)
     install_openapi(app)

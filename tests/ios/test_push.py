@@ -154,7 +154,7 @@ async def test_expired_tokens_are_never_pushed_to(
 ) -> None:
     await register(ios_client, ios_tenant, "live", hex_token(1))
     await register(ios_client, ios_tenant, "stale", hex_token(2))
-    kit = ios_client.app.state.container.kit
+    kit = ios_client.app.state.container.privacy
     stale_hash = kit.keyed_hash("ios-device-id", "app-a", "stale")
     await sql(
         ios_client,

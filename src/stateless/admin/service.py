@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from stateless import __version__
 from stateless.config import Settings
-from stateless.core.checks import dependency_checks
+from stateless.health.checks import dependency_checks
 from stateless.kit.context import TenantContext
 from stateless.kit.tenancy import TenantScopedRepository
 from stateless.lifecycle.cleanup import CleanupReport, CleanupService

@@ -23,7 +23,7 @@ def affiliate_service(
     return AffiliateService(
         session,
         tenant,
-        kit=container.kit,
+        kit=container.privacy,
         keys=container.affiliate_keys,
         policy=container.lifecycle.policy,
         metrics=container.metrics,

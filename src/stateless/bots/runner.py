@@ -189,7 +189,7 @@ class TaskWorker:
             )
             return
         try:
-            raw = container.kit.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
+            raw = container.privacy.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
             ctx = task.context.model_validate_json(raw)
         except (ValueError, ValidationError):
             await self._finish(

@@ -47,7 +47,7 @@ def task_providers(container: Container) -> TaskProviders:
     return TaskProviders(
         settings=container.settings,
         sessionmaker=container.sessionmaker,
-        kit=container.kit,
+        kit=container.privacy,
         metrics=container.metrics,
         lifecycle=container.lifecycle,
         storage=container.storage,

@@ -23,7 +23,7 @@ router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
 def _build(
     container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> DraftService:
-    return DraftService(session, tenant, container.kit, container.lifecycle.policy)
+    return DraftService(session, tenant, container.privacy, container.lifecycle.policy)
 
 
 Service = Annotated[DraftService, Depends(KeyedService(_build, "any"), scope="function")]

@@ -33,13 +33,13 @@ router = APIRouter(prefix=f"{API_V1}/ios", tags=["ios"])
 def _tokens(
     container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> DeviceTokenService:
-    return DeviceTokenService(session, tenant, container.kit, container.lifecycle.policy)
+    return DeviceTokenService(session, tenant, container.privacy, container.lifecycle.policy)
 
 
 def _push(
     container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> PushService:
-    return PushService(session, tenant, container.kit, container.apns, container.metrics)
+    return PushService(session, tenant, container.privacy, container.apns, container.metrics)
 
 
 Tokens = Annotated[DeviceTokenService, Depends(KeyedService(_tokens, "any"), scope="function")]

@@ -18,7 +18,7 @@ def storage_service(
     return StorageService(
         session,
         tenant,
-        kit=container.kit,
+        kit=container.privacy,
         backend=container.storage,
         policy=container.lifecycle.policy,
         max_upload_bytes=settings.max_upload_bytes,
@@ -28,5 +28,5 @@ def storage_service(
 
 def signed_url_service(container: Container) -> SignedUrlService:
     return SignedUrlService(
-        sessionmaker=container.sessionmaker, kit=container.kit, backend=container.storage
+        sessionmaker=container.sessionmaker, kit=container.privacy, backend=container.storage
     )

@@ -46,7 +46,7 @@ def storekit_service(
     return StoreKitService(
         session,
         tenant,
-        kit=container.kit,
+        kit=container.privacy,
         providers=container.storekit,
         metrics=container.metrics,
         affiliate=affiliate_service(container, session, tenant),
@@ -59,7 +59,7 @@ def notification_service(
     return NotificationService(
         session,
         tenant,
-        kit=container.kit,
+        kit=container.privacy,
         providers=container.storekit,
         policy=container.lifecycle.policy,
         metrics=container.metrics,

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from stateless import __version__
-from stateless.core.checks import dependency_checks
 from stateless.deps import ContainerDep
+from stateless.health.checks import dependency_checks
 from stateless.kit.errors import RateLimited, ServiceUnavailable, Unauthorized
 from stateless.kit.openapi import problems
 from stateless.kit.ratelimit import HEALTH_ROUTE
@@ -61,7 +61,7 @@ async def health(request: Request, container: ContainerDep) -> dict[str, str]:
     else:
         client = request.client.host if request.client else "unknown"
         # keyed hash: rate-limit buckets in Redis never hold a plaintext address
-        bucket = "ip:" + container.kit.keyed_hash("ratelimit-ip", "", client)[:22]
+        bucket = "ip:" + container.privacy.keyed_hash("ratelimit-ip", "", client)[:22]
         overrides = None
     await enforce_rate_limit(request, container, bucket, overrides, route=HEALTH_ROUTE)
     return {"status": "ok", "env": container.settings.environment}

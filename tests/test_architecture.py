@@ -71,3 +71,40 @@ def test_each_route_solves_flat_dependencies() -> None:
             if dependency.dependencies:
                 nested.append(route.name)
     assert not nested, sorted(set(nested))
+
+
+# Roles that compose (read the container and hand providers on); everything else receives them.
+_COMPOSERS = ("endpoints.py", "wiring.py")
+_COMPOSER_MODULES = {
+    "cli.py",
+    "container.py",
+    "deps.py",
+    "domains.py",
+    "main.py",
+    "tenants/auth.py",  # the request checkpoint reads the directory and the limiter
+    "lifecycle/scheduler.py",  # background jobs are built from the container
+    "storage/lifecycle.py",
+    "bots/runner.py",
+}
+
+
+def test_only_composers_read_the_container() -> None:
+    """Services, repositories, models and schemas take the providers they need, never the
+    container; only endpoints, wiring, deps, the entry points and background jobs read it."""
+    for name, tree in _modules():
+        if name.endswith(_COMPOSERS) or name in _COMPOSER_MODULES:
+            continue
+        for module in _imports(tree):
+            assert module not in ("stateless.container", "stateless.deps"), (name, module)
+            assert not module.endswith(".endpoints"), (name, module)
+
+
+def test_only_entry_points_import_domains() -> None:
+    """domains.py is the composition root: it imports every domain, nothing imports it back."""
+    for name, tree in _modules():
+        if name in ("main.py", "cli.py", "domains.py"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "stateless":
+                assert "domains" not in {alias.name for alias in node.names}, name
+        assert "stateless.domains" not in set(_imports(tree)), name

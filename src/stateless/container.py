@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from stateless.config import Settings
 from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker
+from stateless.kit.db import (
+    build_engine,
+    build_read_engine,
+    build_sessionmaker,
+    dispose_engines,
+)
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
 from stateless.tenants.directory import TenantDirectory
@@ -40,7 +45,9 @@ async def open_container(
 ) -> AsyncIterator[Container]:
     """Build every shared resource, and close them all on the way out (web, worker and CLI alike)."""
     engine = build_engine(settings)
+    read_engine = build_read_engine(settings, engine)
     sessionmaker = build_sessionmaker(engine)
+    read_sessionmaker = build_sessionmaker(read_engine)
     metrics = metrics or Metrics()
     redis = (
         Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -51,12 +58,10 @@ async def open_container(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
-        read_sessionmaker=build_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-        ),
+        read_sessionmaker=read_sessionmaker,
         kit=PrivacyKit(settings.secret_key, settings.previous_secret_keys),
         metrics=metrics,
-        directory=TenantDirectory(sessionmaker, settings.auth_cache_seconds),
+        directory=TenantDirectory(read_engine, settings.auth_cache_seconds),
         limiter=RateLimiter(settings, metrics),
         redis=redis,
     )
@@ -66,4 +71,4 @@ async def open_container(
         await container.limiter.close()
         if redis is not None:
             await redis.aclose()
-        await engine.dispose()
+        await dispose_engines(engine, read_engine)

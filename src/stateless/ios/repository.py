@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,17 +10,16 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stateless.ios.models import DeviceToken
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.tenancy import Scoped, TenantScopedRepository, scoped_insert
 
 # Columns a push needs; never whole ORM objects, so 100,000 rows never sit in the identity map.
 PushRow = Row[tuple[str, str, str, str | None]]
 
 
-@functools.cache
-def _upsert_statement(dialect: str) -> Any:
+def _upsert(dialect: Any) -> Scoped:
     """Built once per dialect with bound parameters: constructing the ON CONFLICT statement
     costs more CPU than running it, and registering is the hottest write path."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table: Any = DeviceToken.__table__
     columns = (
         "app_id",
         "device_hash",
@@ -31,11 +29,16 @@ def _upsert_statement(dialect: str) -> Any:
         "created_at",
         "expires_at",
     )
-    stmt = insert(DeviceToken).values({name: bindparam(name) for name in columns})
-    return stmt.on_conflict_do_update(
-        index_elements=[DeviceToken.app_id, DeviceToken.device_hash],
-        set_={name: stmt.excluded[name] for name in columns[2:]},
+    stmt = dialect.insert(table).values({name: bindparam(name) for name in columns})
+    return scoped_insert(
+        stmt.on_conflict_do_update(
+            index_elements=[table.c.app_id, table.c.device_hash],
+            set_={name: stmt.excluded[name] for name in columns[2:]},
+        )
     )
+
+
+_UPSERT = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
 
 
 class DeviceTokenRepository(TenantScopedRepository[DeviceToken]):
@@ -56,16 +59,14 @@ class DeviceTokenRepository(TenantScopedRepository[DeviceToken]):
         row that expired but was not yet cleaned up is simply overwritten.
         """
         values: dict[str, Any] = {
-            "app_id": self.app_id,
             "device_hash": device_hash,
             "token_sealed": token_sealed,
             "environment": environment,
             "topic": topic,
-            "created_at": self.clock(),
             "expires_at": expires_at,
         }
         dialect = self.session.get_bind().dialect.name
-        await self.session.execute(_upsert_statement(dialect), values)
+        await self.run_write(_UPSERT[dialect], values)
 
     async def delete_hashes(self, device_hashes: Sequence[str]) -> int:
         if not device_hashes:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from stateless.config import Settings
 
@@ -68,14 +69,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Loopback and Unix-socket hosts: TLS protects nothing there.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Reader connections a SQLite web process keeps (each is a thread in aiosqlite).
+SQLITE_READERS = 4
+# The session `info` key of the autocommit engine a single-statement write runs on.
+AUTOCOMMIT_BIND = "autocommit_bind"
+
+
+def postgres_connect_args(settings: Settings, url: URL) -> dict[str, Any]:
+    """asyncpg connect arguments, in one place so a server-side option (a statement timeout,
+    an application name) is one more entry here.
+
+    asyncpg's default is sslmode=prefer: every new connection first asks the server for TLS
+    and falls back. On a loopback host or a Unix socket that is a wasted round trip and, with
+    a server that offers TLS, a handshake per connection, for nothing; elsewhere the default
+    stays, and `?ssl=require` (or `sslmode=...`) in DATABASE_URL always wins.
+    """
+    args: dict[str, Any] = {"timeout": settings.db_pool_timeout, "command_timeout": 30}
+    explicit_tls = "ssl" in url.query or "sslmode" in url.query
+    host = url.host or ""
+    if not explicit_tls and (not host or host in _LOCAL_HOSTS or host.startswith("/")):
+        args["ssl"] = False
+    return args
+
+
 def build_engine(settings: Settings) -> AsyncEngine:
+    """The engine every write goes through (and, on Postgres, every read too).
+
+    SQLite: one writer connection. Writers queue for it in the pool, in arrival order, instead of
+    spinning on SQLite's file lock (busy_timeout), which gave seconds-long tails under load;
+    reads run beside it on `build_read_engine`'s connections (WAL lets them). Postgres: a fixed
+    pool with no overflow by default, so steady load never opens or closes a connection.
+    """
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 5})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite_engine(url, pool_size=1, timeout=settings.db_pool_timeout)
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -84,12 +113,54 @@ def build_engine(settings: Settings) -> AsyncEngine:
         # No pre-ping: it costs a round trip per checkout. A connection broken by a database
         # restart fails its request with a 503 problem and SQLAlchemy then drops the whole pool.
         pool_recycle=1800,
-        connect_args={"timeout": settings.db_pool_timeout, "command_timeout": 30},
+        connect_args=postgres_connect_args(settings, url),
     )
 
 
+def build_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """Where lone reads run, in autocommit (no BEGIN/COMMIT round trips around one SELECT).
+
+    Postgres: the same pool. SQLite: its own few connections, concurrent with the writer (WAL).
+    """
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        reader = _sqlite_engine(url, pool_size=SQLITE_READERS, timeout=settings.db_pool_timeout)
+        return reader.execution_options(isolation_level="AUTOCOMMIT")
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _sqlite_engine(url: URL, *, pool_size: int, timeout: float) -> AsyncEngine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            url,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=timeout,
+            connect_args={"timeout": 5},
+        )
+    else:
+        engine = create_async_engine(url, connect_args={"timeout": 5})
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+async def dispose_engines(engine: AsyncEngine, read_engine: AsyncEngine) -> None:
+    await engine.dispose()
+    if read_engine.sync_engine.pool is not engine.sync_engine.pool:
+        await read_engine.dispose()
+
+
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    """Sessions on `engine`; their `info` carries an autocommit view of the same pool, where a
+    repository runs a write of one statement when no transaction is open (kit/tenancy.py)."""
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        autoflush=False,
+        info={AUTOCOMMIT_BIND: engine.execution_options(isolation_level="AUTOCOMMIT")},
+    )
 
 
 @asynccontextmanager

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event
-from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy import DateTime, Executable, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
 from stateless.config import Settings
 
@@ -73,8 +74,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # Reader connections a SQLite web process keeps (each is a thread in aiosqlite).
 SQLITE_READERS = 4
-# The session `info` key of the autocommit engine a single-statement write runs on.
-AUTOCOMMIT_BIND = "autocommit_bind"
+# The session `info` key of the LoneWriter a single-statement write runs on.
+LONE_WRITER = "lone_writer"
 
 
 def postgres_connect_args(settings: Settings, url: URL) -> dict[str, Any]:
@@ -118,14 +119,17 @@ def build_engine(settings: Settings) -> AsyncEngine:
 
 
 def build_read_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
-    """Where lone reads run, in autocommit (no BEGIN/COMMIT round trips around one SELECT).
+    """Where lone reads run, without BEGIN/COMMIT round trips around one SELECT.
 
-    Postgres: the same pool. SQLite: its own few connections, concurrent with the writer (WAL).
+    Postgres: the same pool, in autocommit. SQLite: its own few connections, concurrent with
+    the writer (WAL). They need no autocommit switch: the sqlite3 module opens a transaction
+    only before a write, and switching would cost a trip to the connection's thread each time.
     """
     url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        reader = _sqlite_engine(url, pool_size=SQLITE_READERS, timeout=settings.db_pool_timeout)
-        return reader.execution_options(isolation_level="AUTOCOMMIT")
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return engine
+        return _sqlite_engine(url, pool_size=SQLITE_READERS, timeout=settings.db_pool_timeout)
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
@@ -138,6 +142,9 @@ def _sqlite_engine(url: URL, *, pool_size: int, timeout: float) -> AsyncEngine:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=timeout,
+            # A connection closes its own unfinished transaction before it goes back to the
+            # pool; the pool's extra ROLLBACK would be one more trip to its thread per request.
+            pool_reset_on_return=None,
             connect_args={"timeout": 5},
         )
     else:
@@ -152,14 +159,86 @@ async def dispose_engines(engine: AsyncEngine, read_engine: AsyncEngine) -> None
         await read_engine.dispose()
 
 
+class LoneWriter(Protocol):
+    """Runs a write of one statement that no open transaction waits for; returns its rowcount."""
+
+    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int: ...
+
+
+class AutocommitWriter:
+    """Postgres: the statement alone on a pooled autocommit connection, one round trip
+    instead of BEGIN, the statement, COMMIT."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._bind = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        async with self._bind.connect() as conn:
+            result: Any = await conn.execute(statement, params)
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class SqliteWriter:
+    """SQLite: the write runs on the one writer connection (writers queue for it in its pool)
+    in a single trip to that connection's thread: execute and commit together.
+
+    Through the async driver the same write is four trips (cursor, execute, close, commit),
+    and the writer connection is held across each wait for the busy event loop, which is what
+    capped SQLite writes. The statement is compiled by SQLAlchemy as usual, by a synchronous
+    engine wrapped around the writer's own sqlite3 connection inside its thread.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sync: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
+
+    def _sync_engine(self, driver: Any, dbapi_connection: Any) -> Engine:
+        """One per writer connection (keyed by the aiosqlite connection, which is weak-
+        referenceable where sqlite3's is not), gone when that connection goes."""
+        sync = self._sync.get(driver)
+        if sync is None:
+            sync = create_engine(
+                "sqlite://",
+                creator=lambda: dbapi_connection,
+                poolclass=StaticPool,
+                pool_reset_on_return=None,
+            )
+            self._sync[driver] = sync
+        return sync
+
+    def _run(self, sync: Engine, statement: Executable, params: Mapping[str, Any]) -> int:
+        """In the writer's thread: one transaction, committed (or rolled back) before returning."""
+        with sync.begin() as conn:
+            result: Any = conn.execute(statement, params)
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            run_in_thread = getattr(driver, "_execute", None)
+            dbapi_connection = getattr(driver, "_conn", None)
+            if run_in_thread is None or dbapi_connection is None:  # another aiosqlite: plain path
+                result: Any = await conn.execute(statement, params)
+                await conn.commit()
+                return int(getattr(result, "rowcount", 0) or 0)
+            sync = self._sync_engine(driver, dbapi_connection)
+            count: int = await run_in_thread(self._run, sync, statement, params)
+            return count
+
+
+def lone_writer(engine: AsyncEngine) -> LoneWriter:
+    return SqliteWriter(engine) if engine.dialect.name == "sqlite" else AutocommitWriter(engine)
+
+
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions on `engine`; their `info` carries an autocommit view of the same pool, where a
-    repository runs a write of one statement when no transaction is open (kit/tenancy.py)."""
+    """Sessions on `engine`; their `info` carries the writer a repository runs a lone write
+    with when no transaction is open (kit/tenancy.py `run_write`)."""
     return async_sessionmaker(
         engine,
         expire_on_commit=False,
         autoflush=False,
-        info={AUTOCOMMIT_BIND: engine.execution_options(isolation_level="AUTOCOMMIT")},
+        info={LONE_WRITER: lone_writer(engine)},
     )
 
 

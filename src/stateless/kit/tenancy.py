@@ -34,10 +34,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from stateless.kit.db import AUTOCOMMIT_BIND, UTCDateTime, utcnow
+from stateless.kit.db import LONE_WRITER, LoneWriter, UTCDateTime, utcnow
 from stateless.tenants.schemas import TenantContext, VerifiedAppId
 
 
@@ -175,14 +175,12 @@ class TenantScopedRepository(Generic[M]):
         if scoped.kind == "read":
             raise TypeError("run_write takes a scoped insert, update or delete")
         values = self._params(scoped, params or {})
-        bind: AsyncEngine | None = self.session.info.get(AUTOCOMMIT_BIND)
-        if self.session.in_transaction() or bind is None:
+        writer: LoneWriter | None = self.session.info.get(LONE_WRITER)
+        if writer is None or self.session.in_transaction():
             conn = await self._connection()
             result: Any = await conn.execute(scoped.statement, values)
-        else:
-            async with bind.connect() as conn:
-                result = await conn.execute(scoped.statement, values)
-        return int(getattr(result, "rowcount", 0) or 0)
+            return int(getattr(result, "rowcount", 0) or 0)
+        return await writer(scoped.statement, values)
 
     # -- scoped deletes beyond live rows --------------------------------------------------------
 

@@ -148,7 +148,7 @@ async def health_detailed(tenant: SecretKeyTenant, container: ContainerDep) -> d
 @router.delete("/data", name="admin.erase_data", response_model=CleanupOut)
 async def erase_data(tenant: SecretKeyTenant, container: ContainerDep) -> CleanupOut:
     """Erase all of this app's end-user data now (files included). Keys and settings stay."""
-    report = await cleanup_service(container).run_once(app_id=tenant.app_id, everything=True)
+    report = await cleanup_service(container).erase_tenant(tenant)
     return CleanupOut(
         status="erased" if report.ok else "partial", deleted=report.deleted, tenant=tenant.app_id
     )

@@ -348,7 +348,7 @@ class Runner:
     async def measure(
         self, scenario: Scenario, server: Server, watch: ConnectionWatch | None
     ) -> Measured:
-        await self._load(scenario, server.port, 1.0)  # warm-up: pools fill, caches load
+        await self._load(scenario, server.port, 3.0)  # warm-up: pools fill, caches load
         if watch is not None:
             await watch.start()
         cpu = process_cpu(server.pid)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import DateTime, Executable, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, Executable, MetaData, Row, TypeDecorator, create_engine, event
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -69,6 +69,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
+
+T = TypeVar("T")
 
 # Loopback and Unix-socket hosts: TLS protects nothing there.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -160,9 +162,14 @@ async def dispose_engines(engine: AsyncEngine, read_engine: AsyncEngine) -> None
 
 
 class LoneWriter(Protocol):
-    """Runs a write of one statement that no open transaction waits for; returns its rowcount."""
+    """Runs one statement that no open transaction waits for, on its own connection, without
+    holding any connection afterwards: a write (returns its rowcount) or a read (its rows)."""
 
     async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int: ...
+
+    async def rows(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]: ...
 
 
 class AutocommitWriter:
@@ -176,6 +183,10 @@ class AutocommitWriter:
         async with self._bind.connect() as conn:
             result: Any = await conn.execute(statement, params)
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Row[Any]]:
+        async with self._bind.connect() as conn:
+            return (await conn.execute(statement, params)).all()
 
 
 class SqliteWriter:
@@ -206,13 +217,19 @@ class SqliteWriter:
             self._sync[driver] = sync
         return sync
 
-    def _run(self, sync: Engine, statement: Executable, params: Mapping[str, Any]) -> int:
-        """In the writer's thread: one transaction, committed (or rolled back) before returning."""
+    @staticmethod
+    def _write(sync: Engine, statement: Executable, params: Mapping[str, Any]) -> int:
+        """In the connection's thread: one transaction, committed (or rolled back) at once."""
         with sync.begin() as conn:
             result: Any = conn.execute(statement, params)
             return int(getattr(result, "rowcount", 0) or 0)
 
-    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
+    @staticmethod
+    def _read(sync: Engine, statement: Executable, params: Mapping[str, Any]) -> Sequence[Row[Any]]:
+        with sync.begin() as conn:
+            return conn.execute(statement, params).all()
+
+    async def _in_thread(self, job: Callable[..., T], statement: Executable, params: Any) -> T:
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
@@ -220,11 +237,17 @@ class SqliteWriter:
             dbapi_connection = getattr(driver, "_conn", None)
             if run_in_thread is None or dbapi_connection is None:  # another aiosqlite: plain path
                 result: Any = await conn.execute(statement, params)
+                value: Any = result.all() if result.returns_rows else result.rowcount
                 await conn.commit()
-                return int(getattr(result, "rowcount", 0) or 0)
+                return cast(T, value)
             sync = self._sync_engine(driver, dbapi_connection)
-            count: int = await run_in_thread(self._run, sync, statement, params)
-            return count
+            return cast(T, await run_in_thread(job, sync, statement, params))
+
+    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        return await self._in_thread(self._write, statement, params)
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Row[Any]]:
+        return await self._in_thread(self._read, statement, params)
 
 
 def lone_writer(engine: AsyncEngine) -> LoneWriter:

@@ -149,14 +149,21 @@ class TenantScopedRepository(Generic[M]):
     async def run_rows(
         self, scoped: Scoped, params: Mapping[str, Any] | None = None, *, limit: int | None = None
     ) -> Sequence[Row[Any]]:
-        """Rows of a scoped SELECT, read on the session's connection (its transaction if any)."""
+        """Rows of a scoped SELECT: inside the session's transaction when one is open, else
+        alone on a connection taken for this statement only."""
         if scoped.kind != "read":
             raise TypeError("run_rows takes a scoped_select")
         stmt: Any = scoped.statement
         if limit is not None:
             stmt = stmt.limit(limit)
-        conn = await self._connection()
-        return (await conn.execute(stmt, self._params(scoped, params or {}))).all()
+        values = self._params(scoped, params or {})
+        writer: LoneWriter | None = self.session.info.get(LONE_WRITER)
+        if writer is None or self.session.in_transaction():
+            conn = await self._connection()
+            return (await conn.execute(stmt, values)).all()
+        # No transaction to join: read on a connection held only for this statement, so a
+        # session that does slow work between reads (a push) pins no connection meanwhile.
+        return await writer.rows(stmt, values)
 
     async def run_row(
         self, scoped: Scoped, params: Mapping[str, Any] | None = None

@@ -106,22 +106,25 @@ def _reset_script() -> str:
 
 
 class DatabaseReset:
-    """Empties the test database after each test over one connection kept for the whole run
-    (instead of a fresh engine per test). The app under test commits through its own pool, so
+    """Empties the test database after each test in one multi-statement round trip (on
+    Postgres over one connection kept for the whole run), instead of a fresh engine per test. The app under test commits through its own pool, so
     a per-test rollback cannot isolate it; a single multi-statement DELETE costs about the same."""
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._pg: asyncpg.Connection | None = None
-        self._lite: sqlite3.Connection | None = None
 
     async def __call__(self) -> None:
         url = make_url(self.database_url)
         if url.get_backend_name() == "sqlite":
-            if self._lite is None:
-                self._lite = sqlite3.connect(url.database or "", timeout=30, isolation_level=None)
-                self._lite.execute("PRAGMA foreign_keys=ON")
-            self._lite.executescript("BEGIN;" + _reset_script() + "COMMIT;")
+            # A plain connection per reset (opening a local file is cheap): one kept open for the
+            # whole run would outlive the CLI subprocesses some tests start on the same file.
+            lite = sqlite3.connect(url.database or "", timeout=30, isolation_level=None)
+            try:
+                lite.execute("PRAGMA foreign_keys=ON")
+                lite.executescript("BEGIN;" + _reset_script() + "COMMIT;")
+            finally:
+                lite.close()
             return
         if self._pg is None:
             self._pg = await asyncpg.connect(
@@ -133,8 +136,6 @@ class DatabaseReset:
     async def close(self) -> None:
         if self._pg is not None:
             await self._pg.close()
-        if self._lite is not None:
-            self._lite.close()
 
 
 @pytest.fixture(scope="session")

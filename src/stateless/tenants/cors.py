@@ -101,16 +101,11 @@ class CorsPolicy:
         return origin in await self.directory.cors_origins()
 
 
-class TenantCorsMiddleware:
-    """Applies CorsPolicy to every HTTP request; unknown origins get no CORS headers."""
+class TenantCorsPolicy:
+    """Applies CorsPolicy to a request that carries an Origin; unknown origins get no CORS
+    headers. Called by the edge middleware (kit/middleware.py) with the rest of the app."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         origin = app_id = None
         preflight_method = False
         for name, value in scope["headers"]:
@@ -121,7 +116,7 @@ class TenantCorsMiddleware:
             elif name == b"access-control-request-method":
                 preflight_method = True
         if origin is None:
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         policy = CorsPolicy(scope["app"].state.container.directory)
         path: str = scope["path"]
@@ -164,4 +159,4 @@ class TenantCorsMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        await app(scope, receive, send_with_cors)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.deps import API_V1, ContainerDep, SessionDep
-from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
+from stateless.kit.context import TenantContext
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
 from stateless.webpush.schemas import (
     SubscribeIn,
     SubscribeOut,
@@ -17,51 +21,69 @@ from stateless.webpush.schemas import (
     WebPushIn,
     WebPushOut,
 )
-from stateless.webpush.service import SubscriptionService, WebPushService, public_key_of
-from stateless.webpush.wiring import WebPushClient
+from stateless.webpush.service import (
+    EndpointNotAllowed,
+    InvalidKeys,
+    PushPayloadTooLarge,
+    SubscriptionExpired,
+    SubscriptionService,
+    WebPushNotConfigured,
+    WebPushService,
+    public_key_of,
+)
 
 router = APIRouter(prefix=f"{API_V1}/web", tags=["web push"])
 
 
-async def _subscriptions(
-    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+def _subscriptions(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> SubscriptionService:
     return SubscriptionService(
         session,
         tenant,
-        container.kit,
-        container.services["lifecycle"].policy,
+        container.privacy,
+        container.lifecycle.policy,
         container.settings.webpush_allow_private_networks,
     )
 
 
-async def _push(
-    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
+def _push(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> WebPushService:
-    client: WebPushClient = container.services["webpush"]
+    client = container.webpush
     return WebPushService(
-        session, tenant, container.kit, client.sender, client.signer, container.metrics
+        session, tenant, container.privacy, client.sender, client.signer, container.metrics
     )
 
 
-Subscriptions = Annotated[SubscriptionService, Depends(_subscriptions)]
-Push = Annotated[WebPushService, Depends(_push)]
+Subscriptions = Annotated[
+    SubscriptionService, Depends(KeyedService(_subscriptions, "any"), scope="function")
+]
+Push = Annotated[WebPushService, Depends(KeyedService(_push, "secret"), scope="function")]
 
 
-@router.get("/vapid-public-key", name="web.vapid_public_key", response_model=VapidPublicKeyOut)
-async def vapid_public_key(tenant: AnyKeyTenant) -> VapidPublicKeyOut:
+@router.get(
+    "/vapid-public-key",
+    name="web.vapid_public_key",
+    response_model=VapidPublicKeyOut,
+    responses=problems(WebPushNotConfigured),
+)
+async def vapid_public_key(service: Subscriptions) -> VapidPublicKeyOut:
     """The app's VAPID public key: pass it as `applicationServerKey` to pushManager.subscribe.
 
     409 `webpush_not_configured` until the operator runs
     `stateless tenants configure APP_ID --webpush-generate-keys`.
     """
-    return VapidPublicKeyOut(public_key=public_key_of(tenant))
+    return VapidPublicKeyOut(public_key=public_key_of(service.tenant))
 
 
-@router.post("/subscribe", name="web.subscribe", response_model=SubscribeOut)
-async def subscribe(
-    body: SubscribeIn, service: Subscriptions, tenant: AnyKeyTenant
-) -> SubscribeOut:
+@router.post(
+    "/subscribe",
+    name="web.subscribe",
+    response_model=SubscribeOut,
+    responses=problems(EndpointNotAllowed, InvalidKeys, SubscriptionExpired, TtlOutOfRange),
+)
+async def subscribe(body: SubscribeIn, service: Subscriptions) -> SubscribeOut:
     """Store (or replace) this subscriber's push subscription: send `PushSubscription.toJSON()`.
 
     Kept `ttl_seconds` (default 30 d, max 60 d, never past `expirationTime`); the endpoint and
@@ -70,7 +92,7 @@ async def subscribe(
     16-byte secret answer 422 `invalid_subscription_keys`.
     """
     expires_at = await service.subscribe(body)
-    return SubscribeOut(tenant=tenant.app_id, expires_at=expires_at)
+    return SubscribeOut(tenant=service.tenant.app_id, expires_at=expires_at)
 
 
 @router.post("/unsubscribe", name="web.unsubscribe", response_model=UnsubscribeOut)
@@ -80,7 +102,12 @@ async def unsubscribe(body: UnsubscribeIn, service: Subscriptions) -> Unsubscrib
     return UnsubscribeOut()
 
 
-@router.post("/push", name="web.push", response_model=WebPushOut)
+@router.post(
+    "/push",
+    name="web.push",
+    response_model=WebPushOut,
+    responses=problems(WebPushNotConfigured, PushPayloadTooLarge),
+)
 async def push(body: WebPushIn, service: Push) -> WebPushOut:
     """Send one notification to `subscriber_ids`, or to every live subscriber with `all`.
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.webpush.models import WebPushSubscription
 
-if TYPE_CHECKING:
-    from stateless.container import Container
-    from stateless.lifecycle.registry import LifecycleRegistry
 
-
-def register(registry: LifecycleRegistry, container: Container) -> None:
+def register(registry: LifecycleRegistry) -> None:
     registry.register("webpush_subscriptions", WebPushSubscription)

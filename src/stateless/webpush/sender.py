@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpcore
 import structlog
 
-from stateless.bots.outbound import resolve_checked
+from stateless.bots.outbound import TargetRefused, resolve_checked
 from stateless.bots.tasks.base import TaskFailed
 from stateless.kit.h2client import H2Client, H2ConnectError, H2Error, H2Timeout
 
@@ -77,7 +77,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             address = await resolve_checked(host, port, self.allow_private)
         except TaskFailed as exc:
             raise httpcore.ConnectError(
-                "EndpointNotAllowed" if exc.status == 422 else "EndpointUnresolvable"
+                "EndpointNotAllowed" if isinstance(exc, TargetRefused) else "EndpointUnresolvable"
             ) from None
         return await self._inner.connect_tcp(
             str(address),
@@ -197,7 +197,7 @@ class H2Engine:
             return str(await resolve_checked(host, port, self.allow_private))
         except TaskFailed as exc:
             raise EngineError(
-                "EndpointNotAllowed" if exc.status == 422 else "EndpointUnresolvable"
+                "EndpointNotAllowed" if isinstance(exc, TargetRefused) else "EndpointUnresolvable"
             ) from None
 
     def _client(self, origin: str) -> H2Client | None:

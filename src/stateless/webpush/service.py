@@ -19,7 +19,7 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.bots.outbound import resolve_checked
+from stateless.bots.outbound import TargetRefused, resolve_checked
 from stateless.bots.tasks.base import TaskFailed
 from stateless.kit.crypto import DecryptionError, PrivacyKit
 from stateless.kit.db import utcnow
@@ -66,6 +66,10 @@ class EndpointNotAllowed(Unprocessable):
 
 class InvalidKeys(Unprocessable):
     code, title = "invalid_subscription_keys", "The subscription keys are not valid"
+
+
+class SubscriptionExpired(Unprocessable):
+    code, title = "subscription_expired", "The subscription has already expired"
 
 
 class PushPayloadTooLarge(PayloadTooLarge):
@@ -119,7 +123,7 @@ async def check_endpoint(endpoint: str, allow_private: bool) -> str:
     except TaskFailed as exc:
         detail = (
             "The endpoint resolves to a private, loopback, link-local or reserved address"
-            if exc.status == 422
+            if isinstance(exc, TargetRefused)
             else "The endpoint's host name does not resolve"
         )
         raise EndpointNotAllowed(
@@ -165,12 +169,12 @@ class SubscriptionService:
             # whole seconds, floored: never kept past the browser's own expiry
             ends = datetime.fromtimestamp(int(subscription.expirationTime // 1000), tz=UTC)
             if ends <= now:
-                raise Unprocessable(
+                raise SubscriptionExpired(
                     "The subscription has already expired (expirationTime is in the past)",
                     extra=_field_error(
                         ["subscription", "expirationTime"], "in the past", "expired"
                     ),
-                ).with_code("subscription_expired")
+                )
             expires_at = min(expires_at, ends)
         await check_endpoint(subscription.endpoint, self.allow_private)
         app_id = self.tenant.app_id

@@ -29,6 +29,22 @@ from stateless.webpush.service import WebPushNotConfigured, WebPushService, vapi
 Target = Literal["ios", "web", "all"]
 
 
+class NoApnsKey(TaskRejected):
+    """Push as a task: a missing APNs key is a 422 of the task request (a 409 on /ios/push)."""
+
+    code = "apns_not_configured"
+
+
+class NoVapidKeys(TaskRejected):
+    """Likewise for Web Push without VAPID keys or contact (a 409 on /web/push)."""
+
+    code = "webpush_not_configured"
+
+
+class PayloadRejected(TaskRejected):
+    code = "payload_too_large"
+
+
 class PushTaskIn(BaseModel):
     """`target` plus the body of the matching push endpoint (both bodies for `all`)."""
 
@@ -59,17 +75,17 @@ class PushTaskIn(BaseModel):
 
 
 async def prepare(ctx: PushTaskIn, deps: TaskDeps) -> None:
-    kit, tenant = deps.container.kit, deps.tenant
+    kit, tenant = deps.providers.kit, deps.tenant
     if ctx.ios is not None:
         try:
             credentials_of(kit, tenant)
         except ApnsNotConfigured as exc:
-            raise TaskRejected(exc.detail).with_code("apns_not_configured") from exc
+            raise NoApnsKey(exc.detail) from exc
     if ctx.web is not None:
         try:
             vapid_of(kit, tenant)
         except WebPushNotConfigured as exc:
-            raise TaskRejected(exc.detail).with_code("webpush_not_configured") from exc
+            raise NoVapidKeys(exc.detail) from exc
 
 
 def _summary(sent: int, failed: int, removed: int, reasons: Counter[str]) -> dict[str, Any]:
@@ -82,16 +98,16 @@ def _summary(sent: int, failed: int, removed: int, reasons: Counter[str]) -> dic
 
 
 async def _run_ios(ctx: PushIn, deps: TaskDeps) -> dict[str, Any]:
-    container = deps.container
+    providers = deps.providers
     try:
         # The task owns its transaction: dead tokens are deleted when the push is done.
         async with session_scope(deps.sessionmaker) as session:
             service = PushService(
-                session, deps.tenant, container.kit, container.services["apns"], container.metrics
+                session, deps.tenant, providers.kit, providers.apns, providers.metrics
             )
             out = await service.push(ctx)
     except ApnsNotConfigured as exc:
-        raise TaskRejected(exc.detail).with_code("apns_not_configured") from exc
+        raise NoApnsKey(exc.detail) from exc
     except ApnsUnreachable as exc:
         raise TaskFailed("APNs could not be reached", transient=True) from exc
     reasons = Counter(r.reason or r.status for r in out.results if r.status != "sent")
@@ -99,18 +115,18 @@ async def _run_ios(ctx: PushIn, deps: TaskDeps) -> dict[str, Any]:
 
 
 async def _run_web(ctx: WebPushIn, deps: TaskDeps) -> dict[str, Any]:
-    container = deps.container
-    client = container.services["webpush"]
+    providers = deps.providers
+    client = providers.webpush
     try:
         async with session_scope(deps.sessionmaker) as session:
             service = WebPushService(
-                session, deps.tenant, container.kit, client.sender, client.signer, container.metrics
+                session, deps.tenant, providers.kit, client.sender, client.signer, providers.metrics
             )
             out = await service.push(ctx)
     except WebPushNotConfigured as exc:
-        raise TaskRejected(exc.detail).with_code("webpush_not_configured") from exc
+        raise NoVapidKeys(exc.detail) from exc
     except PayloadTooLarge as exc:
-        raise TaskRejected(exc.detail).with_code("payload_too_large") from exc
+        raise PayloadRejected(exc.detail) from exc
     reasons = Counter(r.reason or r.status for r in out.results if r.status != "sent")
     return _summary(out.sent, out.failed, out.removed, reasons)
 

@@ -14,6 +14,7 @@ from stateless.config import Settings
 from stateless.container import open_container
 from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
+from stateless.kit.docs import install_docs
 from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import configure_logging
 from stateless.kit.metrics import Metrics
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "data has an expiry, is invisible once expired and is deleted within about a minute."
         ),
         lifespan=lifespan,
+        docs_url=None,  # kit/docs.py serves /docs and /redoc without any CDN
+        redoc_url=None,
         middleware=[
             Middleware(EdgeMiddleware, metrics=metrics),
             Middleware(TenantCorsMiddleware),
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in domains.routers():
         app.include_router(router)
     install_openapi(app)
+    install_docs(app)
     return app
 
 

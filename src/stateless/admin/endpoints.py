@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -13,6 +12,7 @@ from sqlalchemy import text
 from stateless import __version__
 from stateless.deps import API_V1, ContainerDep, SessionDep
 from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.timestamps import Timestamp
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.lifecycle.scheduler import SchedulerState, cleanup_service
 from stateless.tenants.auth import SecretKeyTenant
@@ -33,12 +33,12 @@ class StatsOut(BaseModel):
 
 class SchedulerOut(BaseModel):
     is_running: bool
-    last_run_time: datetime | None
+    last_run_time: Timestamp | None
     last_run_status: str | None
     run_count: int
     error_count: int
-    started_at: datetime | None
-    next_run: datetime | None
+    started_at: Timestamp | None
+    next_run: Timestamp | None
     is_leader: bool
 
 

@@ -36,6 +36,7 @@ from stateless.affiliate.schemas import (
 from stateless.affiliate.wiring import keyring
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, ProblemError, Unprocessable
+from stateless.kit.timestamps import whole_seconds
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class AffiliateService:
         day = now.astimezone(UTC).date()
         lifetime = self.policy.lifetime("affiliate_aggregates", None)
         if lifetime < timedelta(days=1):  # shorter than a day: count from the first conversion
-            return day, now + lifetime
+            return day, whole_seconds(now) + lifetime
         return day, datetime.combine(day, time.min, tzinfo=UTC) + lifetime
 
     async def record_conversion(

@@ -137,6 +137,8 @@ def problems_for(route: APIRoute) -> dict[int, str]:
         statuses.update(_SECRET_ROUTE)
     if route.dependant.path_params:
         statuses.update(_PATH_PARAMS)
+    if route.body_field is not None:
+        statuses[415] = "The body was not sent as JSON (Content-Type: application/json)"
     if set(route.methods or ()) & {"POST", "PUT", "PATCH", "DELETE"}:
         statuses[409] = "A concurrent request wrote the same data (concurrent_write); retry"
     statuses.update(ROUTE_PROBLEMS.get(route.name, {}))

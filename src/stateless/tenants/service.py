@@ -16,6 +16,7 @@ from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, Conflict, NotFound
 from stateless.kit.ratelimit import parse_limit
+from stateless.kit.timestamps import format_timestamp
 from stateless.tenants.models import ApiKey, Tenant
 from stateless.tenants.repository import TenantRepository
 from stateless.tenants.schemas import (
@@ -138,14 +139,14 @@ class TenantService:
             rows.append(
                 {
                     "app_id": tenant.app_id,
-                    "created_at": tenant.created_at.isoformat(),
+                    "created_at": format_timestamp(tenant.created_at),
                     "keys": [
                         {
                             "prefix": k.prefix,
                             "kind": k.kind,
                             "active": (k.revoked_at is None)
                             and (k.expires_at is None or k.expires_at > now),
-                            "expires_at": k.expires_at.isoformat() if k.expires_at else None,
+                            "expires_at": format_timestamp(k.expires_at) if k.expires_at else None,
                         }
                         for k in keys
                     ],
@@ -209,7 +210,9 @@ class TenantService:
             changed.append("webhook_url")
             if sealed.webhook_secret is None:
                 # Standard Webhooks: standard base64 of 32 random bytes after the prefix
-                sealed.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                sealed.webhook_secret = (
+                    "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                )
                 result.webhook_secret = sealed.webhook_secret
         if request.cors_origins is not None:
             config.cors_origins = sorted({_validate_origin(o) for o in request.cors_origins})

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.config import Settings
 from stateless.kit.errors import Unprocessable
+from stateless.kit.timestamps import format_timestamp
 from stateless.storage.service import StorageService
 from stateless.tenants.schemas import TenantContext, TenantSecrets
 from stateless.tenants.service import open_secrets
@@ -98,6 +99,6 @@ async def store_task_file(
     return {
         "object_id": stored.object_id,
         "download_url": stored.download_url,
-        "expires_at": stored.expires_at.isoformat().replace("+00:00", "Z"),
+        "expires_at": format_timestamp(stored.expires_at),
         "size_bytes": stored.size_bytes,
     }

@@ -59,7 +59,10 @@ async def test_swagger_ui_and_redoc_render_in_headless_chromium(tmp_path: Path) 
             await redoc.wait_for_selector("[data-section-id^='operation/']", timeout=30_000)
             sections = redoc.locator("[data-section-id^='operation/']")
             documented = len(
-                {await sections.nth(i).get_attribute("data-section-id") for i in range(await sections.count())}
+                {
+                    await sections.nth(i).get_attribute("data-section-id")
+                    for i in range(await sections.count())
+                }
             )
             redoc_shot = await browser.screenshot(redoc, "redoc")
             assert documented == operations, (documented, operations)

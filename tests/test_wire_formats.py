@@ -85,7 +85,7 @@ class Recorder:
         return {(method, path) for method, path, _ in self.templates}
 
 
-async def _exercise_everything(client: Client, make_tenant: TenantFactory, pki: TestPKI) -> None:
+async def _exercise_everything(client: Client, make_tenant: TenantFactory, ca: TestPKI) -> None:
     app = await make_tenant(
         "wire-app",
         bundle_id=BUNDLE_ID,
@@ -129,12 +129,14 @@ async def _exercise_everything(client: Client, make_tenant: TenantFactory, pki: 
     )
     assert unregistered.status_code == 200
 
-    signed = pki.trusted.sign(transaction(BUNDLE_ID, expires_in=timedelta(days=3)))
+    signed = ca.trusted.sign(transaction(BUNDLE_ID, expires_in=timedelta(days=3)))
     receipt = await client.post(
         f"{api}/ios/validate-receipt", headers=pk, json={"signed_transaction": signed}
     )
     assert receipt.status_code == 200 and receipt.json()["status"] == "valid", receipt.text
-    notified = await client.post(f"{api}/ios/notifications/{app.app_id}", json={"signedPayload": "x"})
+    notified = await client.post(
+        f"{api}/ios/notifications/{app.app_id}", json={"signedPayload": "x"}
+    )
     assert notified.status_code == 400
 
     data = b"\x89PNG wire format"
@@ -145,7 +147,9 @@ async def _exercise_everything(client: Client, make_tenant: TenantFactory, pki: 
     )
     assert declared.status_code == 201, declared.text
     upload = declared.json()["upload"]
-    put = await client.request(upload["method"], upload["url"], headers=upload["headers"], content=data)
+    put = await client.request(
+        upload["method"], upload["url"], headers=upload["headers"], content=data
+    )
     assert put.status_code in (200, 201, 204), put.text
     object_id = declared.json()["object_id"]
     meta = await client.get(f"{api}/storage/objects/{object_id}", headers=pk)

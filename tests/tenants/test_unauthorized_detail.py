@@ -11,12 +11,18 @@ async def test_every_401_is_identical_and_says_what_to_send(
     client: Client, tenant: TenantHandle, other_tenant: TenantHandle
 ) -> None:
     cases = {
-        "unknown app": {"X-App-ID": "never-registered", "Authorization": tenant.sk["Authorization"]},
+        "unknown app": {
+            "X-App-ID": "never-registered",
+            "Authorization": tenant.sk["Authorization"],
+        },
         "missing key": {"X-App-ID": tenant.app_id},
         "not bearer": {"X-App-ID": tenant.app_id, "Authorization": "Basic abc"},
         "wrong key": {"X-App-ID": tenant.app_id, "Authorization": "Bearer sk_000000000000_nope"},
         "garbage key": {"X-App-ID": tenant.app_id, "Authorization": "Bearer hello"},
-        "other app's key": {"X-App-ID": tenant.app_id, "Authorization": other_tenant.sk["Authorization"]},
+        "other app's key": {
+            "X-App-ID": tenant.app_id,
+            "Authorization": other_tenant.sk["Authorization"],
+        },
     }
     bodies = {}
     for name, headers in cases.items():

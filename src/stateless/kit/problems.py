@@ -177,7 +177,7 @@ CATALOGUE: dict[str, ProblemDoc] = {
     "task_timeout": _doc(
         504,
         "Task timed out",
-        "A sync task ran longer than BOT_TIMEOUT_SECONDS; run it with `\"mode\": \"async\"`.",
+        'A sync task ran longer than BOT_TIMEOUT_SECONDS; run it with `"mode": "async"`.',
     ),
     "context_too_large": _doc(413, "Context too large", "A task's `context` is at most 1 MiB."),
     "idempotency_in_progress": _doc(

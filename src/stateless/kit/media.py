@@ -1,8 +1,8 @@
 """415 for a body of another media type on a JSON endpoint (SPEC 1), instead of a schema error.
 
-FastAPI parses a body as JSON only when it is declared as JSON (or not declared at all); a form
-or text body reaches validation as raw bytes and fails with "Input should be a valid
-dictionary", which hides the real mistake. The problem renderer (kit/errors.py) asks
+FastAPI parses a body as JSON only when it is declared as JSON; a form, text or undeclared body
+reaches validation as raw bytes and fails with "Input should be a valid dictionary", which
+hides the real mistake. The problem renderer (kit/errors.py) asks
 `unsupported_body_problem` first whenever a body fails validation.
 """
 
@@ -36,14 +36,23 @@ def is_json_media_type(content_type: str) -> bool:
 def unsupported_body_problem(
     request: Request, exc: RequestValidationError
 ) -> UnsupportedBodyMediaType | None:
-    """The 415 to answer when a JSON body failed because it was sent as another media type."""
-    content_type = request.headers.get("content-type")
-    if not content_type or is_json_media_type(content_type):
+    """The 415 to answer when a JSON body failed because it was not sent as JSON.
+
+    FastAPI hands a body to validation as raw bytes exactly when it did not parse it as JSON
+    (another or no Content-Type), so a body error on bytes input is the signal.
+    """
+    content_type = request.headers.get("content-type") or ""
+    if content_type and is_json_media_type(content_type):
         return None
-    if not any(tuple(error.get("loc", ()))[:1] == ("body",) for error in exc.errors()):
+    if not any(
+        tuple(error.get("loc", ()))[:1] == ("body",)
+        and isinstance(error.get("input"), (bytes, bytearray))
+        and error.get("input")
+        for error in exc.errors()
+    ):
         return None
     media_type = content_type.split(";", 1)[0].strip().lower()
-    sent = f" (got {media_type})" if _MEDIA_TYPE.match(media_type) else ""
+    sent = f" (got {media_type})" if _MEDIA_TYPE.match(media_type) else " (got no Content-Type)"
     return UnsupportedBodyMediaType(
         "This endpoint takes a JSON body: send it with Content-Type: application/json" + sent
     )

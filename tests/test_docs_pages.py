@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.browser import open_browser, running_server
+from tests.browser import chromium_executable, open_browser, running_server
 from tests.conftest import Client
 
 _URL_IN_HTML = re.compile(r"""(?:src|href|spec-url|url)\s*[:=]\s*["']([^"']+)["']""", re.I)
@@ -39,6 +39,7 @@ def _operation_count(schema: dict[str, object]) -> int:
 
 async def test_swagger_ui_and_redoc_render_in_headless_chromium(tmp_path: Path) -> None:
     """A real server on 127.0.0.1, a real browser that can reach nothing else."""
+    chromium_executable()  # fails at once, saying how to install it, when there is none
     with running_server(tmp_path) as base_url:
         schema = httpx.get(f"{base_url}/openapi.json").json()
         operations = _operation_count(schema)

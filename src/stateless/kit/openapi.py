@@ -26,7 +26,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details with a stable `code` and the request id.",
     "required": ["type", "title", "status", "detail", "code", "request_id"],
     "properties": {
-        "type": {"type": "string", "description": "URI naming the problem type."},
+        "type": {
+            "type": "string",
+            "description": "`/problems/<code>`, relative to the API's base URL: a page "
+            "explaining the problem (HTML, or JSON with Accept: application/json).",
+        },
         "title": {"type": "string"},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},

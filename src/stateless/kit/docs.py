@@ -1,9 +1,9 @@
 """Interactive API docs (/docs, /redoc) served entirely by the app, with no CDN.
 
 FastAPI's default pages load Swagger UI, ReDoc, fonts and a favicon from outside hosts, so they
-stay blank offline, behind strict CSPs or corporate proxies. The `fastapi-offline` package ships
-those bundles (Swagger UI: Apache-2.0, ReDoc: MIT, licences in its distribution); we mount its
-static folder under /docs/assets and render FastAPI's own page templates pointing there.
+stay blank offline, behind strict CSPs or corporate proxies. The `fastapi-offline` package (MIT)
+ships the upstream bundles (Swagger UI, Apache-2.0; ReDoc, MIT) unmodified; we mount its static
+folder under /docs/assets and render FastAPI's own page templates pointing there.
 """
 
 from __future__ import annotations

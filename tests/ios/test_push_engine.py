@@ -34,7 +34,7 @@ async def register_many(
 
 
 def pool(client: Client) -> H2Client:
-    pools: dict[str, H2Client] = client.app.state.container.services["apns"].pools
+    pools: dict[str, H2Client] = client.app.state.container.apns.pools
     return pools["production"]
 
 

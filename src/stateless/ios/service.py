@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import structlog
@@ -28,8 +28,16 @@ from stateless.ios.apns import (
     ApnsNotification,
     ApnsOutcome,
 )
+from stateless.ios.models import DeviceToken
 from stateless.ios.repository import DeviceTokenRepository, PushRow
-from stateless.ios.schemas import PushIn, PushOut, PushResult, RegisterTokenIn, ResultStatus
+from stateless.ios.schemas import (
+    Environment,
+    PushIn,
+    PushOut,
+    PushResult,
+    RegisterTokenIn,
+    ResultStatus,
+)
 from stateless.kit.crypto import DecryptionError, PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadGateway, Conflict
@@ -123,6 +131,15 @@ class DeviceTokenService:
         self.tenant = tenant
         self.kit = kit
         self.policy = policy
+
+    async def live_counts_by_environment(self) -> dict[str, int]:
+        """Live tokens per APNs environment, those with any (reports)."""
+        counts = {}
+        for environment in get_args(Environment):
+            count = await self.repo.count(DeviceToken.environment == environment)
+            if count:
+                counts[environment] = count
+        return counts
 
     async def register(self, body: RegisterTokenIn) -> datetime:
         expires_at = self.policy.expires_at("device_tokens", body.ttl_seconds, utcnow())

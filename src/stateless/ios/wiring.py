@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 from stateless.ios.apns import ApnsClient, build_verify
 
 if TYPE_CHECKING:
-    from stateless.container import Container
+    from stateless.config import Settings
 
 
-async def setup(container: Container, stack: AsyncExitStack) -> None:
-    settings = container.settings
+async def build_apns_client(settings: Settings) -> ApnsClient:
     # Reading the CA bundle is file I/O: keep it off the event loop.
     verify = await asyncio.to_thread(build_verify, settings.apns_ca_file)
     client = ApnsClient(
@@ -24,5 +22,4 @@ async def setup(container: Container, stack: AsyncExitStack) -> None:
         tenant_max_concurrency=settings.apns_tenant_max_concurrency,
         timeout_seconds=settings.apns_request_timeout_seconds,
     )
-    container.services["apns"] = client
-    stack.push_async_callback(client.aclose)
+    return client

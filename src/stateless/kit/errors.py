@@ -22,7 +22,9 @@ log = structlog.get_logger("stateless.errors")
 
 
 class ProblemError(Exception):
-    """Base for every error a client may see; subclasses set status, code and title."""
+    """Base for every error a client may see. Each problem type is one subclass that sets its
+    status, code and title (a new code is a new class); routes list the classes they may
+    raise (`kit.openapi.problems`) and the OpenAPI document is derived from that."""
 
     status: int = 400
     code: str = "bad_request"
@@ -39,11 +41,6 @@ class ProblemError(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
         super().__init__(self.detail)
-
-    def with_code(self, code: str) -> ProblemError:
-        """Give this instance a more specific stable code than its class default."""
-        self.code = code
-        return self
 
 
 class BadRequest(ProblemError):
@@ -322,4 +319,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     for db_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, ConnectionRefusedError, OSError):
         app.add_exception_handler(db_error, _handle_database_unavailable)
     app.add_exception_handler(sa_exc.IntegrityError, _handle_integrity)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    # No catch-all here: anything else reaches the edge middleware (kit/middleware.py), which
+    # answers the 500 problem and logs it.

@@ -155,6 +155,26 @@ CATALOGUE: dict[str, ProblemDoc] = {
         "Invalid referral code",
         "The code is malformed, forged, or another app's (one answer for all three).",
     ),
+    "invalid_code_id": _doc(422, "Invalid code_id", "`code_id` is 1-128 characters."),
+    "invalid_event": _doc(422, "Invalid event", "`event` is a short name like `signup`."),
+    "invalid_event_id": _doc(422, "Invalid event_id", "`event_id` is a short opaque string."),
+    "invalid_currency": _doc(
+        422, "Invalid currency", "`currency` is an ISO 4217 code such as `EUR` or `USD`."
+    ),
+    "currency_required": _doc(422, "Currency required", "A `value` needs its `currency`."),
+    "value_required": _doc(422, "Value required", "A `currency` needs a `value`."),
+    "invalid_value": _doc(422, "Invalid value", "`value` is a decimal number, e.g. `9.99`."),
+    "negative_value": _doc(422, "Negative value", "`value` cannot be negative."),
+    "value_too_large": _doc(422, "Value too large", "`value` is above the largest sum kept."),
+    "too_many_decimals": _doc(
+        422, "Too many decimals", "`value` has more decimal places than its currency allows."
+    ),
+    "invalid_date_range": _doc(
+        422, "Invalid date range", "`since` must be on or before `until` (UTC dates)."
+    ),
+    "date_range_too_long": _doc(
+        422, "Date range too long", "The range is longer than conversions are kept; ask for less."
+    ),
     # iOS, StoreKit
     "apns_not_configured": _doc(
         409,

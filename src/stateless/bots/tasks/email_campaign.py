@@ -18,6 +18,10 @@ from stateless.email.base import EmailError, EmailMessage, Recipient, batches
 MAX_CAMPAIGN_RECIPIENTS = 10_000
 
 
+class NoContent(TaskRejected):
+    code = "no_content"
+
+
 class CampaignRecipient(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,7 +43,7 @@ class EmailCampaignContext(BaseModel):
 
 async def prepare(ctx: EmailCampaignContext, deps: TaskDeps) -> None:
     if ctx.text is None and ctx.html is None and ctx.template_id is None:
-        raise TaskRejected("A campaign needs text, html or template_id").with_code("no_content")
+        raise NoContent("A campaign needs text, html or template_id")
     check_template(ctx.template_id, deps)
 
 

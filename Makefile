@@ -52,7 +52,7 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -c requirements.lock -o requirements-runtime.lock
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 faults: install
 	$(BIN)/python -m bench.faults

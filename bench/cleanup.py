@@ -73,7 +73,7 @@ def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98] * 1000 if len(samples) > 100 else float("nan")
 
 
-async def main(rows: int) -> None:
+async def main(rows: int, target_ms: float, duty: float) -> None:
     name = f"stateless_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -115,6 +115,8 @@ async def main(rows: int) -> None:
             Metrics(),
             settings.cleanup_batch_size,
             is_sqlite=False,
+            batch_target_seconds=target_ms / 1000,
+            duty_cycle=duty,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(insert_latencies(pool, stop))
@@ -131,7 +133,8 @@ async def main(rows: int) -> None:
         print(
             f"cleanup: ours {ours_rate:,.0f} rows/s, raw DELETE {raw_rate:,.0f} rows/s, "
             f"ratio {ours_rate / raw_rate:.2f} ({rows:,} expired + {rows:,} live rows, "
-            f"batch {settings.cleanup_batch_size})"
+            f"batch <= {settings.cleanup_batch_size}, paced: {target_ms:g} ms batches, "
+            f"duty cycle {duty:g})"
         )
         print(
             f"insert p99: during cleanup {p99(busy):.2f} ms, quiet {p99(quiet):.2f} ms, "
@@ -149,4 +152,7 @@ async def main(rows: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    asyncio.run(main(parser.parse_args().rows))
+    parser.add_argument("--batch-target-ms", type=float, default=20.0)
+    parser.add_argument("--duty-cycle", type=float, default=0.5)
+    args = parser.parse_args()
+    asyncio.run(main(args.rows, args.batch_target_ms, args.duty_cycle))

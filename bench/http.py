@@ -1,25 +1,41 @@
-"""`make bench`: our API (one uvicorn worker, Postgres + Redis) against a bare FastAPI baseline,
-driven by the same load generator at 64 connections, one line per scenario:
+"""`make bench`: our API (one uvicorn worker, Postgres + Redis) against its floor, driven by the
+same load generator at 64 connections, one line per scenario:
 
-    <scenario>: ours <N> req/s, baseline <M> req/s, ratio <R>, p99 <X> ms
+    <scenario>: ours <N> req/s, <floor|bare> <M> req/s, ratio <R>, p99 <X> ms
 
-Everything runs on 127.0.0.1 in a throwaway Postgres database and Redis key prefix; it stops
-by itself. BENCH_DATABASE_URL / BENCH_REDIS_URL choose the servers (default: local ports).
+A scenario that touches the database is compared with the floor (bench/floor_app.py: the same
+statements and crypto on the raw driver, pool sized like ours); one that does not, with a bare
+FastAPI app (bench/baseline_app.py). `*-sqlite` scenarios run ours on SQLite against a floor on
+one aiosqlite connection with the same pragmas. An indented line under each gives the evidence:
+the load generator's CPU (it must not be the bottleneck), the server's CPU, the slowest
+request, and the database connections opened after warm-up (the pool must not churn).
+
+`wrk` drives the load when it is installed (else the Python generator in bench/loadgen.py); the
+first line says which. Quick single scenario: `make bench BENCH_ARGS="--only register-token
+--seconds 3"`. Everything runs on 127.0.0.1 in a throwaway Postgres database, SQLite file and
+Redis key prefix; it stops by itself. BENCH_DATABASE_URL / BENCH_REDIS_URL choose the servers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
+import resource
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
@@ -30,6 +46,7 @@ from bench.loadgen import build_request, run_load
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -74,59 +91,373 @@ def wait_ready(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One request shape, rendered for the Python generator (bytes) and for wrk (Lua)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    reference: str  # "floor" (touches the database) or "bare"
+    body: Callable[[int], bytes] | None = None
+    lua_body: str | None = None  # a Lua expression of the request counter `i`
+    sqlite: bool = False
+
+    def raw(self, host: str) -> Callable[[int], bytes]:
+        body = self.body
+        return lambda i: build_request(
+            self.method, self.path, host, self.headers, body(i) if body else b""
+        )
+
+    def lua(self, tokens: list[str]) -> str:
+        headers = ", ".join(f'["{k}"] = "{v}"' for k, v in self.headers.items())
+        table = ", ".join(f'"{t}"' for t in tokens)
+        body = self.lua_body or "nil"
+        return (
+            f"local tokens = {{{table}}}\n"
+            "local i = 0\n"
+            f"local headers = {{{headers}}}\n"
+            "request = function()\n"
+            "  i = i + 1\n"
+            f'  return wrk.format("{self.method}", "{self.path}", headers, {body})\n'
+            "end\n"
+        )
+
+
 def scenarios(
-    app_id: str, pk: str, sk: str, draft_id: str, host: str
-) -> dict[str, Callable[[int], bytes]]:
+    app_id: str, pk: str, sk: str, draft_id: str, tokens: list[str]
+) -> dict[str, Scenario]:
     json_h = {"Content-Type": "application/json", "X-App-ID": app_id}
     pk_h = {**json_h, "Authorization": f"Bearer {pk}"}
     sk_h = {**json_h, "Authorization": f"Bearer {sk}"}
-    tokens = [secrets.token_hex(32) for _ in range(256)]
 
     def body(obj: object) -> bytes:
         return json.dumps(obj).encode()
 
+    register = Scenario(
+        "POST",
+        "/api/v1/ios/register-token",
+        pk_h,
+        "floor",
+        lambda i: body({"token": tokens[i % len(tokens)], "device_id": f"device-{i % 20000}"}),
+        '\'{"token": "\' .. tokens[i % #tokens + 1] .. \'", "device_id": "device-\' .. (i % 20000) .. \'"}\'',
+    )
+    create = Scenario(
+        "POST",
+        "/api/v1/drafts",
+        pk_h,
+        "floor",
+        lambda i: body({"content": f"benchmark draft content {i}"}),
+        "'{\"content\": \"benchmark draft content ' .. i .. '\"}'",
+    )
     return {
-        "health": lambda i: build_request("GET", "/health", host, {"X-App-ID": app_id}),
-        "affiliate-generate": lambda i: build_request(
-            "POST", "/api/v1/affiliate/generate", host, pk_h, body({"code_id": f"user-{i % 5000}"})
-        ),
-        "register-token": lambda i: build_request(
+        "health": Scenario("GET", "/health", {"X-App-ID": app_id}, "bare"),
+        "affiliate-generate": Scenario(
             "POST",
-            "/api/v1/ios/register-token",
-            host,
+            "/api/v1/affiliate/generate",
             pk_h,
-            body({"token": tokens[i % len(tokens)], "device_id": f"device-{i % 20000}"}),
+            "bare",
+            lambda i: body({"code_id": f"user-{i % 5000}"}),
+            "'{\"code_id\": \"user-' .. (i % 5000) .. '\"}'",
         ),
-        "bots-execute-async": lambda i: build_request(
+        "register-token": register,
+        "drafts-read": Scenario("GET", f"/api/v1/drafts/{draft_id}", pk_h, "floor"),
+        "drafts-create": create,
+        "bots-execute-async": Scenario(
             "POST",
             "/api/v1/bots/execute",
-            host,
             sk_h,
-            body(
+            "floor",
+            lambda i: body(
                 {
                     "task_type": "email",
                     "mode": "async",
                     "context": {"to": "bench@example.com", "subject": f"bench {i}", "text": "hi"},
                 }
             ),
+            '\'{"task_type": "email", "mode": "async", "context": {"to": "bench@example.com",'
+            ' "subject": "bench \' .. i .. \'", "text": "hi"}}\'',
         ),
-        "drafts-read": lambda i: build_request("GET", f"/api/v1/drafts/{draft_id}", host, pk_h),
+        "register-token-sqlite": replace(register, sqlite=True),
+        "drafts-create-sqlite": replace(create, sqlite=True),
     }
 
 
+@dataclass
+class Measured:
+    rate: float = 0.0
+    p99_ms: float = float("nan")
+    max_ms: float = float("nan")
+    non2xx: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    generator_cpu: float = 0.0  # seconds of CPU the load generator used
+    server_cpu: float = 0.0  # seconds of CPU the measured server used
+    connections_opened: int | None = None
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(out: str) -> Measured:
+    m = Measured()
+    if found := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        m.rate = float(found.group(1))
+    if found := re.search(r"^\s+99%\s+(\S+)", out, re.M):
+        m.p99_ms = _ms(found.group(1))
+    if found := re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", out, re.M):
+        m.max_ms = _ms(found.group(1))
+    if found := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        m.non2xx = int(found.group(1))
+    if found := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
+        m.errors = sum(int(g) for g in found.groups())
+    return m
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of one process, in seconds (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ConnectionWatch:
+    """Counts database connections opened after warm-up: pg_stat_activity polled every 20 ms
+    (backend_start after the mark), cross-checked with pg_stat_database.sessions."""
+
+    def __init__(self, admin: asyncpg.Connection, database: str) -> None:
+        self.admin, self.database = admin, database
+        self.seen: set[int] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.sessions_before = 0
+
+    async def _sessions(self) -> int:
+        value = await self.admin.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = $1", self.database
+        )
+        return int(value or 0)
+
+    async def start(self) -> None:
+        self.seen.clear()
+        await self.admin.execute("SELECT pg_stat_clear_snapshot()")
+        self.sessions_before = await self._sessions()
+        mark = await self.admin.fetchval("SELECT now()")
+
+        async def poll() -> None:
+            while True:
+                rows = await self.admin.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = $1"
+                    " AND backend_start > $2 AND application_name <> 'floor'",
+                    self.database,
+                    mark,
+                )
+                self.seen.update(r["pid"] for r in rows)
+                await asyncio.sleep(0.02)
+
+        self.task = asyncio.create_task(poll())
+
+    async def stop(self) -> int:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.admin.execute("SELECT pg_stat_clear_snapshot()")
+        sessions = await self._sessions() - self.sessions_before
+        return max(len(self.seen), sessions)
+
+
+async def run_wrk(
+    scenario: Scenario, port: int, tokens: list[str], connections: int, seconds: float
+) -> Measured:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(scenario.lua(tokens))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = await asyncio.create_subprocess_exec(
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "2s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        os.unlink(script.name)
+    measured = parse_wrk(out.decode())
+    measured.seconds = seconds
+    measured.generator_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return measured
+
+
+async def run_python(scenario: Scenario, port: int, connections: int, seconds: float) -> Measured:
+    started = time.process_time()
+    result = await run_load(
+        "127.0.0.1",
+        port,
+        scenario.raw("127.0.0.1"),
+        connections=connections,
+        seconds=seconds,
+        warmup_seconds=0,
+    )
+    return Measured(
+        rate=result.rate,
+        p99_ms=result.percentile_ms(0.99),
+        max_ms=max(result.latencies, default=float("nan")) * 1000,
+        non2xx=sum(n for s, n in result.statuses.items() if s >= 400),
+        errors=result.errors,
+        seconds=result.seconds,
+        generator_cpu=time.process_time() - started,
+    )
+
+
+@dataclass
+class Server:
+    port: int
+    pid: int
+
+
+class Runner:
+    def __init__(self, tool: str, connections: int, seconds: float, tokens: list[str]) -> None:
+        self.tool, self.connections, self.seconds, self.tokens = tool, connections, seconds, tokens
+
+    async def _load(self, scenario: Scenario, port: int, seconds: float) -> Measured:
+        if self.tool == "wrk":
+            return await run_wrk(scenario, port, self.tokens, self.connections, seconds)
+        return await run_python(scenario, port, self.connections, seconds)
+
+    async def measure(
+        self, scenario: Scenario, server: Server, watch: ConnectionWatch | None
+    ) -> Measured:
+        await self._load(scenario, server.port, 3.0)  # warm-up: pools fill, caches load
+        if watch is not None:
+            await watch.start()
+        cpu = process_cpu(server.pid)
+        measured = await self._load(scenario, server.port, self.seconds)
+        measured.server_cpu = process_cpu(server.pid) - cpu
+        if watch is not None:
+            measured.connections_opened = await watch.stop()
+        return measured
+
+
+def report(name: str, scenario: Scenario, ours: Measured, ref: Measured, tool: str) -> str:
+    ratio = ours.rate / ref.rate if ref.rate else float("nan")
+    line = (
+        f"{name}: ours {ours.rate:.0f} req/s, {scenario.reference} {ref.rate:.0f} req/s, "
+        f"ratio {ratio:.2f}, p99 {ours.p99_ms:.1f} ms"
+    )
+
+    def share(cpu: float, m: Measured) -> str:
+        return f"{100 * cpu / m.seconds:.0f}%" if m.seconds else "?"
+
+    detail = (
+        f"    ours: max {ours.max_ms:.0f} ms, server CPU {share(ours.server_cpu, ours)},"
+        f" {tool} CPU {share(ours.generator_cpu, ours)}"
+    )
+    if ours.connections_opened is not None:
+        detail += f", db connections opened after warm-up {ours.connections_opened}"
+    if ours.non2xx or ours.errors:
+        detail += f", non-2xx {ours.non2xx}, socket errors/timeouts {ours.errors}"
+    detail += (
+        f" | {scenario.reference}: p99 {ref.p99_ms:.1f} ms, server CPU {share(ref.server_cpu, ref)},"
+        f" {tool} CPU {share(ref.generator_cpu, ref)}"
+    )
+    if ref.non2xx or ref.errors:
+        detail += f", non-2xx {ref.non2xx}, socket errors/timeouts {ref.errors}"
+    return line + "\n" + detail
+
+
+def spawn(
+    cmd: list[str], env: dict[str, str], profile_to: str | None = None
+) -> subprocess.Popen[bytes]:
+    if profile_to:
+        cmd = [
+            str(BIN / "py-spy"),
+            "record",
+            "-o",
+            profile_to,
+            "-f",
+            "raw",
+            "-r",
+            "200",
+            "--",
+            *cmd,
+        ]
+    return subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def server_pid(proc: subprocess.Popen[bytes], profiled: bool) -> int:
+    """The serving process (py-spy runs it as its child)."""
+    if not profiled:
+        return proc.pid
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    return int(children[0]) if children else proc.pid
+
+
+def stateless(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "stateless"), *args], env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+def prepare_tenant(env: dict[str, str]) -> dict[str, str]:
+    stateless(env, "migrate")
+    keys: dict[str, str] = json.loads(stateless(env, "tenants", "create", "bench", "--json"))
+    stateless(
+        env,
+        "tenants",
+        "configure",
+        "bench",
+        "--rate-limit",
+        "default=100000000/minute",
+        "--rate-limit",
+        "health=100000000/minute",
+        "--rate-limit",
+        "bots.execute=100000000/minute",
+    )
+    return keys
+
+
 async def main(
-    seconds: float, connections: int, only: list[str] | None, profile: str | None = None
+    seconds: float,
+    connections: int,
+    only: list[str] | None,
+    tool: str,
+    profile_dir: str | None = None,
 ) -> None:
     name = f"stateless_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
     base, _, _ = ADMIN_URL.rpartition("/")
-    ours_port, baseline_port, peer_port = free_port(), free_port(), free_port()
+    workdir = Path(tempfile.mkdtemp(prefix=name))
+    ours_port, bare_port, floor_port, peer_port = (free_port() for _ in range(4))
+    secret = secrets.token_urlsafe(48)
     env = {
         **os.environ,
         "ENVIRONMENT": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
+        "SECRET_KEY": secret,
         "AFFILIATE_SALT": secrets.token_urlsafe(48),
         "DATABASE_URL": f"{base}/{name}",
         "REDIS_URL": REDIS_URL,
@@ -137,108 +468,131 @@ async def main(
         "LOG_FORMAT": "json",
         "PORT": str(ours_port),
         "HOST": "127.0.0.1",
-        "STORAGE_LOCAL_PATH": f"/tmp/{name}",
+        "STORAGE_LOCAL_PATH": str(workdir / "storage"),
     }
-    stateless = str(BIN / "stateless")
+    tokens = [secrets.token_hex(32) for _ in range(256)]
+    wanted = [s for s in SCENARIO_NAMES if not only or s in only]
+    runner = Runner(tool, connections, seconds, tokens)
+    print(
+        f"load generator: {tool} ({connections} connections, {seconds:g} s per run, one uvicorn"
+        " worker each side)",
+        flush=True,
+    )
     peer = await sendgrid_peer(peer_port)
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        subprocess.run([stateless, "migrate"], env=env, check=True, capture_output=True)
-        created = subprocess.run(
-            [stateless, "tenants", "create", "bench", "--json"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        keys = json.loads(created.stdout)
-        subprocess.run(
-            [
-                stateless,
-                "tenants",
-                "configure",
-                "bench",
-                "--rate-limit",
-                "default=100000000/minute",
-                "--rate-limit",
-                "health=100000000/minute",
-                "--rate-limit",
-                "bots.execute=100000000/minute",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        devnull = subprocess.DEVNULL
-        serve_cmd = [stateless, "serve"]
-        if profile:  # sample the server with pyinstrument; the profile is written at exit
-            serve_cmd = [sys.executable, "-m", "pyinstrument", "--interval", "0.001",
-                         "-r", "text", "--show-all", "-o", profile, "-m", "stateless.cli", "serve"]
-        procs.append(subprocess.Popen(serve_cmd, env=env, stdout=devnull, stderr=devnull))
-        procs.append(
-            subprocess.Popen([stateless, "worker"], env=env, stdout=devnull, stderr=devnull)
-        )
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(BIN / "uvicorn"),
-                    "bench.baseline_app:app",
-                    "--port",
-                    str(baseline_port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=Path(__file__).resolve().parents[1],
-                stdout=devnull,
-                stderr=devnull,
+    uvicorn = [
+        str(BIN / "uvicorn"),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--host",
+        "127.0.0.1",
+    ]
+
+    def profile(side: str, db: str) -> str | None:
+        return str(Path(profile_dir) / f"{side}-{db}.txt") if profile_dir else None
+
+    async def phase(db: str, names: list[str], url: str) -> None:
+        phase_env = {**env, "DATABASE_URL": url}
+        keys = prepare_tenant(phase_env)
+        floor_url = url.replace("sqlite+aiosqlite", "sqlite")
+        floor_env = {
+            **phase_env,
+            "FLOOR_DATABASE_URL": floor_url,
+            "FLOOR_POOL_SIZE": os.environ.get("DB_POOL_SIZE", "20"),
+        }
+        started = [
+            spawn([str(BIN / "stateless"), "serve"], phase_env, profile("ours", db)),
+            spawn(
+                [*uvicorn, "--port", str(floor_port), "--factory", "bench.floor_app:app"],
+                floor_env,
+                profile("floor", db),
+            ),
+        ]
+        if db == "postgres":
+            started.append(spawn([str(BIN / "stateless"), "worker"], phase_env))
+            started.append(
+                spawn([*uvicorn, "--port", str(bare_port), "bench.baseline_app:app"], phase_env)
             )
-        )
+        procs.extend(started)
         wait_ready(f"http://127.0.0.1:{ours_port}/health/ready")
-        wait_ready(f"http://127.0.0.1:{baseline_port}/health")
+        wait_ready(f"http://127.0.0.1:{floor_port}/docs")
+        if db == "postgres":
+            wait_ready(f"http://127.0.0.1:{bare_port}/health")
+        ours = Server(ours_port, server_pid(started[0], bool(profile_dir)))
+        floor = Server(floor_port, server_pid(started[1], bool(profile_dir)))
+        bare = Server(bare_port, started[3].pid) if db == "postgres" else floor
         draft = httpx.post(
             f"http://127.0.0.1:{ours_port}/api/v1/drafts",
             headers={"X-App-ID": "bench", "Authorization": f"Bearer {keys['publishable_key']}"},
             json={"content": "benchmark draft content"},
         ).json()["id"]
-        table = scenarios("bench", keys["publishable_key"], keys["secret_key"], draft, "127.0.0.1")
-        for scenario, factory in table.items():
-            if only and scenario not in only:
-                continue
-            ours = await run_load(
-                "127.0.0.1", ours_port, factory, connections=connections, seconds=seconds
+        table = scenarios("bench", keys["publishable_key"], keys["secret_key"], draft, tokens)
+        watch = ConnectionWatch(admin, name) if db == "postgres" else None
+        for scenario_name in names:
+            scenario = table[scenario_name]
+            mine = await runner.measure(scenario, ours, watch)
+            ref = await runner.measure(
+                scenario, floor if scenario.reference == "floor" else bare, None
             )
-            baseline = await run_load(
-                "127.0.0.1", baseline_port, factory, connections=connections, seconds=seconds
-            )
-            bad = {s: n for s, n in ours.statuses.items() if s >= 400}
-            note = f"  (non-2xx: {bad})" if bad else ""
-            print(
-                f"{scenario}: ours {ours.rate:.0f} req/s, baseline {baseline.rate:.0f} req/s, "
-                f"ratio {ours.rate / baseline.rate:.2f}, p99 {ours.percentile_ms(0.99):.1f} ms{note}",
-                flush=True,
-            )
+            print(report(scenario_name, scenario, mine, ref, tool), flush=True)
+        for proc in started:
+            proc.send_signal(signal.SIGINT if profile_dir else signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    try:
+        pg = [s for s in wanted if not SCENARIOS_SQLITE.get(s)]
+        lite = [s for s in wanted if SCENARIOS_SQLITE.get(s)]
+        if pg:
+            await phase("postgres", pg, f"{base}/{name}")
+        if lite:
+            await phase("sqlite", lite, f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
+        if profile_dir:
+            print(f"py-spy profiles (raw, collapsed stacks) in {profile_dir}", flush=True)
     finally:
         for proc in procs:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
         for proc in procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
         peer.close()
-        admin = await asyncpg.connect(ADMIN_URL)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+SCENARIO_NAMES = list(scenarios("x", "x", "x", "x", ["0" * 64]))
+SCENARIOS_SQLITE = {k: v.sqlite for k, v in scenarios("x", "x", "x", "x", ["0" * 64]).items()}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", nargs="*")
-    parser.add_argument("--profile", help="write a pyinstrument text profile of our server here")
+    parser.add_argument("--only", nargs="*", choices=SCENARIO_NAMES, help="scenarios to run")
+    parser.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk when installed, else the Python generator",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        help="record py-spy profiles (ours and the floor, same run) into this directory",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.connections, args.only, args.profile))
+    chosen = args.loadgen
+    if chosen == "auto":
+        chosen = "wrk" if shutil.which("wrk") else "python"
+    if args.profile_dir:
+        Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(args.seconds, args.connections, args.only, chosen, args.profile_dir))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
-from sqlalchemy import inspect
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from stateless.migrations.runner import downgrade, upgrade
@@ -49,3 +52,23 @@ async def test_postgres_upgrade_downgrade_upgrade(services: Services) -> None:
         conn = await asyncpg.connect(services.postgres_admin_url)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
+
+
+def _drift(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": False}
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_models_and_migrations_do_not_drift(database_url: str) -> None:
+    """What `alembic check` does: the migrated schema, on each database, is what the models
+    declare (tables, columns and their types, indexes, unique and foreign keys). A model change
+    without its migration fails here instead of in production."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            drift = await conn.run_sync(_drift)
+    finally:
+        await engine.dispose()
+    assert drift == []

@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     bot_poll_interval_seconds: float = Field(default=1.0, gt=0)
 
     db_pool_size: int = Field(default=20, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # Overflow connections are closed when returned, so any overflow churns connections under
+    # steady load (a TCP + auth handshake each); a fixed pool queues the excess instead.
+    db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
 
     apns_production_url: str = "https://api.push.apple.com"

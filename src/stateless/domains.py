@@ -26,7 +26,7 @@ from stateless.ios import lifecycle as ios_lifecycle
 from stateless.ios.wiring import build_apns_client
 from stateless.kit.background import BackgroundJobs, Job
 from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker
+from stateless.kit.db import build_engine, build_read_engine, build_sessionmaker, dispose_engines
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
 from stateless.lifecycle.leader import Leadership
@@ -80,7 +80,8 @@ async def open_container(
     """Build every shared resource and provider, and close them all on the way out."""
     async with AsyncExitStack() as stack:
         engine = build_engine(settings)
-        stack.push_async_callback(engine.dispose)
+        read_engine = build_read_engine(settings, engine)
+        stack.push_async_callback(dispose_engines, engine, read_engine)
         metrics = metrics or Metrics()
         redis = (
             Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -107,12 +108,10 @@ async def open_container(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
-            read_sessionmaker=build_sessionmaker(
-                engine.execution_options(isolation_level="AUTOCOMMIT")
-            ),
+            read_sessionmaker=build_sessionmaker(read_engine),
             privacy=kit,
             metrics=metrics,
-            directory=TenantDirectory(sessionmaker, settings.auth_cache_seconds),
+            directory=TenantDirectory(read_engine, settings.auth_cache_seconds),
             limiter=limiter,
             redis=redis,
             lifecycle=build_lifecycle(settings, storage),

@@ -46,7 +46,7 @@ class AdminService:
 
     async def erase(self) -> CleanupReport:
         """All of this app's end-user data (files included), deleted now."""
-        return await self.cleanup.run_once(app_id=self.tenant.app_id, everything=True)
+        return await self.cleanup.erase_tenant(self.tenant)
 
     async def live_counts(self) -> dict[str, int]:
         items = {}

@@ -11,15 +11,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.models import BotIdempotencyRecord, BotTask
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.tenancy import TenantScopedRepository, scoped_insert
+
+_TASK_INSERT = scoped_insert(insert(BotTask.__table__))  # type: ignore[arg-type]
 
 
 class BotTaskRepository(TenantScopedRepository[BotTask]):
     model = BotTask
+
+    async def insert(self, values: dict[str, Any]) -> None:
+        """One INSERT (in autocommit unless a transaction is open): queueing is a hot path."""
+        await self.run_write(_TASK_INSERT, values)
 
     async def by_id(self, task_id: str) -> BotTask | None:
         return await self.first(BotTask.task_id == task_id)
@@ -41,17 +47,8 @@ class IdempotencyRepository(TenantScopedRepository[BotIdempotencyRecord]):
         return await self.first(BotIdempotencyRecord.key_hash == key_hash)
 
     async def drop_expired(self, key_hash: str) -> None:
-        """An expired record of this key may still await cleanup; it must not block a new one.
-
-        Deletes only this tenant's expired row of this key (the cleanup would do the same).
-        """
-        await self.session.execute(
-            delete(BotIdempotencyRecord).where(
-                BotIdempotencyRecord.app_id == self.app_id,
-                BotIdempotencyRecord.key_hash == key_hash,
-                BotIdempotencyRecord.expires_at <= self.clock(),
-            )
-        )
+        """An expired record of this key may still await cleanup; it must not block a new one."""
+        await self.purge_expired(BotIdempotencyRecord.key_hash == key_hash)
 
     async def release(self, key_hash: str) -> None:
         await self.delete_where(

@@ -171,18 +171,19 @@ class BotService:
         now = utcnow()
         sealed = self.kit.encrypt_text(CONTEXT_PURPOSE, self.tenant.app_id, ctx.model_dump_json())
         async with session_scope(self.maker) as session:
-            BotTaskRepository(session, self.tenant).add(
-                BotTask(
-                    task_id=task_id,
-                    task_type=task.name,
-                    mode="async",
-                    status="queued",
-                    context_sealed=sealed,
-                    base_url=self.base_url[:512],
-                    attempts=0,
-                    next_attempt_at=now,
-                ),
-                expires_at,
+            await BotTaskRepository(session, self.tenant).insert(
+                {
+                    "task_id": task_id,
+                    "task_type": task.name,
+                    "mode": "async",
+                    "status": "queued",
+                    "context_sealed": sealed,
+                    "base_url": self.base_url[:512],
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "expires_at": expires_at,
+                }
             )
         self.metrics.tasks.labels(task_type=task.name, outcome="queued").inc()
         self.wakeup.set()

@@ -44,10 +44,13 @@ class DraftService:
     async def create(self, content: str, ttl_seconds: int | None) -> Draft:
         expires_at = self.policy.expires_at("drafts", ttl_seconds, utcnow())
         sealed, size = self._seal(content)
-        draft = Draft(draft_id=secrets.token_hex(16), content_sealed=sealed, size_bytes=size)
-        self.repo.add(draft, expires_at)
-        await self.repo.session.flush()
-        return draft
+        draft = Draft(
+            draft_id=secrets.token_hex(16),
+            content_sealed=sealed,
+            size_bytes=size,
+            expires_at=expires_at,
+        )
+        return await self.repo.insert(draft)
 
     async def get(self, draft_id: str) -> Draft:
         draft = await self.repo.by_id(draft_id)

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stateless.ios.models import DeviceToken
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.tenancy import (
+    Scoped,
+    TenantScopedRepository,
+    scoped_delete,
+    scoped_insert,
+    scoped_select,
+)
 
 # Columns a push needs; never whole ORM objects, so 100,000 rows never sit in the identity map.
 PushRow = Row[tuple[str, str, str, str | None]]
 
 
-@functools.cache
-def _upsert_statement(dialect: str) -> Any:
+def _upsert(dialect: Any) -> Scoped:
     """Built once per dialect with bound parameters: constructing the ON CONFLICT statement
     costs more CPU than running it, and registering is the hottest write path."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table: Any = DeviceToken.__table__
     columns = (
         "app_id",
         "device_hash",
@@ -31,11 +35,31 @@ def _upsert_statement(dialect: str) -> Any:
         "created_at",
         "expires_at",
     )
-    stmt = insert(DeviceToken).values({name: bindparam(name) for name in columns})
-    return stmt.on_conflict_do_update(
-        index_elements=[DeviceToken.app_id, DeviceToken.device_hash],
-        set_={name: stmt.excluded[name] for name in columns[2:]},
+    stmt = dialect.insert(table).values({name: bindparam(name) for name in columns})
+    return scoped_insert(
+        stmt.on_conflict_do_update(
+            index_elements=[table.c.app_id, table.c.device_hash],
+            set_={name: stmt.excluded[name] for name in columns[2:]},
+        )
     )
+
+
+_UPSERT = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+_T: Any = DeviceToken.__table__
+_PUSH_COLUMNS = (_T.c.device_hash, _T.c.token_sealed, _T.c.environment, _T.c.topic)
+_HASHES: Any = bindparam("hashes", expanding=True)
+_DELETE_HASHES = scoped_delete(DeviceToken, _T.c.device_hash.in_(_HASHES))
+_BY_HASHES = scoped_select(DeviceToken, _T.c.device_hash.in_(_HASHES), columns=_PUSH_COLUMNS)
+
+
+def _page(*where: Any) -> Scoped:
+    select = scoped_select(DeviceToken, *where, columns=_PUSH_COLUMNS)
+    statement: Any = select.statement
+    return Scoped(statement.order_by(_T.c.device_hash).limit(bindparam("n")), "read")
+
+
+_FIRST_PAGE = _page()
+_PAGE_AFTER = _page(_T.c.device_hash > bindparam("after"))
 
 
 class DeviceTokenRepository(TenantScopedRepository[DeviceToken]):
@@ -56,40 +80,28 @@ class DeviceTokenRepository(TenantScopedRepository[DeviceToken]):
         row that expired but was not yet cleaned up is simply overwritten.
         """
         values: dict[str, Any] = {
-            "app_id": self.app_id,
             "device_hash": device_hash,
             "token_sealed": token_sealed,
             "environment": environment,
             "topic": topic,
-            "created_at": self.clock(),
             "expires_at": expires_at,
         }
         dialect = self.session.get_bind().dialect.name
-        await self.session.execute(_upsert_statement(dialect), values)
+        await self.run_write(_UPSERT[dialect], values)
 
     async def delete_hashes(self, device_hashes: Sequence[str]) -> int:
+        """One DELETE (a lone write unless a transaction is open): a push deleting dead tokens
+        batch by batch holds no connection between batches."""
         if not device_hashes:
             return 0
-        return await self.delete_where(DeviceToken.device_hash.in_(device_hashes))
-
-    def _push_columns(self) -> Any:
-        app_id, live = self._live()
-        return select(
-            DeviceToken.device_hash,
-            DeviceToken.token_sealed,
-            DeviceToken.environment,
-            DeviceToken.topic,
-        ).where(app_id, live)
+        return await self.run_write(_DELETE_HASHES, {"hashes": list(device_hashes)})
 
     async def by_hashes(self, device_hashes: Sequence[str]) -> Sequence[PushRow]:
         """The live tokens among these hashes (unknown or expired ones are simply absent)."""
-        stmt = self._push_columns().where(DeviceToken.device_hash.in_(device_hashes))
-        return (await self.session.execute(stmt)).all()
+        return await self.run_rows(_BY_HASHES, {"hashes": list(device_hashes)})
 
     async def page_after(self, after_hash: str | None, limit: int) -> Sequence[PushRow]:
         """Keyset pagination over the primary key: constant memory and cost per page."""
-        stmt = self._push_columns()
-        if after_hash is not None:
-            stmt = stmt.where(DeviceToken.device_hash > after_hash)
-        stmt = stmt.order_by(DeviceToken.device_hash).limit(limit)
-        return (await self.session.execute(stmt)).all()
+        if after_hash is None:
+            return await self.run_rows(_FIRST_PAGE, {"n": limit})
+        return await self.run_rows(_PAGE_AFTER, {"after": after_hash, "n": limit})

@@ -1,10 +1,11 @@
-"""Hard-deletes expired rows in bounded batches; the only code allowed to touch rows unscoped."""
+"""Hard-deletes expired rows in paced, bounded batches (the only code that deletes across
+tenants, and only expired rows); erases one tenant's rows through the scoped repository base."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.kit.db import utcnow
 from stateless.kit.metrics import Metrics
+from stateless.kit.tenancy import TenantScopedRepository
 from stateless.lifecycle.registry import ExpiringKind, LifecycleRegistry
+from stateless.tenants.schemas import TenantContext, VerifiedAppId
 
 log = structlog.get_logger("stateless.cleanup")
 
@@ -32,6 +35,15 @@ class CleanupReport:
 
 
 class CleanupService:
+    """Expired rows of every tenant (or one) in paced batches; one tenant's rows on request.
+
+    Pacing keeps request writes fast while a large backlog drains: each batch is sized to run
+    for about `batch_target_seconds` (halved when slower, doubled when much faster, up to
+    `batch_size`), and after each batch the service waits as long again times
+    `(1 - duty_cycle) / duty_cycle`, so it holds the database at most that share of the time
+    and row locks, WAL writes and I/O come in short bursts that inserts slip between.
+    """
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
@@ -42,6 +54,9 @@ class CleanupService:
         is_sqlite: bool,
         hook_batch_size: int | None = None,
         clock: Callable[[], datetime] = utcnow,
+        batch_target_seconds: float = 0.02,
+        duty_cycle: float = 0.5,
+        min_batch_size: int = 100,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.registry = registry
@@ -50,25 +65,42 @@ class CleanupService:
         self.hook_batch_size = min(hook_batch_size or batch_size, batch_size)
         self.is_sqlite = is_sqlite
         self.clock = clock
+        self.batch_target_seconds = batch_target_seconds
+        self.duty_cycle = min(max(duty_cycle, 0.05), 1.0)
+        self.min_batch_size = min(min_batch_size, batch_size)
 
     async def run_once(
-        self,
-        app_id: str | None = None,
-        stop: asyncio.Event | None = None,
-        *,
-        everything: bool = False,
+        self, app_id: str | None = None, stop: asyncio.Event | None = None
     ) -> CleanupReport:
-        """Delete expired rows (of one tenant, or all); with `everything`, the tenant's live rows too.
+        """Delete expired rows (of one tenant, or of all). Live rows are never touched here.
 
         Each batch is its own transaction, so stopping between batches leaves no partial state.
         """
+        return await self._run(stop, lambda kind, n: self._expired_batch(kind, app_id, n))
+
+    async def erase_tenant(
+        self, tenant: TenantContext | VerifiedAppId, stop: asyncio.Event | None = None
+    ) -> CleanupReport:
+        """Delete every row of one tenant, live ones included (the "erase my data" request).
+
+        Goes through the scoped repository base (`erase_tenant`), so it takes a verified tenant
+        and can reach no other tenant's rows; there is no "every tenant" form.
+        """
+        app_id = tenant.app_id if isinstance(tenant, TenantContext) else str(tenant)
+        if not app_id:
+            raise ValueError("erase_tenant needs a tenant")
+        return await self._run(stop, lambda kind, n: self._tenant_batch(kind, tenant, app_id, n))
+
+    async def _run(
+        self,
+        stop: asyncio.Event | None,
+        batch: Callable[[ExpiringKind, int], Awaitable[tuple[int, bool]]],
+    ) -> CleanupReport:
         report = CleanupReport()
         started = time.perf_counter()
         for kind in self.registry.kinds():
             try:
-                report.deleted[kind.kind] = await self._purge_kind(
-                    kind, app_id, stop, everything=everything
-                )
+                report.deleted[kind.kind] = await self._purge_kind(kind, stop, batch)
             except Exception as exc:  # isolation boundary: one kind failing must not stop the rest
                 report.errors[kind.kind] = type(exc).__name__
                 self.metrics.cleanup_errors.labels(kind=kind.kind).inc()
@@ -89,53 +121,73 @@ class CleanupService:
     async def _purge_kind(
         self,
         kind: ExpiringKind,
-        app_id: str | None,
         stop: asyncio.Event | None,
-        *,
-        everything: bool,
+        batch: Callable[[ExpiringKind, int], Awaitable[tuple[int, bool]]],
     ) -> int:
-        model: Any = kind.model
-        pk_columns = list(inspect(model).primary_key)
+        limit = self.hook_batch_size if kind.before_delete is not None else self.batch_size
+        size = min(limit, max(self.min_batch_size, 1000))
         total = 0
         while True:
-            async with self.sessionmaker() as session:
-                conditions = []
-                if not everything:
-                    conditions.append(model.expires_at <= self.clock())
-                if app_id is not None:
-                    conditions.append(model.app_id == app_id)
-                if kind.before_delete is None:
-                    deleted, drained = await self._delete_batch_direct(
-                        session, model, app_id, everything=everything
-                    )
-                else:
-                    deleted, drained = await self._delete_batch_with_rows(
-                        session, kind, model, pk_columns, conditions
-                    )
-                await session.commit()
+            started = time.perf_counter()
+            deleted, drained = await batch(kind, size)
+            elapsed = time.perf_counter() - started
             total += deleted
             if deleted:
                 self.metrics.cleanup_deleted.labels(kind=kind.kind).inc(deleted)
             if drained or (stop is not None and stop.is_set()):
                 return total
-            await asyncio.sleep(0)  # let requests in between batches
+            if elapsed > self.batch_target_seconds:
+                size = max(self.min_batch_size, size // 2)
+            elif elapsed < self.batch_target_seconds / 2:
+                size = min(limit, size * 2)
+            # Yield the database for a while: at most `duty_cycle` of the time is cleanup's.
+            await asyncio.sleep(elapsed * (1 - self.duty_cycle) / self.duty_cycle)
+
+    async def _expired_batch(
+        self, kind: ExpiringKind, app_id: str | None, n: int
+    ) -> tuple[int, bool]:
+        model: Any = kind.model
+        async with self.sessionmaker() as session:
+            if kind.before_delete is None:
+                result = await self._delete_batch_direct(session, model, app_id, n)
+            else:
+                conditions = [model.expires_at <= self.clock()]
+                if app_id is not None:
+                    conditions.append(model.app_id == app_id)
+                result = await self._delete_batch_with_rows(session, kind, model, conditions, n)
+            await session.commit()
+        return result
+
+    async def _tenant_batch(
+        self, kind: ExpiringKind, tenant: TenantContext | VerifiedAppId, app_id: str, n: int
+    ) -> tuple[int, bool]:
+        model: Any = kind.model
+        async with self.sessionmaker() as session:
+            if kind.before_delete is None:
+                repo = TenantScopedRepository.for_model(model)(session, tenant, self.clock)
+                deleted = await repo.erase_tenant(app_id, limit=n)
+                result = (deleted, deleted < n)
+            else:
+                result = await self._delete_batch_with_rows(
+                    session, kind, model, [model.app_id == app_id], n
+                )
+            await session.commit()
+        return result
 
     async def _delete_batch_direct(
-        self, session: AsyncSession, model: Any, app_id: str | None, *, everything: bool
+        self, session: AsyncSession, model: Any, app_id: str | None, n: int
     ) -> tuple[int, bool]:
         """One statement per batch, by physical row id (Postgres ctid, a TID scan; SQLite rowid):
         no rows travel to Python, no primary-key probes, locks held only for the batch, and on
-        Postgres SKIP LOCKED so it never waits on a writer."""
+        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only."""
         table = model.__table__.name  # our own metadata, never user input
-        where = ["1 = 1"]
-        params: dict[str, Any] = {"n": self.batch_size}
-        if not everything:
-            where.append("expires_at <= :now")
-            now = self.clock()
-            # SQLite keeps naive UTC text in SQLAlchemy's format (see UTCDateTime)
-            params["now"] = (
-                now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else now
-            )
+        now = self.clock()
+        # SQLite keeps naive UTC text in SQLAlchemy's format (see UTCDateTime)
+        params: dict[str, Any] = {
+            "n": n,
+            "now": now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else now,
+        }
+        where = ["expires_at <= :now"]
         if app_id is not None:
             where.append("app_id = :app_id")
             params["app_id"] = app_id
@@ -150,22 +202,21 @@ class CleanupService:
                 f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - table from metadata
                 f"SELECT ctid FROM {table} WHERE {condition} LIMIT :n FOR UPDATE SKIP LOCKED))"
             )
-        stmt = text(sql)
-        result = await session.execute(stmt, params)
+        result = await session.execute(text(sql), params)
         deleted = int(getattr(result, "rowcount", 0) or 0)
-        return deleted, deleted < self.batch_size
+        return deleted, deleted < n
 
     async def _delete_batch_with_rows(
         self,
         session: AsyncSession,
         kind: ExpiringKind,
         model: Any,
-        pk_columns: list[Any],
         conditions: list[Any],
+        n: int,
     ) -> tuple[int, bool]:
         """Load one batch, run the kind's hook on it (bodies before rows), then delete it."""
-        limit = self.hook_batch_size if kind.before_delete is not None else self.batch_size
-        stmt = select(model).where(*conditions).limit(limit)
+        pk_columns = list(inspect(model).primary_key)
+        stmt = select(model).where(*conditions).limit(n)
         if not self.is_sqlite:
             stmt = stmt.with_for_update(skip_locked=True)
         rows = (await session.scalars(stmt)).all()
@@ -179,7 +230,7 @@ class CleanupService:
             .where(tuple_(*pk_columns).in_(keys))
             .execution_options(synchronize_session=False)
         )
-        return int(getattr(result, "rowcount", 0) or 0), len(rows) < limit
+        return int(getattr(result, "rowcount", 0) or 0), len(rows) < n
 
     async def _sqlite_checkpoint(self) -> None:
         """Fold the WAL into the main file and truncate it, so erased pages leave no copy behind."""

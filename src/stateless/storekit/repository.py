@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from sqlalchemy import delete
-
 from stateless.kit.tenancy import TenantScopedRepository
 from stateless.storekit.models import Entitlement, NotificationReceipt
 
@@ -12,16 +10,10 @@ class EntitlementRepository(TenantScopedRepository[Entitlement]):
     async def by_hash(self, original_transaction_hash: str) -> Entitlement | None:
         return await self.first(Entitlement.original_transaction_hash == original_transaction_hash)
 
-    async def purge_expired(self, original_transaction_hash: str) -> None:
+    async def drop_expired(self, original_transaction_hash: str) -> None:
         """Drop this tenant's expired row with this key (cleanup may not have run yet) so a fresh
         row can take its primary key. Touches expired data only, like the cleanup service."""
-        await self.session.execute(
-            delete(Entitlement).where(
-                Entitlement.app_id == self.app_id,
-                Entitlement.original_transaction_hash == original_transaction_hash,
-                Entitlement.expires_at <= self.clock(),
-            )
-        )
+        await self.purge_expired(Entitlement.original_transaction_hash == original_transaction_hash)
 
 
 class NotificationReceiptRepository(TenantScopedRepository[NotificationReceipt]):
@@ -32,12 +24,6 @@ class NotificationReceiptRepository(TenantScopedRepository[NotificationReceipt])
             await self.first(NotificationReceipt.notification_hash == notification_hash)
         ) is not None
 
-    async def purge_expired(self, notification_hash: str) -> None:
-        """See EntitlementRepository.purge_expired."""
-        await self.session.execute(
-            delete(NotificationReceipt).where(
-                NotificationReceipt.app_id == self.app_id,
-                NotificationReceipt.notification_hash == notification_hash,
-                NotificationReceipt.expires_at <= self.clock(),
-            )
-        )
+    async def drop_expired(self, notification_hash: str) -> None:
+        """See EntitlementRepository.drop_expired."""
+        await self.purge_expired(NotificationReceipt.notification_hash == notification_hash)

@@ -383,7 +383,7 @@ class NotificationService:
         )
         if await self.receipts.seen(notification_hash):
             return NotificationOut(status="duplicate", notification_type=kind)
-        await self.receipts.purge_expired(notification_hash)
+        await self.receipts.drop_expired(notification_hash)
         self.receipts.add(
             NotificationReceipt(notification_hash=notification_hash, notification_type=kind),
             self.policy.expires_at("notification_receipts", None, now),
@@ -428,7 +428,7 @@ class NotificationService:
         key = self.kit.keyed_hash(TRANSACTION_PURPOSE, self.app_id, tx.originalTransactionId or "")
         current = await self.entitlements.by_hash(key)
         if current is None:
-            await self.entitlements.purge_expired(key)
+            await self.entitlements.drop_expired(key)
             expires_at = values.pop("expires_at")
             self.entitlements.add(Entitlement(original_transaction_hash=key, **values), expires_at)
             return

@@ -10,23 +10,38 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stateless.tenants.models import ApiKey, Tenant
 from stateless.tenants.schemas import KeyRecord, TenantConfig, TenantSnapshot
 
 _MAX_ENTRIES = 10_000
 
+# Core statements built once (compiled once per engine): a cache miss costs two plain reads on
+# a pooled autocommit connection, without a session or identity map.
+_TENANT = select(Tenant.__table__.c.config_json, Tenant.__table__.c.secrets_sealed).where(
+    Tenant.__table__.c.app_id == bindparam("app_id")
+)
+_KEYS = select(
+    ApiKey.__table__.c.key_id,
+    ApiKey.__table__.c.kind,
+    ApiKey.__table__.c.prefix,
+    ApiKey.__table__.c.key_hash,
+    ApiKey.__table__.c.expires_at,
+    ApiKey.__table__.c.revoked_at,
+).where(ApiKey.__table__.c.app_id == bindparam("app_id"))
+_ORIGINS = select(Tenant.__table__.c.config_json)
+
 
 class TenantDirectory:
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._engine = engine  # the autocommit read engine: auth never queues behind a writer
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[str, tuple[float, TenantSnapshot | None]] = {}
@@ -65,13 +80,13 @@ class TenantDirectory:
             self._entries.pop(next(iter(self._entries)))
 
     async def _load(self, app_id: str) -> TenantSnapshot | None:
-        async with self._sessionmaker() as session:
-            tenant = await session.get(Tenant, app_id)
+        async with self._engine.connect() as conn:
+            tenant = (await conn.execute(_TENANT, {"app_id": app_id})).first()
             if tenant is None:
                 return None
-            keys = (await session.scalars(select(ApiKey).where(ApiKey.app_id == app_id))).all()
+            keys = (await conn.execute(_KEYS, {"app_id": app_id})).all()
         return TenantSnapshot(
-            app_id=tenant.app_id,
+            app_id=app_id,
             config=TenantConfig.model_validate_json(tenant.config_json or "{}"),
             secrets_sealed=tenant.secrets_sealed,
             keys=tuple(
@@ -92,8 +107,8 @@ class TenantDirectory:
         now = self._clock()
         if self._origins is not None and self._origins[0] > now:
             return self._origins[1]
-        async with self._sessionmaker() as session:
-            rows = (await session.scalars(select(Tenant.config_json))).all()
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_ORIGINS)).scalars().all()
         origins: set[str] = set()
         for raw in rows:
             origins.update(TenantConfig.model_validate_json(raw or "{}").cors_origins)

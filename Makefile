@@ -1,23 +1,37 @@
-# Two commands for a newcomer: `make run` and `make test`. Both install what they need.
+# Two commands for a newcomer: `make run` and `make test`. Each installs what it needs, once:
+# `make run` only what serving needs (requirements-runtime.lock), `make test` the dev tools on top.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 export HOST ?= 127.0.0.1
 export PORT ?= 8000
 
-.PHONY: install run test lint format lock bench faults soak fuzz clean
+.PHONY: install install-runtime run test lint format lock bench faults soak fuzz clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(RUNTIME_STAMP): pyproject.toml requirements-runtime.lock
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
+	@echo "==> [1/3] creating $(VENV) (a private Python environment in this folder)"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	@touch $(STAMP)
+	@echo "==> [2/3] installing what serving needs (requirements-runtime.lock)"
+	$(PIP) -r requirements-runtime.lock
+	@echo "==> [3/3] installing stateless-backend itself (editable)"
+	$(PIP) --no-deps -e .
+	@touch $(RUNTIME_STAMP)
+	@echo "==> runtime installed; \`make test\` adds the test and lint tools"
 
-install: $(STAMP)
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements.lock
+	@echo "==> installing the test and lint tools on top (requirements.lock)"
+	$(PIP) -r requirements.lock
+	@touch $(DEV_STAMP)
 
-run: install
+install-runtime: $(RUNTIME_STAMP)
+
+install: $(DEV_STAMP)
+
+run: $(RUNTIME_STAMP)
 	$(BIN)/stateless migrate
 	$(BIN)/stateless serve --host $(HOST) --port $(PORT)
 

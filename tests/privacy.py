@@ -65,9 +65,7 @@ def assert_absent(haystack: str, values: list[str], where: str) -> None:
     assert not leaked, f"plaintext found in {where}: {leaked}"
 
 
-async def assert_not_stored(
-    settings: Settings, values: list[str], logs: str | None = None
-) -> str:
+async def assert_not_stored(settings: Settings, values: list[str], logs: str | None = None) -> str:
     """Assert no value is in the database dump or the logs; returns the dump for more checks.
 
     When logs are given they must not be empty: an empty capture would prove nothing."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import Client, TenantHandle
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,6 +29,45 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert first_block and text.index("```sh") < text.index("\n## ")
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make run", "make test"]
+
+
+def _seconds(text: str) -> int:
+    number, unit = text.split()
+    return int(number) * {"d": 86400, "h": 3600, "min": 60, "s": 1}[unit]
+
+
+async def test_readme_data_table_is_the_data_inventory(
+    client: Client, tenant: TenantHandle
+) -> None:
+    """The README's "What it keeps" table lists exactly what /admin/data-inventory answers."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## What it keeps, and for how long", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+    readme = {
+        row[0].strip("`"): {
+            "description": row[1],
+            "default_ttl_seconds": _seconds(row[2]),
+            "max_ttl_seconds": _seconds(row[3]),
+            "stored_as": row[4],
+        }
+        for row in rows
+    }
+    response = await client.get("/api/v1/admin/data-inventory", headers=tenant.sk)
+    assert response.status_code == 200
+    served = {kind.pop("kind"): kind for kind in response.json()["kinds"]}
+    assert readme == served
 
 
 def test_readme_session_works_as_written(tmp_path: Path) -> None:
@@ -49,12 +90,13 @@ def test_readme_session_works_as_written(tmp_path: Path) -> None:
         capture_output=True,
         timeout=60,
     )
+    server_log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
         [str(bindir / "stateless"), "serve"],
         env=env,
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
     )
     try:
         for _ in range(100):
@@ -82,6 +124,13 @@ def test_readme_session_works_as_written(tmp_path: Path) -> None:
         assert '"status":"recorded"' in out
         assert '"status":"success"' in out and '"task_type":"email"' in out
         assert not (tmp_path / "demo-app.json").exists()
+        assert "notify_email: set" in out and "you@example.com" not in out  # tenants show
+        # what the README promises the `make run` terminal shows (development defaults)
+        served = (tmp_path / "serve.log").read_text()
+        assert f"listening_on=http://127.0.0.1:{port}" in served
+        assert f"docs=http://127.0.0.1:{port}/docs" in served
+        assert "To: you@example.com" in served and "Subject: Test" in served
     finally:
         server.terminate()
         server.wait(timeout=20)
+        server_log.close()

@@ -43,16 +43,60 @@ def _settings() -> Settings:
         _fail(f"invalid configuration for {where.upper()}: {first.get('msg')}")
 
 
+def _require_database(settings: Settings) -> None:
+    """Refuse to open a SQLite file that does not exist: opening it would create an empty
+    database (and a stray var/ folder) wherever the command happens to run."""
+    from stateless.migrations.runner import sqlite_file
+
+    path = sqlite_file(settings)
+    if path is not None and not path.exists():
+        _fail(
+            f"no database at {path} (DATABASE_URL={settings.database_url}, run in {Path.cwd()}): "
+            "run `stateless migrate` to create it, or run this command where the server runs "
+            "(or with the server's DATABASE_URL)"
+        )
+
+
+def _missing_schema(exc: BaseException) -> bool:
+    """SQLite's "no such table" or Postgres' undefined_table (42P01): not migrated yet."""
+    seen: list[BaseException | None] = [exc, getattr(exc, "orig", None), exc.__cause__]
+    for error in seen:
+        if error is None:
+            continue
+        if "no such table" in str(error) or getattr(error, "sqlstate", None) == "42P01":
+            return True
+        if type(error).__name__ == "UndefinedTableError":
+            return True
+    return False
+
+
 def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    from stateless.migrations.runner import describe_database
+
     settings = _settings()
+    _require_database(settings)
     try:
         return asyncio.run(factory(settings))
     except ProblemError as exc:
         _fail(exc.detail)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    except Exception as exc:  # one line, never a traceback, for the operator
-        _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'failed'}")
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if _missing_schema(exc):
+            _fail(
+                f"{describe_database(settings)} has no tables yet: run `stateless migrate` "
+                "first (with the same DATABASE_URL)"
+            )
+        if type(exc).__module__.split(".")[0] in ("sqlalchemy", "asyncpg", "sqlite3"):
+            _fail(f"cannot use {describe_database(settings)}: {_first_line(exc)}")
+        if isinstance(exc, (ValueError, OSError)):
+            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _fail(f"{type(exc).__name__}: {_first_line(exc)}")  # one line, never a traceback
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else "failed"
 
 
 async def _with_tenants(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
@@ -94,6 +138,9 @@ def serve(
     """
     import uvicorn
 
+    from stateless.kit.logging import configure_logging
+    from stateless.kit.serving import PortUnavailable, announce_address_on, check_port_available
+
     settings = _settings()
     try:
         settings.assert_safe_for_environment()
@@ -101,6 +148,16 @@ def serve(
         _fail(str(exc))
     if migrate_first:
         migrate()
+    else:
+        _require_database(settings)
+    try:
+        check_port_available(host, port)
+    except PortUnavailable as exc:
+        _fail(str(exc))
+    # Logging is set up here too (not only in the app) so the parent of several workers logs
+    # the same way; uvicorn's "running on" line becomes our `serving` event with real URLs.
+    configure_logging(settings.log_level, settings.effective_log_format)
+    announce_address_on()
     # uvicorn re-raises the captured SIGTERM after its graceful shutdown; this handler turns
     # that into exit status 0 so orchestrators record a clean stop.
     signal.signal(signal.SIGTERM, _exit_after_graceful_stop)
@@ -120,17 +177,26 @@ def serve(
 
 @app.command()
 def migrate() -> None:
-    """Upgrade the database schema to the latest revision (safe to run on every deploy)."""
-    from stateless.migrations.runner import upgrade
+    """Create or upgrade the database schema to the latest revision (safe on every deploy).
+
+    Says which database it opened and what it did: created, upgraded, or nothing to do.
+    """
+    from stateless.migrations.runner import describe_database, upgrade
 
     settings = _settings()
+    database = describe_database(settings)
     try:
-        upgrade(settings)
+        outcome = upgrade(settings)
     except Exception as exc:  # one line for the operator
-        _fail(
-            f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        _fail(f"migration of {database} failed: {type(exc).__name__}: {_first_line(exc)}")
+    if outcome.created:
+        typer.echo(f"created the schema in {database} (revision {outcome.after}, the latest)")
+    elif outcome.changed:
+        typer.echo(
+            f"upgraded {database} from revision {outcome.before} to the latest ({outcome.after})"
         )
-    typer.echo("database is at the latest revision")
+    else:
+        typer.echo(f"{database} is already at the latest revision ({outcome.after}); nothing to do")
 
 
 async def _cleanup_once(settings: Settings) -> dict[str, Any]:
@@ -213,6 +279,35 @@ def tenants_list(
         typer.echo(f"{row['app_id']}\tactive keys: {', '.join(active) or '-'}")
 
 
+@tenants_app.command("show")
+def tenants_show(
+    app_id: Annotated[str, typer.Argument(metavar="APP_ID", help="The app to show.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Print an app's keys (prefixes only) and settings; secrets show only whether they are set."""
+    shown = _run(lambda s: _with_tenants(s, lambda svc: svc.show(app_id)))
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    typer.echo(f"app_id:     {shown['app_id']}")
+    typer.echo(f"created_at: {shown['created_at']}")
+    typer.echo("keys:")
+    for key in shown["keys"]:
+        state = "active" if key["active"] else "inactive"
+        until = f", until {key['expires_at']}" if key["expires_at"] else ""
+        typer.echo(f"  {key['prefix']}  {key['kind']}, {state}{until}")
+    typer.echo("settings:")
+    for name, value in shown["settings"].items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        typer.echo(f"  {name}: {value if value not in (None, '') else '-'}")
+    typer.echo("secrets (stored encrypted, never shown):")
+    for name, value in shown["secrets"].items():
+        typer.echo(f"  {name}: {'set' if value else '-'}")
+
+
 @tenants_app.command("rotate-key")
 def tenants_rotate_key(
     app_id: str,
@@ -271,24 +366,156 @@ def _read_apns_key(path: Path) -> str:
     return pem.decode("ascii")
 
 
+# `tenants configure` options, grouped in --help by what they set up. Each help text ends with
+# an example; new options follow the same pattern (an Annotated parameter with a panel).
+_APPLE = "Apple: push (APNs) and purchases (StoreKit)"
+_EMAIL = "Email"
+_OUTBOUND = "Webhooks and social posts"
+_WEB = "Browsers, limits and uploads"
+
+
 @tenants_app.command("configure")
 def tenants_configure(
-    app_id: str,
-    bundle_id: Annotated[str | None, typer.Option("--bundle-id")] = None,
-    app_apple_id: Annotated[int | None, typer.Option("--app-apple-id")] = None,
-    apns_team_id: Annotated[str | None, typer.Option("--apns-team-id")] = None,
-    apns_key_id: Annotated[str | None, typer.Option("--apns-key-id")] = None,
-    apns_key_file: Annotated[Path | None, typer.Option("--apns-key-file")] = None,
-    appstore_shared_secret: Annotated[str | None, typer.Option("--appstore-shared-secret")] = None,
-    notify_email: Annotated[str | None, typer.Option("--notify-email")] = None,
-    email_from: Annotated[str | None, typer.Option("--email-from")] = None,
-    webhook_url: Annotated[str | None, typer.Option("--webhook-url")] = None,
-    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin")] = None,
-    rate_limit: Annotated[list[str] | None, typer.Option("--rate-limit")] = None,
-    mastodon_url: Annotated[str | None, typer.Option("--mastodon-url")] = None,
-    mastodon_token: Annotated[str | None, typer.Option("--mastodon-token")] = None,
+    app_id: Annotated[str, typer.Argument(metavar="APP_ID", help="The app to change.")],
+    bundle_id: Annotated[
+        str | None,
+        typer.Option(
+            "--bundle-id",
+            metavar="BUNDLE_ID",
+            help="The iOS app's bundle id: the APNs topic, and the bundle StoreKit purchases "
+            "must name. E.g. --bundle-id com.example.app",
+            rich_help_panel=_APPLE,
+        ),
+    ] = None,
+    app_apple_id: Annotated[
+        int | None,
+        typer.Option(
+            "--app-apple-id",
+            metavar="NUMBER",
+            help="The app's Apple ID from App Store Connect (App Information), needed to accept "
+            "production purchases. E.g. --app-apple-id 1234567890",
+            rich_help_panel=_APPLE,
+        ),
+    ] = None,
+    apns_team_id: Annotated[
+        str | None,
+        typer.Option(
+            "--apns-team-id",
+            metavar="TEAM_ID",
+            help="Your Apple developer Team ID (10 characters). E.g. --apns-team-id ABCDE12345",
+            rich_help_panel=_APPLE,
+        ),
+    ] = None,
+    apns_key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--apns-key-id",
+            metavar="KEY_ID",
+            help="The Key ID of the APNs auth key (.p8). E.g. --apns-key-id 2X9R4HXF34",
+            rich_help_panel=_APPLE,
+        ),
+    ] = None,
+    apns_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--apns-key-file",
+            metavar="PATH",
+            help="The APNs auth key downloaded from Apple (stored encrypted). "
+            "E.g. --apns-key-file ~/Downloads/AuthKey_2X9R4HXF34.p8",
+            rich_help_panel=_APPLE,
+        ),
+    ] = None,
+    appstore_shared_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--appstore-shared-secret",
+            metavar="SECRET",
+            help="App Store Connect's app-specific shared secret, for legacy receipts (stored "
+            "encrypted). E.g. --appstore-shared-secret 3f9a1c0e5b7d4e2a9c8b...",
+            rich_help_panel=_APPLE,
+        ),
+    ] = None,
+    notify_email: Annotated[
+        str | None,
+        typer.Option(
+            "--notify-email",
+            metavar="ADDRESS",
+            help="Where email tasks without a `to` go (stored encrypted). "
+            "E.g. --notify-email ops@example.com",
+            rich_help_panel=_EMAIL,
+        ),
+    ] = None,
+    email_from: Annotated[
+        str | None,
+        typer.Option(
+            "--email-from",
+            metavar="ADDRESS",
+            help="Sender of this app's emails (default EMAIL_FROM). "
+            "E.g. --email-from hello@example.com",
+            rich_help_panel=_EMAIL,
+        ),
+    ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-url",
+            metavar="URL",
+            help="Target of `webhook` tasks; the first time, prints the signing secret once. "
+            "E.g. --webhook-url https://hooks.example.com/stateless",
+            rich_help_panel=_OUTBOUND,
+        ),
+    ] = None,
+    mastodon_url: Annotated[
+        str | None,
+        typer.Option(
+            "--mastodon-url",
+            metavar="URL",
+            help="The Mastodon-compatible server `social_post` tasks post to. "
+            "E.g. --mastodon-url https://mastodon.social",
+            rich_help_panel=_OUTBOUND,
+        ),
+    ] = None,
+    mastodon_token: Annotated[
+        str | None,
+        typer.Option(
+            "--mastodon-token",
+            metavar="TOKEN",
+            help="An access token with write:statuses on that server (stored encrypted). "
+            "E.g. --mastodon-token 9f8e7d...",
+            rich_help_panel=_OUTBOUND,
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="A browser origin allowed to call the API with this app's keys; repeat for "
+            "several (replaces the list). E.g. --cors-origin https://app.example.com",
+            rich_help_panel=_WEB,
+        ),
+    ] = None,
+    rate_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate-limit",
+            metavar="ROUTE=LIMIT",
+            help="Override a route's limit for this app; repeatable. ROUTE is an operation "
+            "name (bots.execute, health, drafts.create, ... or `default` for every other "
+            "route); LIMIT is COUNT/second|minute|hour|day. Defaults: health 10/minute, "
+            "bots.execute 30/minute, others 600/minute. E.g. --rate-limit bots.execute=60/minute",
+            rich_help_panel=_WEB,
+        ),
+    ] = None,
     allowed_content_type: Annotated[
-        list[str] | None, typer.Option("--allowed-content-type")
+        list[str] | None,
+        typer.Option(
+            "--allowed-content-type",
+            metavar="TYPE",
+            help="Restrict uploads to these media types (`type/*` allowed); repeat for several. "
+            "E.g. --allowed-content-type image/png --allowed-content-type 'image/*'",
+            rich_help_panel=_WEB,
+        ),
     ] = None,
     webpush_generate_keys: Annotated[
         bool,

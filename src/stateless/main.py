@@ -13,6 +13,7 @@ from stateless import __version__, domains
 from stateless.config import Settings
 from stateless.deps import API_V1
 from stateless.health.endpoints import router as health_router
+from stateless.kit.docs import install_docs
 from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import AccessLog, configure_logging
 from stateless.kit.looplag import watch_loop_lag
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "data has an expiry, is invisible once expired and is deleted within about a minute."
         ),
         lifespan=lifespan,
+        docs_url=None,  # kit/docs.py serves /docs and /redoc without any CDN
+        redoc_url=None,
         middleware=[
             Middleware(
                 EdgeMiddleware,
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in domains.ROUTERS:
         app.include_router(router)
     install_openapi(app)
+    install_docs(app)
     return app
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -22,31 +20,9 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-INSTALL_HINT = (
-    "the browser tests need Chromium: install it with `apt-get install -y chromium` (Debian/"
-    "Ubuntu; CI's .ci/run does this) or point CHROMIUM at a Chromium/Chrome binary"
-)
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--remote-debugging-port=0",
-)
+from tests.browser.playwright_pages import CHROMIUM_ARGS, INSTALL_HINT, chromium_executable
 
-
-def chromium_binary() -> str:
-    candidates = [os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")]
-    candidates += [shutil.which("chromium-browser"), shutil.which("google-chrome")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise AssertionError(INSTALL_HINT)
+FLAGS = (*CHROMIUM_ARGS, "--disable-dev-shm-usage", "--remote-debugging-port=0")
 
 
 class JavaScriptError(AssertionError):
@@ -131,7 +107,7 @@ async def _devtools_url(profile: Path, proc: subprocess.Popen[bytes]) -> str:
 
 @contextlib.asynccontextmanager
 async def launch() -> AsyncIterator[Browser]:
-    binary = chromium_binary()
+    binary = chromium_executable()
     # Chromium helpers may still be flushing the profile as it exits: cleanup is best effort.
     with tempfile.TemporaryDirectory(
         prefix="stateless-chromium-", ignore_cleanup_errors=True

@@ -24,7 +24,7 @@ def parse_time(value: str) -> datetime:
 async def test_register_stores_sealed_token_with_default_expiry(
     ios_client: Client, ios_tenant: TenantHandle
 ) -> None:
-    before = datetime.now(UTC)
+    before = datetime.now(UTC).replace(microsecond=0)  # expiries are whole seconds
     r = await ios_client.post(
         REGISTER, headers=ios_tenant.pk, json={"token": hex_token(1), "device_id": "device-1"}
     )

@@ -23,9 +23,11 @@ async def test_expired_state_is_invisible_and_cleaned(
 ) -> None:
     client = await make_client(
         apple_root_certs_dir=roots_dir,
+        # 2 s: expiries are whole seconds counted from the second a row was written, so a
+        # row lives between 1 and 2 s (a 1 s lifetime could end at once)
         ttl_overrides={
-            "entitlements": {"default": 1, "max": 1},
-            "notification_receipts": {"default": 1, "max": 1},
+            "entitlements": {"default": 2, "max": 2},
+            "notification_receipts": {"default": 2, "max": 2},
         },
     )
     tx = transaction(BUNDLE_ID, kind="Non-Consumable", expires_in=None)
@@ -40,7 +42,7 @@ async def test_expired_state_is_invisible_and_cleaned(
         "status"
     ] == "revoked"
 
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.2)
     # expired rows are not acted on, even before cleanup ran
     assert await count_rows(settings, "storekit_entitlements") == 1
     assert (await client.post(VALIDATE, json={"signed_transaction": token}, headers=app.pk)).json()[
@@ -54,7 +56,7 @@ async def test_expired_state_is_invisible_and_cleaned(
         "status"
     ] == "revoked"
 
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.2)
     response = await client.post("/api/v1/admin/cleanup", headers=app.sk)
     assert response.status_code == 200, response.text
     assert await count_rows(settings, "storekit_entitlements") == 0

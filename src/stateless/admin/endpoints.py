@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +12,7 @@ from stateless.admin.service import AdminService
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService
 from stateless.kit.context import TenantContext
+from stateless.kit.timestamps import Timestamp
 from stateless.lifecycle.scheduler import cleanup_service
 
 router = APIRouter(prefix=f"{API_V1}/admin", tags=["admin"])
@@ -31,12 +31,12 @@ class StatsOut(BaseModel):
 
 class SchedulerOut(BaseModel):
     is_running: bool
-    last_run_time: datetime | None
+    last_run_time: Timestamp | None
     last_run_status: str | None
     run_count: int
     error_count: int
-    started_at: datetime | None
-    next_run: datetime | None
+    started_at: Timestamp | None
+    next_run: Timestamp | None
     is_leader: bool
 
 

@@ -38,6 +38,7 @@ from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, Unprocessable
 from stateless.kit.metrics import Metrics
+from stateless.kit.timestamps import whole_seconds
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ class AffiliateService:
         day = now.astimezone(UTC).date()
         lifetime = self.policy.lifetime("affiliate_aggregates", None)
         if lifetime < timedelta(days=1):  # shorter than a day: count from the first conversion
-            return day, now + lifetime
+            return day, whole_seconds(now) + lifetime
         return day, datetime.combine(day, time.min, tzinfo=UTC) + lifetime
 
     async def record_conversion(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from stateless.kit.timestamps import Timestamp
 
 MAX_CONTEXT_BYTES = 1024 * 1024
 TaskStatus = Literal["queued", "running", "success", "failed", "timeout"]
@@ -35,7 +36,7 @@ class TaskAccepted(BaseModel):
     result: dict[str, Any] | None = None
     tenant: str
     ephemeral: bool = True
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class TaskError(BaseModel):
@@ -51,9 +52,9 @@ class TaskOut(BaseModel):
     attempts: int
     result: dict[str, Any] | None = None
     error: TaskError | None = None
-    created_at: datetime
-    finished_at: datetime | None = None
-    next_attempt_at: datetime | None = None
-    expires_at: datetime
+    created_at: Timestamp
+    finished_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None = None
+    expires_at: Timestamp
     tenant: str
     ephemeral: bool = True

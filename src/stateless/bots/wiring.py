@@ -1,7 +1,8 @@
 """Builds the bot service and task providers from the app's container, and the email provider
 and outbound HTTP client once per app.
 
-Email: SendGrid when SENDGRID_API_KEY is set, else SMTP when SMTP_URL is set, else console.
+Email: SendGrid when SENDGRID_API_KEY is set, else SMTP when SMTP_URL is set, else console
+(which prints each email in development).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def build_email_provider(settings: Settings) -> EmailProvider:
         return SendGridProvider(settings.sendgrid_api_key, settings.sendgrid_api_base_url, client)
     if settings.smtp_url:
         return SmtpProvider(settings.smtp_url)
-    return ConsoleEmailProvider()
+    # prints each email (addresses included) only in development: docs/privacy.md
+    return ConsoleEmailProvider(show_content=settings.environment == "development")
 
 
 def build_outbound_http() -> httpx.AsyncClient:

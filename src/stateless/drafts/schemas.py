@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
+
+from stateless.kit.timestamps import Timestamp
 
 MAX_DRAFT_BYTES = 1024 * 1024
 
@@ -18,16 +18,16 @@ class DraftOut(BaseModel):
     id: str
     content: str
     size_bytes: int
-    created_at: datetime
-    expires_at: datetime
+    created_at: Timestamp
+    expires_at: Timestamp
     tenant: str
 
 
 class DraftSummary(BaseModel):
     id: str
     size_bytes: int
-    created_at: datetime
-    expires_at: datetime
+    created_at: Timestamp
+    expires_at: Timestamp
 
 
 class DraftList(BaseModel):

@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from stateless import __version__
 from stateless.deps import ContainerDep
 from stateless.health.checks import dependency_checks
-from stateless.kit.errors import RateLimited, ServiceUnavailable, Unauthorized
+from stateless.kit.errors import NotFound, RateLimited, ServiceUnavailable, Unauthorized
 from stateless.kit.openapi import problems
+from stateless.kit.problems import CODE_PATTERN, describe, render_html
 from stateless.kit.ratelimit import HEALTH_ROUTE
 from stateless.tenants.auth import enforce_rate_limit
 from stateless.tenants.schemas import valid_app_id_or_none
@@ -97,3 +98,15 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
                 "A valid metrics token is required", headers={"WWW-Authenticate": "Bearer"}
             )
     return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/problems/{code}", name="problems.describe", include_in_schema=False)
+async def describe_problem(code: str, request: Request) -> Response:
+    """The page a problem's `type` (`/problems/<code>`) points at: HTML, or JSON when asked."""
+    if not CODE_PATTERN.fullmatch(code):
+        raise NotFound("No such problem type")
+    page = describe(code)
+    accept = request.headers.get("accept", "")
+    if "json" in accept and "text/html" not in accept:
+        return JSONResponse(page)
+    return HTMLResponse(render_html(page))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stateless.kit.timestamps import Timestamp
 
 TOKEN_PATTERN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 MAX_DEVICE_IDS_PER_PUSH = 10_000
@@ -49,7 +50,7 @@ class RegisterTokenIn(BaseModel):
 class RegisterTokenOut(BaseModel):
     status: Literal["registered"] = "registered"
     tenant: str
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class UnregisterTokenIn(BaseModel):

@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://stateless-backend.dev/problems/"
+# A relative reference: it resolves against the API's own base URL to a page this app serves
+# (GET /problems/<code>, kit/problems.py), whatever host or proxy the API is reached through.
+PROBLEM_TYPE_BASE = "/problems/"
 
 log = structlog.get_logger("stateless.errors")
 
@@ -187,6 +189,11 @@ async def _handle_problem(request: Request, exc: Exception) -> Response:
 
 async def _handle_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    from stateless.kit.media import unsupported_body_problem
+
+    wrong_media_type = unsupported_body_problem(request, exc)
+    if wrong_media_type is not None:
+        return await _handle_problem(request, wrong_media_type)
     return problem_response(
         422,
         request_id=request_id_of(request.scope),

@@ -133,7 +133,15 @@ _VERBATIM_KEYS = frozenset(
 )
 
 
+# The server's own address as `stateless serve` announces it (kit/serving.py): configuration,
+# not anybody's data. Only a bare scheme://host:port, optionally with /docs, passes as is.
+_SERVER_URL_KEYS = frozenset({"listening_on", "docs"})
+_SERVER_URL = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}(?:/docs)?$")
+
+
 def _is_verbatim(key: str, value: Any) -> bool:
+    if key in _SERVER_URL_KEYS:
+        return isinstance(value, str) and _SERVER_URL.match(value) is not None
     if key not in _VERBATIM_KEYS:
         return False
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -26,7 +26,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details with a stable `code` and the request id.",
     "required": ["type", "title", "status", "detail", "code", "request_id"],
     "properties": {
-        "type": {"type": "string", "description": "URI naming the problem type."},
+        "type": {
+            "type": "string",
+            "description": "`/problems/<code>`, relative to the API's base URL: a page "
+            "explaining the problem (HTML, or JSON with Accept: application/json).",
+        },
         "title": {"type": "string"},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
@@ -113,6 +117,8 @@ def problems_for(route: APIRoute) -> dict[int, str]:
     """The problem statuses every route of its kind can answer, and those its dependencies
     declare; the route's own (`responses=problems(...)`) are already in the document."""
     statuses = dict(_ANY_ROUTE)
+    if route.body_field is not None:
+        statuses[415] = "The body was not sent as JSON (Content-Type: application/json)"
     if set(route.methods or ()) & {"POST", "PUT", "PATCH", "DELETE"}:
         statuses[409] = "A concurrent request wrote the same data (`concurrent_write`); retry"
     grouped: dict[int, list[type[ProblemError]]] = {}

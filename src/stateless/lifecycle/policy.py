@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from stateless.kit.errors import Unprocessable
+from stateless.kit.timestamps import whole_seconds
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -141,4 +142,6 @@ class TtlPolicy:
         return timedelta(seconds=ttl_seconds)
 
     def expires_at(self, kind: str, ttl_seconds: int | None, now: datetime) -> datetime:
-        return now + self.lifetime(kind, ttl_seconds)
+        """Expiry in whole seconds (SPEC 1): counted from `now` truncated to the second, so the
+        `expires_at` a client is told is exactly the stored instant, never later than asked."""
+        return whole_seconds(now) + self.lifetime(kind, ttl_seconds)

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from stateless.kit.timestamps import Timestamp
+
 MAX_FILENAME_CHARS = 255
 # type/subtype with optional simple parameters ("text/plain; charset=utf-8"), RFC 6838 characters.
 _MEDIA_CHARS = r"[a-z0-9!#$&^_.+-]{1,127}"
@@ -64,13 +66,13 @@ class UploadInstruction(BaseModel):
     method: Literal["PUT"]
     url: str
     headers: dict[str, str]
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class CreatedObject(BaseModel):
     object_id: str
     upload: UploadInstruction
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class ObjectOut(BaseModel):
@@ -79,11 +81,11 @@ class ObjectOut(BaseModel):
     content_type: str
     content_length: int
     filename: str | None
-    created_at: datetime
-    expires_at: datetime
-    uploaded_at: datetime | None
+    created_at: Timestamp
+    expires_at: Timestamp
+    uploaded_at: Timestamp | None
     download_url: str | None
-    download_url_expires_at: datetime | None
+    download_url_expires_at: Timestamp | None
     tenant: str
 
 

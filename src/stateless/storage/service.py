@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import Conflict, NotFound, ProblemError, Unprocessable
+from stateless.kit.timestamps import whole_seconds
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.storage.backends import (
     MAX_PRESIGN_SECONDS,
@@ -167,7 +168,9 @@ class StorageService:
 
     async def _download_url(self, row: StoredFile) -> tuple[str, datetime]:
         """Valid until the object expires (capped at 7 days, the SigV4 limit), never longer."""
-        expires_at = min(row.expires_at, utcnow() + timedelta(seconds=MAX_PRESIGN_SECONDS))
+        expires_at = min(
+            row.expires_at, whole_seconds(utcnow()) + timedelta(seconds=MAX_PRESIGN_SECONDS)
+        )
         url = await self.backend.presign_get(
             row.storage_key, expires_at=expires_at, base_url=self.base_url
         )
@@ -195,7 +198,9 @@ class StorageService:
         now = utcnow()
         expires_at = self.policy.expires_at(KIND, ttl_seconds, now)
         row = self._new_row(content_type, content_length, filename, expires_at)
-        upload_expires_at = min(expires_at, now + timedelta(seconds=UPLOAD_URL_SECONDS))
+        upload_expires_at = min(
+            expires_at, whole_seconds(now) + timedelta(seconds=UPLOAD_URL_SECONDS)
+        )
         upload = await self.backend.presign_put(
             row.storage_key,
             content_type=content_type,

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from stateless.kit.timestamps import Timestamp
 from stateless.storekit.verifier import MAX_JWS_CHARS
 
 # A legacy app receipt is base64 of a PKCS#7 blob: tens of kB, rarely more than a few hundred.
@@ -42,11 +42,11 @@ class ValidateReceiptOut(BaseModel):
     status: ValidationStatus
     is_active: bool
     product_id: str | None = None
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     environment: Literal["production", "sandbox"] | None = None
     tenant: str
     reason: str | None = Field(default=None, description="Why the status is not `valid`.")
-    grace_period_expires_at: datetime | None = Field(
+    grace_period_expires_at: Timestamp | None = Field(
         default=None, description="Set while a lapsed subscription is in its billing grace period."
     )
     affiliate: Literal["recorded", "duplicate", "invalid_code", "rejected"] | None = Field(

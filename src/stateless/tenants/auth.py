@@ -30,7 +30,14 @@ from stateless.tenants.schemas import (
 )
 from stateless.tenants.service import hash_api_key, split_api_key
 
-_UNAUTHORIZED_DETAIL = "A valid X-App-ID and API key are required"
+# One text for every failure (SPEC 2: no tenant enumeration) that still says what to send and
+# where keys come from.
+_UNAUTHORIZED_DETAIL = (
+    "A valid app id and API key are required: send the headers X-App-ID: <app_id> and "
+    "Authorization: Bearer <key>, where <key> is the app's publishable key (pk_...) or secret "
+    "key (sk_...). The operator of this API issues an app's keys with "
+    "`stateless tenants create <app_id>` (or `stateless tenants rotate-key <app_id>`)."
+)
 _KIND_BY_PREFIX: dict[str, Literal["publishable", "secret"]] = {
     "pk": "publishable",
     "sk": "secret",

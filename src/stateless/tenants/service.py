@@ -16,6 +16,7 @@ from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, Conflict, NotFound
 from stateless.kit.ratelimit import parse_limit
+from stateless.kit.timestamps import format_timestamp
 from stateless.tenants.models import ApiKey, Tenant
 from stateless.tenants.repository import TenantRepository
 from stateless.tenants.schemas import (
@@ -27,6 +28,7 @@ from stateless.tenants.schemas import (
 )
 
 SECRETS_PURPOSE = "tenant-secrets"
+MASKED = "********"  # what `tenants show` prints for a secret that is set
 _KIND_PREFIX: dict[KeyKind, str] = {"publishable": "pk", "secret": "sk"}
 
 
@@ -146,28 +148,42 @@ class TenantService:
             raise NotFound(f"no tenant {app_id}")
         return tenant
 
-    async def list_tenants(self) -> list[dict[str, object]]:
+    async def _key_rows(self, app_id: str) -> list[dict[str, object]]:
+        """Key prefixes and state (never the keys, which are only stored as hashes)."""
         now = utcnow()
+        return [
+            {
+                "prefix": k.prefix,
+                "kind": k.kind,
+                "active": (k.revoked_at is None) and (k.expires_at is None or k.expires_at > now),
+                "expires_at": format_timestamp(k.expires_at) if k.expires_at else None,
+            }
+            for k in await self.repo.keys_of(app_id)
+        ]
+
+    async def list_tenants(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
         for tenant in await self.repo.list_all():
-            keys = await self.repo.keys_of(tenant.app_id)
             rows.append(
                 {
                     "app_id": tenant.app_id,
-                    "created_at": tenant.created_at.isoformat(),
-                    "keys": [
-                        {
-                            "prefix": k.prefix,
-                            "kind": k.kind,
-                            "active": (k.revoked_at is None)
-                            and (k.expires_at is None or k.expires_at > now),
-                            "expires_at": k.expires_at.isoformat() if k.expires_at else None,
-                        }
-                        for k in keys
-                    ],
+                    "created_at": format_timestamp(tenant.created_at),
+                    "keys": await self._key_rows(tenant.app_id),
                 }
             )
         return rows
+
+    async def show(self, app_id: str) -> dict[str, object]:
+        """An app's keys and settings for the operator; every secret is masked (set or not)."""
+        tenant = await self._require(app_id)
+        secrets_ = self.read_secrets(tenant).model_dump()
+        return {
+            "app_id": tenant.app_id,
+            "created_at": format_timestamp(tenant.created_at),
+            "keys": await self._key_rows(tenant.app_id),
+            "settings": self.read_config(tenant).model_dump(mode="json"),
+            "secrets": {name: MASKED if value else None for name, value in secrets_.items()},
+        }
 
     async def rotate_key(self, app_id: str, grace_seconds: int) -> IssuedKeys:
         """Issue a new pair; the old pair keeps working for `grace_seconds`, then stops."""

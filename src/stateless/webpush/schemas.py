@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stateless.kit.timestamps import Timestamp
 
 MAX_SUBSCRIBER_IDS_PER_PUSH = 10_000
 MAX_ENDPOINT_LENGTH = 2048
@@ -62,7 +63,7 @@ class SubscribeIn(BaseModel):
 class SubscribeOut(BaseModel):
     status: Literal["subscribed"] = "subscribed"
     tenant: str
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class UnsubscribeIn(BaseModel):

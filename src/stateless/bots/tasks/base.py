@@ -22,6 +22,7 @@ from stateless.ios.apns import ApnsClient
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.errors import BadGateway, ProblemError, Unprocessable
 from stateless.kit.metrics import Metrics
+from stateless.kit.timestamps import format_timestamp
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.storage.backends import StorageBackend
 from stateless.storage.service import StorageService
@@ -137,6 +138,6 @@ async def store_task_file(
     return {
         "object_id": stored.object_id,
         "download_url": stored.download_url,
-        "expires_at": stored.expires_at.isoformat().replace("+00:00", "Z"),
+        "expires_at": format_timestamp(stored.expires_at),
         "size_bytes": stored.size_bytes,
     }

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
 from stateless.kit.db import session_scope, utcnow
+from stateless.kit.timestamps import format_timestamp
 
 MAX_ROWS_PER_KIND = 100_000
 SEALED = "[sealed]"
@@ -40,8 +41,10 @@ def _value(name: str, value: Any) -> Any:
         return None
     if name.endswith("_sealed"):
         return SEALED
-    if isinstance(value, datetime | date):
-        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, bytes):
@@ -77,7 +80,7 @@ async def run(ctx: DataExportContext, deps: TaskDeps) -> dict[str, Any]:
             ]
         document = {
             "tenant": deps.tenant.app_id,
-            "exported_at": utcnow().isoformat().replace("+00:00", "Z"),
+            "exported_at": format_timestamp(utcnow()),
             "format": "stateless-export/1",
             "note": "keyed hashes and sealed values are exported as stored; none are opened",
             "kinds": exported,

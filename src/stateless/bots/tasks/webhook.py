@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 from stateless.kit.db import utcnow
+from stateless.kit.timestamps import format_timestamp
 
 ATTEMPTS_PER_RUN = 3
 ATTEMPT_TIMEOUT_SECONDS = 10.0
@@ -76,7 +77,7 @@ async def run(ctx: WebhookContext, deps: TaskDeps) -> dict[str, Any]:
     body = orjson.dumps(
         {
             "type": ctx.event_type,
-            "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+            "timestamp": format_timestamp(utcnow()),
             "data": ctx.data,
         }
     )

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
+    # Longest a statement may wait for Postgres before the request answers 503 (a frozen or
+    # overloaded server must not hold requests for asyncpg's default 30 s or longer).
+    db_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
     apns_production_url: str = "https://api.push.apple.com"
     apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
@@ -98,6 +101,9 @@ class Settings(BaseSettings):
     rate_limit_default: str = "600/minute"
     rate_limit_health: str = "10/minute"
     rate_limit_bots_execute: str = "30/minute"
+    # Failed authentications (401s) per client address, per app id and overall (SPEC 2).
+    auth_failure_limit_per_app: str = "20/minute"
+    auth_failure_limit: str = "60/minute"
 
     @field_validator("database_url")
     @classmethod

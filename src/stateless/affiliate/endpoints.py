@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -16,6 +15,7 @@ from stateless.affiliate.schemas import (
 )
 from stateless.affiliate.service import AffiliateService
 from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.kit.bounds import BoundedDate
 from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
 
 router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
@@ -75,10 +75,12 @@ async def conversion_stats(
         str | None, Query(max_length=64, description="One code; all of this app's when omitted.")
     ] = None,
     since: Annotated[
-        date | None, Query(description="First UTC day (YYYY-MM-DD); default until - 89 days.")
+        BoundedDate | None,
+        Query(description="First UTC day (YYYY-MM-DD); default until - 89 days."),
     ] = None,
     until: Annotated[
-        date | None, Query(description="Last UTC day, inclusive (YYYY-MM-DD); default today.")
+        BoundedDate | None,
+        Query(description="Last UTC day, inclusive (YYYY-MM-DD); default today."),
     ] = None,
 ) -> StatsOut:
     """Per-day conversion counts and exact value sums, with totals per event and currency.

@@ -34,6 +34,7 @@ from stateless.affiliate.schemas import (
     StatsTotal,
 )
 from stateless.affiliate.wiring import keyring
+from stateless.kit.bounds import check_decimal
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, ProblemError, Unprocessable
 from stateless.tenants.schemas import TenantContext
@@ -129,8 +130,10 @@ class AffiliateService:
             raise _invalid(
                 "value", "value_required", "currency was sent without value; send both or neither"
             )
-        if not value.is_finite():
-            raise _invalid("value", "invalid_value", "value must be a finite number")
+        try:  # digits and exponent first: nothing below may compute 10**exponent unbounded
+            check_decimal(value)
+        except ValueError as exc:
+            raise _invalid("value", "invalid_value", f"value: {exc}") from None
         if value.is_signed() and value != 0:
             raise _invalid("value", "negative_value", "value must not be negative")
         if value > MAX_VALUE:

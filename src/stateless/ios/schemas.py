@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stateless.kit.bounds import MAX_EPOCH_MS, BoundedInput, FreeFormObject
+
 TOKEN_PATTERN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 MAX_DEVICE_IDS_PER_PUSH = 10_000
 
@@ -16,7 +18,7 @@ PushType = Literal["alert", "background"]
 ResultStatus = Literal["sent", "removed", "failed", "not_registered"]
 
 
-class RegisterTokenIn(BaseModel):
+class RegisterTokenIn(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     token: str = Field(description="The APNs device token as hex (64-200 characters).")
@@ -52,7 +54,7 @@ class RegisterTokenOut(BaseModel):
     expires_at: datetime
 
 
-class UnregisterTokenIn(BaseModel):
+class UnregisterTokenIn(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     device_id: str = Field(min_length=1, max_length=256)
@@ -62,7 +64,7 @@ class UnregisterTokenOut(BaseModel):
     status: Literal["unregistered"] = "unregistered"
 
 
-class Alert(BaseModel):
+class Alert(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(max_length=1024)
@@ -70,7 +72,7 @@ class Alert(BaseModel):
     body: str = Field(max_length=4096)
 
 
-class PushIn(BaseModel):
+class PushIn(BoundedInput):
     """One notification to listed devices or to every live device of the app (exactly one)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -87,8 +89,9 @@ class PushIn(BaseModel):
     alert: Alert | None = None
     badge: int | None = Field(default=None, ge=0, le=1_000_000)
     sound: str | None = Field(default=None, min_length=1, max_length=256)
-    data: dict[str, Any] | None = Field(
-        default=None, description="Custom keys, placed beside `aps` in the payload."
+    data: FreeFormObject | None = Field(
+        default=None,
+        description="Custom keys, placed beside `aps` in the payload (at most 32 levels deep).",
     )
     push_type: PushType = "alert"
     priority: Literal[1, 5, 10] | None = Field(
@@ -98,6 +101,7 @@ class PushIn(BaseModel):
     expiration: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_EPOCH_MS // 1000,
         description="apns-expiration: UNIX time until which APNs retries delivery; 0 = once.",
     )
 
@@ -122,8 +126,9 @@ class PushIn(BaseModel):
         if self.collapse_id is not None and len(self.collapse_id.encode()) > 64:
             raise ValueError("collapse_id must be at most 64 bytes")
         if self.push_type == "background":
-            if self.alert is not None or self.sound is not None:
-                raise ValueError("background pushes carry no alert or sound")
+            # Apple: a background notification's `aps` holds only `content-available`.
+            if self.alert is not None or self.sound is not None or self.badge is not None:
+                raise ValueError("background pushes carry no alert, badge or sound")
             if self.priority == 10:
                 raise ValueError("background pushes must use priority 5 or 1")
         elif self.alert is None and self.badge is None and self.sound is None:

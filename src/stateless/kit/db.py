@@ -84,7 +84,10 @@ def build_engine(settings: Settings) -> AsyncEngine:
         # No pre-ping: it costs a round trip per checkout. A connection broken by a database
         # restart fails its request with a 503 problem and SQLAlchemy then drops the whole pool.
         pool_recycle=1800,
-        connect_args={"timeout": settings.db_pool_timeout, "command_timeout": 30},
+        connect_args={
+            "timeout": settings.db_pool_timeout,
+            "command_timeout": settings.db_statement_timeout_seconds,
+        },
     )
 
 

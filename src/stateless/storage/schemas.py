@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from stateless.kit.bounds import BoundedInput
+
 MAX_FILENAME_CHARS = 255
 # type/subtype with optional simple parameters ("text/plain; charset=utf-8"), RFC 6838 characters.
 _MEDIA_CHARS = r"[a-z0-9!#$&^_.+-]{1,127}"
@@ -42,7 +44,7 @@ def sanitize_filename(raw: str | None) -> str | None:
     return name[:MAX_FILENAME_CHARS] or None
 
 
-class CreateObjectIn(BaseModel):
+class CreateObjectIn(BoundedInput):
     content_type: str = Field(description="Media type the upload will carry, e.g. image/png.")
     content_length: int = Field(ge=0, description="Exact size of the upload in bytes.")
     ttl_seconds: int | None = Field(

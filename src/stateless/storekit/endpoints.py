@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from stateless.deps import API_V1, ContainerDep, SessionDep
-from stateless.kit.errors import BadRequest, NotFound
+from stateless.kit.errors import BadRequest
 from stateless.storekit.schemas import (
     NotificationIn,
     NotificationOut,
@@ -30,8 +30,10 @@ class InvalidSignedPayload(BadRequest):
     code, title = "invalid_signed_payload", "Invalid signed payload"
 
 
-class AppNotFound(NotFound):
-    code, title = "app_not_found", "App not found"
+# What an unknown (or not yet configured) app is verified against: no genuine payload names
+# this bundle or app id, so the same verifier answers it exactly as for a known app.
+_NO_BUNDLE_ID = "invalid.stateless.no-such-app"
+_NO_APP_APPLE_ID = 0
 
 
 @router.post(
@@ -81,7 +83,11 @@ def _checked_app_id(app_id: str) -> str:
     "/notifications/{app_id}",
     name="ios.notifications",
     response_model=NotificationOut,
-    responses={400: {"description": "Unverifiable payload; nothing recorded"}},
+    responses={
+        400: {
+            "description": "Unverifiable payload, or an unknown app (same answer); nothing recorded"
+        }
+    },
 )
 async def app_store_notification(
     app_id: str,
@@ -90,16 +96,23 @@ async def app_store_notification(
     session: SessionDep,
     container: ContainerDep,
 ) -> NotificationOut:
-    """App Store Server Notifications V2 endpoint (Apple calls it; the JWS is the proof)."""
+    """App Store Server Notifications V2 endpoint (Apple calls it; the JWS is the proof).
+
+    An unknown app id answers exactly as a known app does for a payload it cannot verify, so
+    the endpoint does not reveal which app ids exist.
+    """
     snapshot = await container.directory.get(_checked_app_id(app_id))
-    if snapshot is None:
-        raise AppNotFound(f"No app {app_id}")
-    request.state.tenant = snapshot.app_id
-    await enforce_rate_limit(request, container, snapshot.app_id, snapshot.config.rate_limits)
+    if snapshot is not None:
+        request.state.tenant = snapshot.app_id
+    overrides = snapshot.config.rate_limits if snapshot is not None else None
+    await enforce_rate_limit(request, container, app_id, overrides)
     providers: StoreKitProviders = container.services["storekit"]
+    config = snapshot.config if snapshot is not None else None
+    bundle_id = (config.bundle_id if config else None) or _NO_BUNDLE_ID
+    app_apple_id = config.app_apple_id if config and config.app_apple_id else _NO_APP_APPLE_ID
     try:
         verified = await providers.verifier.verify_notification(
-            body.signedPayload, snapshot.config.bundle_id, snapshot.config.app_apple_id
+            body.signedPayload, bundle_id, app_apple_id
         )
     except SignedDataInvalid as exc:
         container.metrics.storekit_notifications.labels(outcome="rejected").inc()
@@ -107,6 +120,11 @@ async def app_store_notification(
             f"The notification could not be verified: {exc.reason}",
             extra={"reason": exc.reason},
         ) from None
+    if snapshot is None:  # unreachable in practice: no genuine payload names the placeholders
+        raise InvalidSignedPayload(
+            "The notification could not be verified: wrong_bundle_id",
+            extra={"reason": "wrong_bundle_id"},
+        )
     service = NotificationService(
         session, VerifiedAppId(snapshot.app_id), snapshot.config, container
     )

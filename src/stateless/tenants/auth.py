@@ -21,6 +21,7 @@ from stateless.tenants.schemas import (
     VerifiedAppId,
 )
 from stateless.tenants.service import hash_api_key, split_api_key
+from stateless.tenants.throttle import record_failed_authentication
 
 _UNAUTHORIZED_DETAIL = "A valid X-App-ID and API key are required"
 _KIND_BY_PREFIX: dict[str, Literal["publishable", "secret"]] = {
@@ -125,7 +126,13 @@ class TenantAuth:
         tenant: TenantContext | None = getattr(request.state, "tenant_context", None)
         container: Container = request.app.state.container
         if tenant is None:
-            tenant = await authenticate(request, container)
+            try:
+                tenant = await authenticate(request, container)
+            except Unauthorized:  # only failures are counted; a valid key never reaches this
+                await record_failed_authentication(
+                    request, container, request.headers.get("x-app-id")
+                )
+                raise
             request.state.tenant_context = tenant
             if self.required == "secret" and tenant.scope != "secret":
                 raise Forbidden("This endpoint requires the secret key (sk_...)")

@@ -12,17 +12,18 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
+from stateless.kit.bounds import BoundedInput
 from stateless.kit.db import session_scope, utcnow
 
 MAX_ROWS_PER_KIND = 100_000
 SEALED = "[sealed]"
 
 
-class DataExportContext(BaseModel):
+class DataExportContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     kinds: list[str] | None = Field(

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 
 MAX_DEPTH: Final = 32
 """Nesting levels of a free-form object (its own level counts as one)."""
@@ -105,6 +105,16 @@ def _free_form(value: Any) -> Any:
     return check_json_tree(value)
 
 
+MAX_NUMBER_TEXT: Final = 100
+"""Characters of a number sent as text: parsing millions of digits would itself take a while."""
+
+
+def short_number_text(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
+        raise ValueError(f"number text must be at most {MAX_NUMBER_TEXT} characters")
+    return value
+
+
 def check_decimal(value: Decimal) -> Decimal:
     """Finite, at most 38 significant digits, exponent within [-38, 38] (0E+6000000 is out)."""
     if not value.is_finite():
@@ -172,7 +182,9 @@ Text = Annotated[str, AfterValidator(check_text)]
 FreeFormObject = Annotated[dict[str, Any], AfterValidator(_free_form)]
 """Caller-defined JSON object: at most 32 levels, encodable text, 64-bit integers."""
 FreeFormValue = Annotated[dict[str, Any] | list[Any], AfterValidator(_free_form)]
-BoundedDecimal = Annotated[Decimal, AfterValidator(check_decimal)]
+BoundedDecimal = Annotated[
+    Decimal, BeforeValidator(short_number_text), AfterValidator(check_decimal)
+]
 BoundedDate = Annotated[date, AfterValidator(check_date)]
 BoundedDateTime = Annotated[datetime, AfterValidator(check_datetime)]
 

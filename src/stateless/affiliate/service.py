@@ -53,7 +53,7 @@ _EVENT = re.compile(EVENT_PATTERN)
 class InvalidCode(BadRequest):
     """Malformed, forged, another tenant's, or not the code of the given code_id: one answer."""
 
-    code, title = "invalid_code", "Invalid referral code"
+    code = "invalid_code"
 
 
 def _invalid(

@@ -55,15 +55,15 @@ PENDING_ABANDON_GRACE_SECONDS = 60.0
 
 
 class UnknownTaskType(BadRequest):
-    code, title = "unknown_task_type", "Unknown task type"
+    code = "unknown_task_type"
 
 
 class TaskTimeout(GatewayTimeout):
-    code, title = "task_timeout", "Task timed out"
+    code = "task_timeout"
 
 
 class TaskNotFound(NotFound):
-    code, title = "task_not_found", "Task not found"
+    code = "task_not_found"
 
 
 class ReplayedProblem(ProblemError):
@@ -72,7 +72,6 @@ class ReplayedProblem(ProblemError):
     def __init__(self, body: dict[str, Any]) -> None:
         self.status = int(body["status"])
         self.code = str(body["code"])
-        self.title = str(body["title"])
         known = {"type", "title", "status", "detail", "code", "request_id"}
         super().__init__(
             str(body.get("detail") or self.title),
@@ -220,9 +219,7 @@ class BotService:
             p = outcome.problem
             stored = {
                 "problem": True,
-                "body": problem_body(
-                    p.status, code=p.code, title=p.title, detail=p.detail, extra=p.extra
-                ),
+                "body": problem_body(p.status, code=p.code, detail=p.detail, extra=p.extra),
             }
         else:
             stored = {"problem": False, "body": outcome.body}

@@ -20,7 +20,7 @@ PURPOSE = "draft-content"
 
 
 class DraftNotFound(NotFound):
-    code, title = "draft_not_found", "Draft not found"
+    code = "draft_not_found"
 
 
 class DraftService:

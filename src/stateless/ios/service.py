@@ -42,11 +42,11 @@ log = structlog.get_logger("stateless.ios")
 
 
 class ApnsNotConfigured(Conflict):
-    code, title = "apns_not_configured", "APNs is not configured for this app"
+    code = "apns_not_configured"
 
 
 class ApnsUnreachable(BadGateway):
-    code, title = "apns_unreachable", "APNs could not be reached"
+    code = "apns_unreachable"
 
 
 def _unreachable(outcomes: Sequence[ApnsOutcome]) -> bool:

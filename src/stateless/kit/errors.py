@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -18,13 +17,63 @@ PROBLEM_TYPE_BASE = "https://stateless-backend.dev/problems/"
 
 log = structlog.get_logger("stateless.errors")
 
+# RFC 9457: a title summarises its problem type and does not change between occurrences. The
+# type is derived from the code, so the title is too: this table is the one place it comes from
+# (codes not listed read as their words, "range_too_long" -> "Range too long").
+TITLES: dict[str, str] = {
+    "bad_request": "Bad request",
+    "unauthorized": "Unauthorized",
+    "forbidden": "Forbidden",
+    "insufficient_scope": "Insufficient scope",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "not_acceptable": "Not acceptable",
+    "conflict": "Conflict",
+    "concurrent_write": "Concurrent write",
+    "payload_too_large": "Payload too large",
+    "unsupported_media_type": "Unsupported media type",
+    "validation_error": "Validation error",
+    "rate_limited": "Too many requests",
+    "internal_error": "Internal server error",
+    "provider_error": "Upstream provider failed",
+    "service_unavailable": "Service unavailable",
+    "database_unavailable": "Database unavailable",
+    "timeout": "Timed out",
+    "task_timeout": "Task timed out",
+    "unknown_task_type": "Unknown task type",
+    "task_not_found": "Task not found",
+    "draft_not_found": "Draft not found",
+    "object_not_found": "Object not found",
+    "invalid_code": "Invalid referral code",
+    "invalid_signature": "Invalid signature",
+    "invalid_signed_payload": "Invalid signed payload",
+    "apns_not_configured": "APNs is not configured for this app",
+    "apns_unreachable": "APNs could not be reached",
+    "webhook_not_configured": "Webhook not configured",
+    "mastodon_not_configured": "Mastodon not configured",
+    "cors_origin_not_allowed": "CORS origin not allowed",
+    "url_expired": "URL expired",
+    "ttl_out_of_range": "TTL out of range",
+    "invalid_app_id": "Invalid app id",
+    "missing_app_id": "Missing app id",
+}
+
+
+def title_for(code: str) -> str:
+    """The one title of a problem code."""
+    title = TITLES.get(code)
+    if title is None:
+        words = code.replace("_", " ").strip()
+        title = words[:1].upper() + words[1:] if words else "Error"
+    return title
+
 
 class ProblemError(Exception):
-    """Base for every error a client may see; subclasses set status, code and title."""
+    """Base for every error a client may see; subclasses set status and code (the title
+    follows from the code, see TITLES)."""
 
     status: int = 400
     code: str = "bad_request"
-    title: str = "Bad request"
 
     def __init__(
         self,
@@ -33,7 +82,7 @@ class ProblemError(Exception):
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.detail = detail or self.title
+        self.detail = detail or title_for(self.code)
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
         super().__init__(self.detail)
@@ -43,49 +92,53 @@ class ProblemError(Exception):
         self.code = code
         return self
 
+    @property
+    def title(self) -> str:
+        return title_for(self.code)
+
 
 class BadRequest(ProblemError):
-    status, code, title = 400, "bad_request", "Bad request"
+    status, code = 400, "bad_request"
 
 
 class Unauthorized(ProblemError):
-    status, code, title = 401, "unauthorized", "Unauthorized"
+    status, code = 401, "unauthorized"
 
 
 class Forbidden(ProblemError):
-    status, code, title = 403, "insufficient_scope", "Insufficient scope"
+    status, code = 403, "insufficient_scope"
 
 
 class NotFound(ProblemError):
-    status, code, title = 404, "not_found", "Not found"
+    status, code = 404, "not_found"
 
 
 class Conflict(ProblemError):
-    status, code, title = 409, "conflict", "Conflict"
+    status, code = 409, "conflict"
 
 
 class PayloadTooLarge(ProblemError):
-    status, code, title = 413, "payload_too_large", "Payload too large"
+    status, code = 413, "payload_too_large"
 
 
 class Unprocessable(ProblemError):
-    status, code, title = 422, "validation_error", "Validation error"
+    status, code = 422, "validation_error"
 
 
 class RateLimited(ProblemError):
-    status, code, title = 429, "rate_limited", "Too many requests"
+    status, code = 429, "rate_limited"
 
 
 class BadGateway(ProblemError):
-    status, code, title = 502, "provider_error", "Upstream provider failed"
+    status, code = 502, "provider_error"
 
 
 class ServiceUnavailable(ProblemError):
-    status, code, title = 503, "service_unavailable", "Service unavailable"
+    status, code = 503, "service_unavailable"
 
 
 class GatewayTimeout(ProblemError):
-    status, code, title = 504, "timeout", "Timed out"
+    status, code = 504, "timeout"
 
 
 _CODES_BY_STATUS = {
@@ -122,16 +175,15 @@ def problem_body(
     request_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The problem+json body. `title` is accepted for older callers and ignored: a code has
+    one title (TITLES)."""
     code = code or _CODES_BY_STATUS.get(status, "error")
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
+    one_title = title_for(code)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
-        "title": title or phrase,
+        "title": one_title,
         "status": status,
-        "detail": detail or title or phrase,
+        "detail": detail or one_title,
         "code": code,
         "request_id": request_id,
     }
@@ -181,7 +233,6 @@ async def _handle_problem(request: Request, exc: Exception) -> Response:
         exc.status,
         request_id=request_id_of(request.scope),
         code=exc.code,
-        title=exc.title,
         detail=exc.detail,
         headers=exc.headers,
         extra=exc.extra,
@@ -194,7 +245,6 @@ async def _handle_validation(request: Request, exc: Exception) -> Response:
         422,
         request_id=request_id_of(request.scope),
         code="validation_error",
-        title="Validation error",
         detail="The request did not match the expected schema",
         extra={"errors": _validation_errors(exc)},
     )
@@ -226,7 +276,6 @@ def database_unavailable_response(request_id: str | None) -> Response:
         503,
         request_id=request_id,
         code="database_unavailable",
-        title="Service unavailable",
         detail="The database is not reachable right now; retry shortly",
         headers={"Retry-After": "5"},
     )
@@ -238,7 +287,6 @@ def internal_error_response(request_id: str | None) -> Response:
         500,
         request_id=request_id,
         code="internal_error",
-        title="Internal server error",
         detail="An unexpected error occurred; quote the request id when reporting it",
     )
 
@@ -295,7 +343,6 @@ async def _handle_integrity(request: Request, exc: Exception) -> Response:
         409,
         request_id=request_id_of(request.scope),
         code="concurrent_write",
-        title="Conflict",
         detail="A concurrent request wrote the same data; retry the request",
         headers={"Retry-After": "1"},
     )

@@ -49,11 +49,11 @@ UPLOAD_URL_SECONDS = 3600
 
 
 class ObjectNotFound(NotFound):
-    code, title = "object_not_found", "Object not found"
+    code = "object_not_found"
 
 
 class UnsupportedMediaType(ProblemError):
-    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+    status, code = 415, "unsupported_media_type"
 
 
 def _not_found(object_id: str) -> ObjectNotFound:

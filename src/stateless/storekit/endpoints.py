@@ -27,7 +27,7 @@ _OPTIONAL_FIELDS = ("reason", "grace_period_expires_at", "affiliate")
 
 
 class InvalidSignedPayload(BadRequest):
-    code, title = "invalid_signed_payload", "Invalid signed payload"
+    code = "invalid_signed_payload"
 
 
 # What an unknown (or not yet configured) app is verified against: no genuine payload names

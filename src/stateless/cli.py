@@ -114,6 +114,8 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=graceful_timeout,
+        # answers a request the client sent just before SIGTERM instead of dropping it
+        http="stateless.kit.serving:DrainingHttpToolsProtocol",
         access_log=False,
         log_config=None,
         server_header=False,

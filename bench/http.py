@@ -172,8 +172,21 @@ async def main(
         devnull = subprocess.DEVNULL
         serve_cmd = [stateless, "serve"]
         if profile:  # sample the server with pyinstrument; the profile is written at exit
-            serve_cmd = [sys.executable, "-m", "pyinstrument", "--interval", "0.001",
-                         "-r", "text", "--show-all", "-o", profile, "-m", "stateless.cli", "serve"]
+            serve_cmd = [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "--interval",
+                "0.001",
+                "-r",
+                "text",
+                "--show-all",
+                "-o",
+                profile,
+                "-m",
+                "stateless.cli",
+                "serve",
+            ]
         procs.append(subprocess.Popen(serve_cmd, env=env, stdout=devnull, stderr=devnull))
         procs.append(
             subprocess.Popen([stateless, "worker"], env=env, stdout=devnull, stderr=devnull)

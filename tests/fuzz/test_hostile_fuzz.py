@@ -248,7 +248,7 @@ async def test_hostile_values_in_every_body_field(
                         content=encoded(hostile),
                     )
     assert cases > 300
-    assert not failures, "\n".join(failures[:30])
+    assert not failures, f"{len(failures)} of {cases} cases failed:\n" + "\n".join(failures[:30])
 
 
 async def test_hostile_query_parameters_and_path_ids(client: Client, tenant: TenantHandle) -> None:
@@ -279,7 +279,7 @@ async def test_hostile_query_parameters_and_path_ids(client: Client, tenant: Ten
                 await send_checked(
                     client, detector, "GET", url, failures, f"{url[:80]}", headers=tenant.sk
                 )
-    assert not failures, "\n".join(failures[:30])
+    assert not failures, f"{len(failures)} failed:\n" + "\n".join(failures[:30])
 
 
 async def test_hostile_header_values(client: Client, tenant: TenantHandle) -> None:
@@ -300,4 +300,4 @@ async def test_hostile_header_values(client: Client, tenant: TenantHandle) -> No
                         client, detector, method, url, failures, f"{url} {name}={value[:40]!r}",
                         headers=headers, content=None if body is None else encoded(body),
                     )  # fmt: skip
-    assert not failures, "\n".join(failures[:30])
+    assert not failures, f"{len(failures)} failed:\n" + "\n".join(failures[:30])

@@ -262,3 +262,19 @@ async def test_background_push_refuses_other_aps_keys(
     )
     assert_problem(await execute(client, tenant, "push", body), 422, "validation_error")
     await assert_nothing_stored(settings)
+
+
+# -- values we send on as APNs header values (found by `make fuzz`: a 500 on /ios/push) ---------
+
+
+@pytest.mark.parametrize("value", ["\u00e9", "a\u0011b", " lead", "\U0001f600"])
+async def test_header_bound_values_must_be_printable_ascii(
+    client: Client, tenant: TenantHandle, settings: Settings, value: str
+) -> None:
+    body = {"device_ids": ["d"], "alert": {"title": "t", "body": "b"}, "collapse_id": value}
+    r = await client.post("/api/v1/ios/push", headers=tenant.sk, json=body)
+    assert_problem(r, 422, "validation_error")
+    token = {"token": "ab" * 32, "device_id": "d", "topic": "com.example" + value}
+    r = await client.post("/api/v1/ios/register-token", headers=tenant.pk, json=token)
+    assert_problem(r, 422, "validation_error")
+    await assert_nothing_stored(settings)

@@ -29,7 +29,9 @@ async def _tokens(
     )
 
 
-async def _push(session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep) -> PushService:
+async def _push(
+    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
+) -> PushService:
     return PushService(
         session, tenant, container.kit, container.services["apns"], container.metrics
     )

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stateless.kit.bounds import MAX_EPOCH_MS, BoundedInput, FreeFormObject
+from stateless.kit.bounds import MAX_EPOCH_MS, BoundedInput, FreeFormObject, HeaderText
 
 TOKEN_PATTERN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 MAX_DEVICE_IDS_PER_PUSH = 10_000
@@ -30,11 +30,13 @@ class RegisterTokenIn(BoundedInput):
     environment: Environment = Field(
         default="production", description="Which APNs environment issued the token."
     )
-    topic: str | None = Field(
+    topic: HeaderText | None = Field(
         default=None,
         min_length=1,
         max_length=255,
-        description="apns-topic for this device; defaults to the app's bundle id.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="apns-topic for this device (a bundle id, optionally with a suffix such as "
+        "`.voip`); defaults to the app's bundle id.",
     )
     ttl_seconds: int | None = Field(
         default=None, description="How long to keep the token (default 30 d, at most 60 d)."
@@ -97,7 +99,9 @@ class PushIn(BoundedInput):
     priority: Literal[1, 5, 10] | None = Field(
         default=None, description="apns-priority; default 10 for alert, 5 for background."
     )
-    collapse_id: str | None = Field(default=None, min_length=1, max_length=64)
+    collapse_id: HeaderText | None = Field(
+        default=None, min_length=1, max_length=64, description="apns-collapse-id (printable ASCII)."
+    )
     expiration: int | None = Field(
         default=None,
         ge=0,

@@ -55,6 +55,14 @@ def check_text(value: str) -> str:
     return value
 
 
+def check_header_text(value: str) -> str:
+    """Text that travels as an HTTP header value upstream (apns-topic, apns-collapse-id):
+    printable ASCII only, no leading or trailing space."""
+    if not value.isascii() or not value.isprintable() or value != value.strip():
+        raise ValueError("must be printable ASCII without leading or trailing spaces")
+    return value
+
+
 def _where(path: list[str]) -> str:
     return ".".join(path) or "the value"
 
@@ -179,6 +187,8 @@ def bounded_int(value: object, *, low: int, high: int) -> int:
 
 Text = Annotated[str, AfterValidator(check_text)]
 """A string that can be encoded (no lone surrogates); length bounds stay on each field."""
+HeaderText = Annotated[str, AfterValidator(check_header_text)]
+"""A value we send on as an HTTP header: printable ASCII."""
 FreeFormObject = Annotated[dict[str, Any], AfterValidator(_free_form)]
 """Caller-defined JSON object: at most 32 levels, encodable text, 64-bit integers."""
 FreeFormValue = Annotated[dict[str, Any] | list[Any], AfterValidator(_free_form)]

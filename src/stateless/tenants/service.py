@@ -209,7 +209,9 @@ class TenantService:
             changed.append("webhook_url")
             if sealed.webhook_secret is None:
                 # Standard Webhooks: standard base64 of 32 random bytes after the prefix
-                sealed.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                sealed.webhook_secret = (
+                    "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                )
                 result.webhook_secret = sealed.webhook_secret
         if request.cors_origins is not None:
             config.cors_origins = sorted({_validate_origin(o) for o in request.cors_origins})

@@ -1,5 +1,5 @@
 """`python -m bench.stallwatch --port N`: the server `stateless serve` runs (same app, same
-settings from the environment, same HTTP protocol), plus an event-loop stall detector.
+settings from the environment, same server and protocol: stateless.kit.serving), plus an event-loop stall detector.
 
 A ticker on the server's loop sleeps 5 ms at a time and measures the CPU time the loop's thread
 spent while it waited: that is how long other callbacks held the loop. CPU time, not wall
@@ -60,8 +60,7 @@ class StallWatch:
 
 
 def main() -> None:
-    import uvicorn
-
+    from stateless.kit import serving
     from stateless.main import app
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -69,11 +68,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stall-ms", type=float, default=250.0)
     args = parser.parse_args()
-    uvicorn.run(
+    serving.run(
         StallWatch(app, args.stall_ms / 1000),
         host=args.host,
         port=args.port,
-        http="stateless.kit.serving:DrainingHttpToolsProtocol",
         access_log=False,
         log_config=None,
         server_header=False,

@@ -94,7 +94,7 @@ def serve(
     SIGTERM: stop accepting, let in-flight requests finish within GRACEFUL_TIMEOUT_SECONDS, stop
     background loops after their current unit, close pools, then exit 0 (a clean stop, not a crash).
     """
-    import uvicorn
+    from stateless.kit import serving
 
     settings = _settings()
     try:
@@ -106,7 +106,7 @@ def serve(
     # uvicorn re-raises the captured SIGTERM after its graceful shutdown; this handler turns
     # that into exit status 0 so orchestrators record a clean stop.
     signal.signal(signal.SIGTERM, _exit_after_graceful_stop)
-    uvicorn.run(
+    serving.run(
         "stateless.main:app",
         host=host,
         port=port,
@@ -114,8 +114,6 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=graceful_timeout,
-        # answers a request the client sent just before SIGTERM instead of dropping it
-        http="stateless.kit.serving:DrainingHttpToolsProtocol",
         access_log=False,
         log_config=None,
         server_header=False,

@@ -1,22 +1,33 @@
-"""The HTTP/1.1 protocol `stateless serve` runs: uvicorn's httptools protocol, plus a graceful
-shutdown that does not drop a connection it has accepted but not yet read.
+"""How `stateless serve` runs uvicorn: a graceful shutdown that answers every request a client
+sent before SIGTERM, instead of resetting the connections it arrived on.
 
-On SIGTERM uvicorn stops listening and calls `shutdown()` on every open connection; its protocol
-closes at once any connection with no request parsed yet. A client whose connection the server
-had just accepted has usually sent its request already (the bytes sit unread in the socket
-buffer, one loop turn away), and it sees the connection closed without an answer. Here such a
-connection gets FIRST_REQUEST_GRACE_SECONDS to deliver its request, which is then answered with
-`Connection: close`; a connection that sends nothing in that time is closed as before. Idle
-keep-alive connections (they have been answered) still close at once.
+uvicorn's own shutdown loses two kinds of connection whose request was already sent:
+- connections the kernel had completed but the server had not accepted yet: uvicorn closes the
+  listening socket on the tick that sees the signal, and Linux resets every connection still in
+  the accept queue. `DrainingServer` gives the loop a few passes to accept them first.
+- connections accepted but not read yet: uvicorn's protocol closes at once any connection with
+  no request parsed, though the request bytes usually sit in the socket buffer one loop turn
+  away (closing a socket with unread data sends a reset). `DrainingHttpToolsProtocol` gives such
+  a connection FIRST_REQUEST_GRACE_SECONDS to deliver its request, answers it with
+  `Connection: close`, and closes it as before if nothing comes.
+Idle keep-alive connections (they have been answered) still close at once. With several workers
+(WEB_CONCURRENCY > 1) uvicorn's supervisor builds its own servers, so only the protocol part
+applies there; the listening socket stays open in the supervisor meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
+from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 FIRST_REQUEST_GRACE_SECONDS = 1.0
+ACCEPT_PASSES = 3
+PROTOCOL = "stateless.kit.serving:DrainingHttpToolsProtocol"
 
 
 class DrainingHttpToolsProtocol(HttpToolsProtocol):
@@ -51,3 +62,26 @@ class DrainingHttpToolsProtocol(HttpToolsProtocol):
             self._grace_timer.cancel()
             self._grace_timer = None
         super().connection_lost(exc)
+
+
+class DrainingServer(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # A few loop passes (each a zero-timeout select) accept what the kernel has queued,
+        # so closing the listening socket resets nobody who connected before the signal.
+        for _ in range(ACCEPT_PASSES):
+            await asyncio.sleep(0)
+        await super().shutdown(sockets)
+
+
+def run(app: Any, **options: Any) -> None:
+    """`uvicorn.run(app, **options)` with the draining server and protocol."""
+    config = uvicorn.Config(app, http=PROTOCOL, **options)
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = DrainingServer(config=config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE

@@ -54,8 +54,8 @@ TITLES: dict[str, str] = {
     "cors_origin_not_allowed": "CORS origin not allowed",
     "url_expired": "URL expired",
     "ttl_out_of_range": "TTL out of range",
-    "invalid_app_id": "Invalid app id",
-    "missing_app_id": "Missing app id",
+    "invalid_app_id": "Invalid X-App-ID",
+    "missing_app_id": "Missing X-App-ID",
 }
 
 

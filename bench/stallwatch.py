@@ -1,9 +1,10 @@
 """`python -m bench.stallwatch --port N`: the server `stateless serve` runs (same app, same
 settings from the environment, same server and protocol: stateless.kit.serving), plus an event-loop stall detector.
 
-A ticker on the server's loop sleeps 5 ms at a time and measures the CPU time the loop's thread
-spent while it waited: that is how long other callbacks held the loop. CPU time, not wall
-time, so a busy machine preempting the process is not reported as a stall. Past the threshold
+A ticker on the server's loop sleeps 5 ms at a time and measures how much longer than that it
+waited, minus the time the thread sat in the kernel's run queue (Linux schedstat): that is how
+long other callbacks held the loop, blocking calls included, while a busy machine preempting the
+process is not reported as a stall (elsewhere: the thread's CPU time). Past the threshold
 (`--stall-ms`, default 250) it prints one JSON line to stderr naming the requests in flight:
 
     {"event": "loop_stall", "held_ms": 5600.1, "requests": ["POST /api/v1/affiliate/conversion"]}
@@ -21,6 +22,28 @@ import time
 from typing import Any
 
 STALL_MARKER = '"event": "loop_stall"'
+TICK_SECONDS = 0.005
+_SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+def _runqueue_seconds() -> float | None:
+    """Time this thread has waited in the run queue (Linux), or None where unknown."""
+    try:
+        with open(_SCHEDSTAT) as stats:
+            return int(stats.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def held_tick() -> float:
+    """Sleep one tick on the loop; return how long something else held the loop meanwhile."""
+    wall, queued, cpu = time.perf_counter(), _runqueue_seconds(), time.thread_time()
+    await asyncio.sleep(TICK_SECONDS)
+    late = time.perf_counter() - wall - TICK_SECONDS
+    queued_after = _runqueue_seconds()
+    if queued is None or queued_after is None:
+        return time.thread_time() - cpu  # no schedstat: CPU time only
+    return max(0.0, late - (queued_after - queued))
 
 
 class StallWatch:
@@ -30,20 +53,20 @@ class StallWatch:
         self.app = app
         self.threshold = threshold_seconds
         self.in_flight: dict[int, str] = {}
+        self.since_tick: set[str] = set()  # a request that held the loop may finish before the tick
         self._ticker: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
         while True:
-            before = time.thread_time()
-            await asyncio.sleep(0.005)
-            held = time.thread_time() - before
+            held = await held_tick()
             if held > self.threshold:
                 line = {
                     "event": "loop_stall",
                     "held_ms": round(held * 1000, 1),
-                    "requests": sorted(self.in_flight.values()),
+                    "requests": sorted(self.since_tick | set(self.in_flight.values())),
                 }
                 print(json.dumps(line), file=sys.stderr, flush=True)
+            self.since_tick = set(self.in_flight.values())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._ticker is None:
@@ -53,6 +76,7 @@ class StallWatch:
             return
         key = id(scope)
         self.in_flight[key] = f"{scope['method']} {scope['path']}"
+        self.since_tick.add(self.in_flight[key])
         try:
             await self.app(scope, receive, send)
         finally:

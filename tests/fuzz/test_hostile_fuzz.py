@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -27,6 +26,7 @@ from bench.hostile import (
     paths_of,
     replace_at,
 )
+from bench.stallwatch import held_tick
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -39,9 +39,8 @@ HEX_TOKEN = "ab" * 32
 
 
 class LoopStallDetector:
-    """A 5 ms ticker on the loop: how much CPU the loop's thread spent while the ticker waited
-    is what other callbacks held the loop for. CPU time, not wall time, so a busy machine
-    that preempts the process is not mistaken for a stall."""
+    """A 5 ms ticker on the loop (bench/stallwatch.py's measure): how long anything else held
+    the loop, blocking calls included, a busy machine's preemption excluded."""
 
     def __init__(self) -> None:
         self.worst = 0.0
@@ -49,9 +48,7 @@ class LoopStallDetector:
 
     async def _tick(self) -> None:
         while True:
-            before = time.thread_time()
-            await asyncio.sleep(0.005)
-            self.worst = max(self.worst, time.thread_time() - before)
+            self.worst = max(self.worst, await held_tick())
 
     async def __aenter__(self) -> LoopStallDetector:
         self._task = asyncio.create_task(self._tick())

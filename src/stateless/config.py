@@ -116,6 +116,18 @@ class Settings(BaseSettings):
             return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
         return value
 
+    @field_validator("auth_failure_limit_per_app", "auth_failure_limit")
+    @classmethod
+    def _limit_text(cls, value: str) -> str:
+        """Refuse a malformed limit at start-up, not on the first failed authentication."""
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"invalid rate limit {value!r} (expected e.g. 20/minute)") from exc
+        return value
+
     @field_validator("previous_secret_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:

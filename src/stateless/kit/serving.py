@@ -4,7 +4,9 @@ sent before SIGTERM, instead of resetting the connections it arrived on.
 uvicorn's own shutdown loses two kinds of connection whose request was already sent:
 - connections the kernel had completed but the server had not accepted yet: uvicorn closes the
   listening socket on the tick that sees the signal, and Linux resets every connection still in
-  the accept queue. `DrainingServer` gives the loop a few passes to accept them first.
+  the accept queue; one accepted in the loop pass before the close fails to get its transport
+  (asyncio refuses to attach it to a closed server) and is reset too. `DrainingServer` keeps
+  accepting for ACCEPT_WINDOW_SECONDS, then gives the last accepted ones a few loop passes.
 - connections accepted but not read yet: uvicorn's protocol closes at once any connection with
   no request parsed, though the request bytes usually sit in the socket buffer one loop turn
   away (closing a socket with unread data sends a reset). `DrainingHttpToolsProtocol` gives such
@@ -26,6 +28,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 FIRST_REQUEST_GRACE_SECONDS = 1.0
+ACCEPT_WINDOW_SECONDS = 0.05
 ACCEPT_PASSES = 3
 PROTOCOL = "stateless.kit.serving:DrainingHttpToolsProtocol"
 
@@ -66,8 +69,10 @@ class DrainingHttpToolsProtocol(HttpToolsProtocol):
 
 class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # A few loop passes (each a zero-timeout select) accept what the kernel has queued,
-        # so closing the listening socket resets nobody who connected before the signal.
+        # The loop keeps accepting what the kernel has queued for a moment, and the last ones
+        # accepted get their transports, so closing the listening socket resets nobody who
+        # connected before the signal.
+        await asyncio.sleep(ACCEPT_WINDOW_SECONDS)
         for _ in range(ACCEPT_PASSES):
             await asyncio.sleep(0)
         await super().shutdown(sockets)

@@ -56,17 +56,15 @@ def _run(factory: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
 
 
 async def _with_tenants(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    from stateless.kit.crypto import PrivacyKit
-    from stateless.kit.db import build_engine, build_sessionmaker, session_scope
+    from stateless import domains
+    from stateless.kit.db import session_scope
     from stateless.tenants.service import TenantService
 
-    engine = build_engine(settings)
-    try:
-        async with session_scope(build_sessionmaker(engine)) as session:
-            kit = PrivacyKit(settings.secret_key, settings.previous_secret_keys)
-            return await action(TenantService(session, kit))
-    finally:
-        await engine.dispose()
+    async with (
+        domains.open_container(settings) as container,
+        session_scope(container.sessionmaker) as session,
+    ):
+        return await action(TenantService(session, container.privacy))
 
 
 def _exit_after_graceful_stop(_signum: int, _frame: Any) -> None:
@@ -137,12 +135,9 @@ def migrate() -> None:
 
 async def _cleanup_once(settings: Settings) -> dict[str, Any]:
     from stateless import domains
-    from stateless.container import open_container
     from stateless.lifecycle.scheduler import cleanup_service
 
-    async with AsyncExitStack() as stack:
-        container = await stack.enter_async_context(open_container(settings))
-        await domains.setup_services(container, stack)
+    async with domains.open_container(settings) as container:
         report = await cleanup_service(container).run_once()
         return {"deleted": report.deleted, "errors": report.errors}
 
@@ -158,8 +153,8 @@ def cleanup() -> None:
 
 async def _worker(settings: Settings) -> None:
     from stateless import domains
-    from stateless.container import open_container
     from stateless.kit.logging import configure_logging
+    from stateless.kit.looplag import watch_loop_lag
 
     configure_logging(settings.log_level, settings.effective_log_format)
     stop = asyncio.Event()
@@ -167,10 +162,9 @@ async def _worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
-        container = await stack.enter_async_context(open_container(settings))
-        await domains.setup_services(container, stack)
-        for factory in domains.background_factories():
-            await stack.enter_async_context(factory(container))
+        container = await stack.enter_async_context(domains.open_container(settings))
+        await stack.enter_async_context(watch_loop_lag(container.metrics))
+        await domains.start_background_jobs(container, stack)
         typer.echo("worker running; SIGTERM stops it after the current unit of work", err=True)
         await stop.wait()
 

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     apns_ca_file: Path | None = None
     # Concurrent HTTP/2 streams per process towards APNs (Apple allows ~1000 per connection).
     apns_max_concurrency: int = Field(default=256, ge=1, le=4000)
+    # ... and per tenant, so one app's broadcast cannot take every stream from the others.
+    apns_tenant_max_concurrency: int = Field(default=128, ge=1, le=4000)
+    # Seconds for one APNs attempt (stream opened to complete answer); then it is retried.
+    apns_request_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     apple_verify_receipt_url: str = "https://buy.itunes.apple.com/verifyReceipt"
     apple_verify_receipt_sandbox_url: str = "https://sandbox.itunes.apple.com/verifyReceipt"
     apple_root_certs_dir: Path | None = None

@@ -1,20 +1,29 @@
-"""Everything a request or a background job needs, built once per app in the lifespan."""
+"""Everything a request or a background job needs: one typed field per provider.
+
+Built once per process by `stateless.domains.open_container` (web lifespan, worker, CLI and
+tests alike). Services never receive the container: the endpoint or job picks the providers a
+service needs and passes those.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from stateless.affiliate.codes import AffiliateKeyring
 from stateless.config import Settings
+from stateless.email.base import EmailProvider
+from stateless.ios.apns import ApnsClient
 from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
+from stateless.lifecycle.registry import LifecycleRegistry
+from stateless.lifecycle.state import BackgroundState
+from stateless.storage.backends import StorageBackend
+from stateless.storekit.service import StoreKitProviders
 from stateless.tenants.directory import TenantDirectory
 
 
@@ -25,45 +34,19 @@ class Container:
     sessionmaker: async_sessionmaker[AsyncSession]
     # Autocommit sessions for GET/HEAD: no BEGIN/COMMIT round trips around a single read.
     read_sessionmaker: async_sessionmaker[AsyncSession]
-    kit: PrivacyKit
+    # Keyed hashes and AES-GCM sealing under SECRET_KEY (kit/crypto.py).
+    privacy: PrivacyKit
     metrics: Metrics
     directory: TenantDirectory
     limiter: RateLimiter
-    redis: Redis | None = None
-    # Domain services registered by their packages (storage backend, email provider, ...).
-    services: dict[str, Any] = field(default_factory=dict)
-
-
-@asynccontextmanager
-async def open_container(
-    settings: Settings, metrics: Metrics | None = None
-) -> AsyncIterator[Container]:
-    """Build every shared resource, and close them all on the way out (web, worker and CLI alike)."""
-    engine = build_engine(settings)
-    sessionmaker = build_sessionmaker(engine)
-    metrics = metrics or Metrics()
-    redis = (
-        Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        if settings.redis_url
-        else None
-    )
-    container = Container(
-        settings=settings,
-        engine=engine,
-        sessionmaker=sessionmaker,
-        read_sessionmaker=build_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-        ),
-        kit=PrivacyKit(settings.secret_key, settings.previous_secret_keys),
-        metrics=metrics,
-        directory=TenantDirectory(sessionmaker, settings.auth_cache_seconds),
-        limiter=RateLimiter(settings, metrics),
-        redis=redis,
-    )
-    try:
-        yield container
-    finally:
-        await container.limiter.close()
-        if redis is not None:
-            await redis.aclose()
-        await engine.dispose()
+    redis: Redis | None
+    # Providers, one per kind.
+    lifecycle: LifecycleRegistry
+    storage: StorageBackend
+    email: EmailProvider
+    apns: ApnsClient
+    storekit: StoreKitProviders
+    # Tenant-configured targets (webhooks, Mastodon): no proxies from the environment.
+    outbound_http: httpx.AsyncClient
+    affiliate_keys: AffiliateKeyring
+    background: BackgroundState

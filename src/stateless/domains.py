@@ -1,76 +1,139 @@
-"""Where each domain plugs in: one list per hook, read by create_app, the worker and the CLI.
-
-- ROUTERS: modules exposing `router` (an APIRouter carrying its full /api/v1/... prefix).
-- LIFECYCLE: modules exposing `register(registry, container)` for their expiring tables.
-- SERVICES: modules exposing `async setup(container, stack)` that build providers (storage
-  backend, email, APNs client...) into `container.services` and push their cleanup on `stack`.
-- BACKGROUND: "module:function" async context manager factories taking the container, run when
-  RUN_BACKGROUND_JOBS is true (web process) and always by `stateless worker`.
-"""
+"""Where each domain plugs in, with real imports: its routers, its expiring tables, its
+background jobs, and `open_container`, the one function that builds every provider for the web
+lifespan, the worker, the CLI and the tests alike."""
 
 from __future__ import annotations
 
-import importlib
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
-if TYPE_CHECKING:
-    from stateless.container import Container
+from fastapi import APIRouter
+from redis.asyncio import Redis
 
-ROUTERS: list[str] = [
-    "stateless.drafts.endpoints",
-    "stateless.admin.endpoints",
-    "stateless.affiliate.endpoints",
-    "stateless.ios.endpoints",
-    "stateless.storekit.endpoints",
-    "stateless.storage.endpoints",
-    "stateless.bots.endpoints",
+from stateless.admin import endpoints as admin_endpoints
+from stateless.affiliate import endpoints as affiliate_endpoints
+from stateless.affiliate import lifecycle as affiliate_lifecycle
+from stateless.affiliate.codes import AffiliateKeyring
+from stateless.bots import endpoints as bots_endpoints
+from stateless.bots import lifecycle as bots_lifecycle
+from stateless.bots.wiring import build_email_provider, build_outbound_http, task_runner_job
+from stateless.config import Settings
+from stateless.container import Container
+from stateless.drafts import endpoints as drafts_endpoints
+from stateless.drafts import lifecycle as drafts_lifecycle
+from stateless.ios import endpoints as ios_endpoints
+from stateless.ios import lifecycle as ios_lifecycle
+from stateless.ios.wiring import build_apns_client
+from stateless.kit.background import BackgroundJobs, Job
+from stateless.kit.crypto import PrivacyKit
+from stateless.kit.db import build_engine, build_sessionmaker
+from stateless.kit.metrics import Metrics
+from stateless.kit.ratelimit import RateLimiter
+from stateless.lifecycle.leader import Leadership
+from stateless.lifecycle.policy import TtlPolicy
+from stateless.lifecycle.registry import LifecycleRegistry
+from stateless.lifecycle.scheduler import CleanupScheduler
+from stateless.lifecycle.state import BackgroundState
+from stateless.storage import endpoints as storage_endpoints
+from stateless.storage import lifecycle as storage_lifecycle
+from stateless.storage.backends import StorageBackend, build_backend
+from stateless.storage.lifecycle import orphan_sweep_job
+from stateless.storekit import endpoints as storekit_endpoints
+from stateless.storekit import lifecycle as storekit_lifecycle
+from stateless.storekit.wiring import build_storekit
+from stateless.tenants.directory import TenantDirectory
+
+ROUTERS: list[APIRouter] = [
+    drafts_endpoints.router,
+    admin_endpoints.router,
+    affiliate_endpoints.router,
+    ios_endpoints.router,
+    storekit_endpoints.router,
+    storage_endpoints.router,
+    bots_endpoints.router,
 ]
 
-LIFECYCLE: list[str] = [
-    "stateless.drafts.lifecycle",
-    "stateless.affiliate.lifecycle",
-    "stateless.ios.lifecycle",
-    "stateless.storekit.lifecycle",
-    "stateless.storage.lifecycle",
-    "stateless.bots.lifecycle",
-]
-
-SERVICES: list[str] = [
-    "stateless.affiliate.wiring",
-    "stateless.ios.wiring",
-    "stateless.storekit.wiring",
-    "stateless.storage.wiring",
-    "stateless.bots.wiring",
-]
-
-BACKGROUND: list[str] = [
-    "stateless.lifecycle.scheduler:run_cleanup_loop",
-    "stateless.storage.lifecycle:run_orphan_sweep",
-    "stateless.bots.runner:run_task_loop",
+# Run while the app runs when RUN_BACKGROUND_JOBS is true (web process), always by the worker;
+# cleanup (CleanupScheduler) runs first. Leader-only jobs share the one leader lock.
+BACKGROUND_JOBS: list[Callable[[Container], Job]] = [
+    orphan_sweep_job,
+    task_runner_job,
 ]
 
 
-def routers() -> list[Any]:
-    return [importlib.import_module(name).router for name in ROUTERS]
+def build_lifecycle(settings: Settings, storage: StorageBackend) -> LifecycleRegistry:
+    """Every expiring table, with its TTL rule and what must happen before its rows go."""
+    registry = LifecycleRegistry(TtlPolicy(settings.max_data_ttl_days, settings.ttl_overrides))
+    drafts_lifecycle.register(registry)
+    affiliate_lifecycle.register(registry)
+    ios_lifecycle.register(registry)
+    storekit_lifecycle.register(registry)
+    storage_lifecycle.register(registry, storage)
+    bots_lifecycle.register(registry)
+    return registry
 
 
-def lifecycle_registrations() -> list[Any]:
-    return [importlib.import_module(name).register for name in LIFECYCLE]
+@asynccontextmanager
+async def open_container(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Container]:
+    """Build every shared resource and provider, and close them all on the way out."""
+    async with AsyncExitStack() as stack:
+        engine = build_engine(settings)
+        stack.push_async_callback(engine.dispose)
+        metrics = metrics or Metrics()
+        redis = (
+            Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+            if settings.redis_url
+            else None
+        )
+        if redis is not None:
+            stack.push_async_callback(redis.aclose)
+        limiter = RateLimiter(settings, metrics)
+        stack.push_async_callback(limiter.close)
+        kit = PrivacyKit(settings.secret_key, settings.previous_secret_keys)
+        sessionmaker = build_sessionmaker(engine)
+        storage = build_backend(settings, kit)
+        stack.push_async_callback(storage.close)
+        email = build_email_provider(settings)
+        stack.push_async_callback(email.aclose)
+        outbound_http = build_outbound_http()
+        stack.push_async_callback(outbound_http.aclose)
+        apns = await build_apns_client(settings)
+        stack.push_async_callback(apns.aclose)
+        leadership = Leadership(engine, is_sqlite=settings.is_sqlite)
+        stack.push_async_callback(leadership.release)
+        yield Container(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            read_sessionmaker=build_sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT")
+            ),
+            privacy=kit,
+            metrics=metrics,
+            directory=TenantDirectory(sessionmaker, settings.auth_cache_seconds),
+            limiter=limiter,
+            redis=redis,
+            lifecycle=build_lifecycle(settings, storage),
+            storage=storage,
+            email=email,
+            apns=apns,
+            storekit=await build_storekit(settings, stack),
+            outbound_http=outbound_http,
+            affiliate_keys=AffiliateKeyring(settings.affiliate_salt),
+            background=BackgroundState(leadership=leadership),
+        )
 
 
-def background_factories() -> list[Any]:
-    factories = []
-    for target in BACKGROUND:
-        module_name, _, attr = target.partition(":")
-        factories.append(getattr(importlib.import_module(module_name), attr))
-    return factories
-
-
-async def setup_services(container: Container, stack: AsyncExitStack) -> None:
-    """Register the lifecycle registry first (others hook into it), then each domain's providers."""
-    from stateless.lifecycle.registry import default_registry
-
-    container.services["lifecycle"] = default_registry(container)
-    for name in SERVICES:
-        await importlib.import_module(name).setup(container, stack)
+async def start_background_jobs(container: Container, stack: AsyncExitStack) -> None:
+    """Start every background job; each stops (after its current unit) when `stack` closes."""
+    container.background.enabled = True
+    cleanup = CleanupScheduler(container)
+    jobs = BackgroundJobs(
+        [cleanup.job(), *(build(container) for build in BACKGROUND_JOBS)],
+        container.background.leadership,
+        metrics=container.metrics,
+        on_leadership=cleanup.on_leadership,
+    )
+    await stack.enter_async_context(jobs)

@@ -11,15 +11,15 @@ from starlette.types import Receive, Scope, Send
 
 from stateless import __version__, domains
 from stateless.config import Settings
-from stateless.container import open_container
-from stateless.core.endpoints import router as core_router
 from stateless.deps import API_V1
+from stateless.health.endpoints import router as health_router
 from stateless.kit.errors import install_problem_handlers
-from stateless.kit.logging import configure_logging
+from stateless.kit.logging import AccessLog, configure_logging
+from stateless.kit.looplag import watch_loop_lag
 from stateless.kit.metrics import Metrics
-from stateless.kit.middleware import BodyLimitMiddleware, EdgeMiddleware
+from stateless.kit.middleware import EdgeMiddleware
 from stateless.kit.openapi import install_openapi
-from stateless.tenants.cors import TenantCorsMiddleware
+from stateless.tenants.cors import TenantCorsPolicy
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,12 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            container = await stack.enter_async_context(open_container(settings, metrics))
-            await domains.setup_services(container, stack)
+            await stack.enter_async_context(watch_loop_lag(metrics))
+            container = await stack.enter_async_context(domains.open_container(settings, metrics))
             app.state.container = container
             if settings.run_background_jobs:
-                for factory in domains.background_factories():
-                    await stack.enter_async_context(factory(container))
+                await domains.start_background_jobs(container, stack)
             yield
 
     app = FastAPI(
@@ -48,18 +47,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         middleware=[
-            Middleware(EdgeMiddleware, metrics=metrics),
-            Middleware(TenantCorsMiddleware),
             Middleware(
-                BodyLimitMiddleware,
-                max_bytes=settings.max_request_body_bytes,
-                overrides=((f"{API_V1}/storage/uploads/", settings.max_upload_bytes),),
+                EdgeMiddleware,
+                metrics=metrics,
+                access_log=AccessLog(settings.log_level, settings.effective_log_format),
+                max_body_bytes=settings.max_request_body_bytes,
+                body_limit_overrides=((f"{API_V1}/storage/uploads/", settings.max_upload_bytes),),
+                cors=TenantCorsPolicy(),
             ),
         ],
     )
     install_problem_handlers(app)
-    app.include_router(core_router)
-    for router in domains.routers():
+    app.include_router(health_router)
+    for router in domains.ROUTERS:
         app.include_router(router)
     install_openapi(app)
     return app

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stateless.affiliate.service import AffiliateService
+from stateless.affiliate.wiring import affiliate_service
 from stateless.config import Settings
 from stateless.kit.db import session_scope
 from stateless.tenants.schemas import TenantConfig, TenantContext, VerifiedAppId
@@ -296,7 +296,7 @@ def service_at(client: Client, tenant: TenantHandle, clock: Callable[[], datetim
 
     async def record(code: str, **kwargs: Any) -> str:
         async with session_scope(container.sessionmaker) as session:
-            service = AffiliateService(session, context, container, clock=clock)
+            service = affiliate_service(container, session, context, clock=clock)
             return await service.record_conversion(code, **kwargs)
 
     return record

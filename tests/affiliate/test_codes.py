@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 
 from stateless.affiliate import codes
+from stateless.affiliate.codes import AffiliateKeyring
 from stateless.affiliate.currencies import (
     MINOR_UNITS,
     decimal_places,
@@ -18,7 +19,6 @@ from stateless.affiliate.currencies import (
     minor_units,
     to_minor,
 )
-from stateless.affiliate.wiring import AffiliateKeyring
 
 SALT = "unit-test-affiliate-salt-with-32-plus-chars"
 GROUPED = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}$")

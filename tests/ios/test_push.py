@@ -121,8 +121,8 @@ async def test_provider_token_is_reused_then_refreshed_after_its_age_limit(
         clock=lambda: now[0],
     )
     container = ios_client.app.state.container
-    original = container.services["apns"]
-    container.services["apns"] = apns
+    original = container.apns
+    container.apns = apns
     try:
         for i in range(3):
             await register(ios_client, ios_tenant, f"d{i}", hex_token(i))
@@ -145,7 +145,7 @@ async def test_provider_token_is_reused_then_refreshed_after_its_age_limit(
         now[0] += 10 * 60
         assert await push_all() == second
     finally:
-        container.services["apns"] = original
+        container.apns = original
         await apns.aclose()
 
 
@@ -154,7 +154,7 @@ async def test_expired_tokens_are_never_pushed_to(
 ) -> None:
     await register(ios_client, ios_tenant, "live", hex_token(1))
     await register(ios_client, ios_tenant, "stale", hex_token(2))
-    kit = ios_client.app.state.container.kit
+    kit = ios_client.app.state.container.privacy
     stale_hash = kit.keyed_hash("ios-device-id", "app-a", "stale")
     await sql(
         ios_client,
@@ -353,8 +353,8 @@ async def test_expired_provider_token_is_resigned_but_not_within_twenty_minutes(
         clock=lambda: now[0],
         backoff_seconds=0.001,
     )
-    original = container.services["apns"]
-    container.services["apns"] = apns
+    original = container.apns
+    container.apns = apns
     try:
         await register(ios_client, ios_tenant, "d", hex_token(1))
         push = {"device_ids": ["d"], "badge": 1}
@@ -378,7 +378,7 @@ async def test_expired_provider_token_is_resigned_but_not_within_twenty_minutes(
         assert retried.jwt == first_jwt and delivered.jwt != first_jwt
         assert delivered.iat == int(now[0]) and delivered.answer == (200, None)
     finally:
-        container.services["apns"] = original
+        container.apns = original
         await apns.aclose()
 
 

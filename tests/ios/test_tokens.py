@@ -42,7 +42,7 @@ async def test_register_stores_sealed_token_with_default_expiry(
     assert app_id == "app-a" and environment == "production" and topic == BUNDLE_ID
     assert device_hash != "device-1" and "device-1" not in str(device_hash)
     assert hex_token(1) not in str(sealed)
-    kit = ios_client.app.state.container.kit
+    kit = ios_client.app.state.container.privacy
     assert kit.decrypt_text("apns-token", "app-a", sealed) == hex_token(1)
 
 
@@ -71,7 +71,7 @@ async def test_register_again_replaces_token_and_extends_expiry(
     ) > timedelta(days=29)
     rows = await sql(ios_client, "SELECT token_sealed, environment, topic FROM ios_device_tokens")
     assert len(rows) == 1
-    kit = ios_client.app.state.container.kit
+    kit = ios_client.app.state.container.privacy
     assert kit.decrypt_text("apns-token", "app-a", rows[0][0]) == hex_token(2)  # normalized
     assert rows[0][1:] == ("sandbox", "com.example.other")
 
@@ -189,7 +189,7 @@ async def test_cleanup_and_erasure_delete_token_rows(
             REGISTER, headers=tenant.pk, json={"token": hex_token(1), "device_id": device_id}
         )
         assert r.status_code == 200
-    old_hash = ios_client.app.state.container.kit.keyed_hash("ios-device-id", "app-a", "old")
+    old_hash = ios_client.app.state.container.privacy.keyed_hash("ios-device-id", "app-a", "old")
     await sql(
         ios_client,
         "UPDATE ios_device_tokens SET expires_at = created_at WHERE device_hash = :h",

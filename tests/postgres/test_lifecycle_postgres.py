@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from stateless.config import Settings
-from stateless.container import open_container
-from stateless.domains import setup_services
+from stateless.domains import open_container
+from stateless.kit.background import BackgroundJobs
 from stateless.lifecycle.scheduler import CleanupScheduler
 from tests.support import count_rows, sql
 
@@ -51,33 +51,35 @@ async def test_exactly_one_leader_and_takeover_within_two_intervals(settings: Se
     interval = 0.5
     local = settings.model_copy(update={"cleanup_interval_seconds": interval})
     async with open_container(local) as first_c, open_container(local) as second_c:
-        from contextlib import AsyncExitStack
-
-        async with AsyncExitStack() as stack:
-            await setup_services(first_c, stack)
-            await setup_services(second_c, stack)
-            first, second = CleanupScheduler(first_c), CleanupScheduler(second_c)
-            first_task = asyncio.create_task(first.run())
-            await asyncio.sleep(interval / 2)
-            second_task = asyncio.create_task(second.run())
-            await asyncio.sleep(interval * 2)
-            assert first.state.is_leader and not second.state.is_leader
-            # the follower checks leadership each interval but never runs a cleanup
-            assert first.state.run_count >= 2 and second.state.run_count == 0
-            await _seed_expired(local, 10)
-            first.stop_event.set()
-            await first_task
-            stopped_at = asyncio.get_running_loop().time()
-            while not second.state.is_leader:
-                assert asyncio.get_running_loop().time() - stopped_at < 2 * interval + 0.5
-                await asyncio.sleep(0.05)
-            for _ in range(40):
-                if await count_rows(local, "drafts") == 0:
-                    break
-                await asyncio.sleep(0.05)
-            assert await count_rows(local, "drafts") == 0
-            second.stop_event.set()
-            await second_task
+        first, second = CleanupScheduler(first_c), CleanupScheduler(second_c)
+        first_jobs, second_jobs = (
+            BackgroundJobs(
+                [scheduler.job()],
+                container.background.leadership,
+                metrics=container.metrics,
+                on_leadership=scheduler.on_leadership,
+            )
+            for scheduler, container in ((first, first_c), (second, second_c))
+        )
+        await first_jobs.__aenter__()
+        await asyncio.sleep(interval / 2)
+        await second_jobs.__aenter__()
+        await asyncio.sleep(interval * 2)
+        assert first.state.is_leader and not second.state.is_leader
+        # the follower checks leadership each interval but never runs a cleanup
+        assert first.state.run_count >= 2 and second.state.run_count == 0
+        await _seed_expired(local, 10)
+        await first_jobs.stop()
+        stopped_at = asyncio.get_running_loop().time()
+        while not second.state.is_leader:
+            assert asyncio.get_running_loop().time() - stopped_at < 2 * interval + 0.5
+            await asyncio.sleep(0.05)
+        for _ in range(40):
+            if await count_rows(local, "drafts") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await count_rows(local, "drafts") == 0
+        await second_jobs.stop()
 
 
 async def test_sigterm_mid_run_leaves_no_partial_state(settings: Settings, tmp_path) -> None:
@@ -124,14 +126,10 @@ async def test_sigterm_mid_run_leaves_no_partial_state(settings: Settings, tmp_p
         await count_rows(settings, "drafts", "draft_id <> 'live' AND content_sealed = 'x'") == left
     )
     assert await count_rows(settings, "drafts", "draft_id = 'live'") == 1
+    from stateless.lifecycle.scheduler import cleanup_service
+
     async with open_container(settings) as container:
-        from contextlib import AsyncExitStack
-
-        from stateless.lifecycle.scheduler import cleanup_service
-
-        async with AsyncExitStack() as stack:
-            await setup_services(container, stack)
-            report = await cleanup_service(container).run_once()
+        report = await cleanup_service(container).run_once()
     assert report.deleted["drafts"] == left
     assert await count_rows(settings, "drafts") == 1
     _ = datetime.now(UTC) - timedelta(0)

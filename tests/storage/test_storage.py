@@ -378,13 +378,14 @@ async def test_declared_size_type_and_ttl_are_validated(
 async def test_put_bytes_contract_for_other_parts(storage: Storage, tenant: TenantHandle) -> None:
     """Exports write through StorageService.put_bytes and hand out its download URL."""
     from stateless.kit.db import session_scope
-    from stateless.storage.service import StorageService
+    from stateless.storage.wiring import storage_service
     from stateless.tenants.schemas import TenantConfig, TenantContext, VerifiedAppId
 
     container = storage.client.app.state.container
     context = TenantContext(VerifiedAppId(tenant.app_id), "secret", "k", TenantConfig(), None)
     async with session_scope(container.sessionmaker) as session:
-        stored = await StorageService(session, context, container, "http://testserver").put_bytes(
+        service = storage_service(container, session, context, "http://testserver")
+        stored = await service.put_bytes(
             b'{"export": true}',
             content_type="application/json",
             filename="export.json",
@@ -402,7 +403,7 @@ async def test_orphan_sweep_removes_bodies_without_rows(
     container = storage.client.app.state.container
     kept = await _declare(storage, tenant, b"has a row")
     assert (await _upload(storage, kept, b"has a row")).status_code == 200
-    await container.services["storage"].put(
+    await container.storage.put(
         f"{tenant.app_id}/orphan-body", b"no row", content_type="text/plain"
     )
     assert len(storage.bodies()) == 2

@@ -13,6 +13,8 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from stateless.kit.crypto import PrivacyKit
+
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 CODE_LENGTH = 16
 GROUP_SIZE = 4
@@ -82,3 +84,17 @@ def verify(keys: CodeKeys, text: str) -> str | None:
 def matches_code_id(keys: CodeKeys, canonical: str, code_id: str) -> bool:
     """Whether `canonical` is the code generated for `code_id` (constant-time comparison)."""
     return hmac.compare_digest(make_code(keys, code_id), canonical)
+
+
+class AffiliateKeyring:
+    """Per-tenant code keys (HKDF through the privacy kit, rooted in AFFILIATE_SALT, not
+    SECRET_KEY): rotating SECRET_KEY leaves printed codes valid; changing the salt voids them."""
+
+    def __init__(self, affiliate_salt: str) -> None:
+        self._kit = PrivacyKit(affiliate_salt)
+
+    def keys_for(self, app_id: str) -> CodeKeys:
+        return CodeKeys(
+            payload_key=self._kit.derive("affiliate-code-payload", app_id),
+            mac_key=self._kit.derive("affiliate-code-mac", app_id),
+        )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate.schemas import (
     ConversionIn,
@@ -13,44 +14,78 @@ from stateless.affiliate.schemas import (
     GenerateOut,
     StatsOut,
 )
-from stateless.affiliate.service import AffiliateService
-from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.affiliate.service import (
+    AffiliateService,
+    CurrencyRequired,
+    DateRangeTooLong,
+    InvalidCode,
+    InvalidCodeId,
+    InvalidCurrency,
+    InvalidDateRange,
+    InvalidEvent,
+    InvalidEventId,
+    InvalidValue,
+    NegativeValue,
+    TooManyDecimals,
+    ValueRequired,
+    ValueTooLarge,
+)
+from stateless.affiliate.wiring import affiliate_service
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
 from stateless.kit.bounds import BoundedDate
-from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
+from stateless.kit.context import TenantContext
+from stateless.kit.openapi import problems
 
 router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
 
 
-async def _any_key_service(
-    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+def _build(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> AffiliateService:
-    return AffiliateService(session, tenant, container)
-
-
-async def _secret_key_service(
-    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
-) -> AffiliateService:
-    return AffiliateService(session, tenant, container)
+    return affiliate_service(container, session, tenant)
 
 
 # One service dependency per key scope, so a request authenticates (and is rate limited) once.
-AnyKeyService = Annotated[AffiliateService, Depends(_any_key_service)]
-SecretKeyService = Annotated[AffiliateService, Depends(_secret_key_service)]
+AnyKeyService = Annotated[AffiliateService, Depends(KeyedService(_build, "any"), scope="function")]
+SecretKeyService = Annotated[
+    AffiliateService, Depends(KeyedService(_build, "secret"), scope="function")
+]
 
 
-@router.post("/generate", name="affiliate.generate", response_model=GenerateOut)
-async def generate_code(
-    body: GenerateIn, service: AnyKeyService, tenant: AnyKeyTenant
-) -> GenerateOut:
+@router.post(
+    "/generate",
+    name="affiliate.generate",
+    response_model=GenerateOut,
+    responses=problems(InvalidCodeId),
+)
+async def generate_code(body: GenerateIn, service: AnyKeyService) -> GenerateOut:
     """The referral code for `code_id`: always the same code for the same app and code_id.
 
     Nothing is stored. The code carries a MAC, so /conversion can tell a genuine code of this
     app from a typo or a guess without knowing code_id.
     """
-    return GenerateOut(code=service.generate_code(body.code_id), tenant=tenant.app_id)
+    return GenerateOut(code=service.generate_code(body.code_id), tenant=service.tenant.app_id)
 
 
-@router.post("/conversion", name="affiliate.conversion", response_model=ConversionOut)
+@router.post(
+    "/conversion",
+    name="affiliate.conversion",
+    response_model=ConversionOut,
+    responses=problems(
+        InvalidCode,
+        InvalidCodeId,
+        InvalidEvent,
+        InvalidEventId,
+        CurrencyRequired,
+        InvalidCurrency,
+        ValueRequired,
+        InvalidValue,
+        NegativeValue,
+        ValueTooLarge,
+        TooManyDecimals,
+    ),
+)
 async def record_conversion(body: ConversionIn, service: SecretKeyService) -> ConversionOut:
     """Count one conversion of a code into today's (UTC) aggregate. Secret key only.
 
@@ -68,7 +103,12 @@ async def record_conversion(body: ConversionIn, service: SecretKeyService) -> Co
     return ConversionOut(status=status)
 
 
-@router.get("/stats", name="affiliate.stats", response_model=StatsOut)
+@router.get(
+    "/stats",
+    name="affiliate.stats",
+    response_model=StatsOut,
+    responses=problems(InvalidDateRange, DateRangeTooLong),
+)
 async def conversion_stats(
     service: SecretKeyService,
     code: Annotated[

@@ -20,7 +20,6 @@ MINOR_SUM = Numeric(38, 0).with_variant(BigInteger(), "sqlite")
 
 class AffiliateAggregate(TenantOwned, Base):
     __tablename__ = "affiliate_aggregates"
-    __ttl_kind__ = "affiliate_aggregates"
     # The primary key is the aggregate's identity (app_id first), hence also its unique key.
     __table_args__ = (
         PrimaryKeyConstraint("app_id", "code", "day", "event", "currency"),
@@ -39,7 +38,6 @@ class AffiliateEventMark(TenantOwned, Base):
     """One `event_id` already counted, as a keyed hash, until its own expiry."""
 
     __tablename__ = "affiliate_events"
-    __ttl_kind__ = "affiliate_events"
     __table_args__ = (PrimaryKeyConstraint("app_id", "event_hash"),)
 
     event_hash: Mapped[str] = mapped_column(String(64))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate import codes
+from stateless.affiliate.codes import AffiliateKeyring
 from stateless.affiliate.currencies import decimal_places, from_minor, minor_units, to_minor
 from stateless.affiliate.repository import (
     AggregateRepository,
@@ -33,14 +34,14 @@ from stateless.affiliate.schemas import (
     StatsRow,
     StatsTotal,
 )
-from stateless.affiliate.wiring import keyring
 from stateless.kit.bounds import check_decimal
+from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, ProblemError, Unprocessable
+from stateless.kit.errors import BadRequest, Unprocessable
+from stateless.kit.metrics import Metrics
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.policy import TtlPolicy
 
 EVENT_ID_PURPOSE = "affiliate-event-id"
@@ -56,12 +57,63 @@ class InvalidCode(BadRequest):
     code = "invalid_code"
 
 
-def _invalid(
-    field: str, code: str, message: str, where: Literal["body", "query"] = "body"
-) -> ProblemError:
-    return Unprocessable(
-        message, extra={"errors": [{"loc": [where, field], "msg": message, "type": code}]}
-    ).with_code(code)
+class InvalidField(Unprocessable):
+    """A field that fits the schema but not the rules: `errors` names it as a schema failure
+    would, with the problem's code as its type."""
+
+    def __init__(self, field: str, message: str, where: Literal["body", "query"] = "body") -> None:
+        super().__init__(
+            message,
+            extra={"errors": [{"loc": [where, field], "msg": message, "type": self.code}]},
+        )
+
+
+class InvalidCodeId(InvalidField):
+    code = "invalid_code_id"
+
+
+class InvalidEvent(InvalidField):
+    code = "invalid_event"
+
+
+class CurrencyRequired(InvalidField):
+    code = "currency_required"
+
+
+class InvalidCurrency(InvalidField):
+    code = "invalid_currency"
+
+
+class ValueRequired(InvalidField):
+    code = "value_required"
+
+
+class InvalidValue(InvalidField):
+    code = "invalid_value"
+
+
+class NegativeValue(InvalidField):
+    code = "negative_value"
+
+
+class ValueTooLarge(InvalidField):
+    code = "value_too_large"
+
+
+class TooManyDecimals(InvalidField):
+    code = "too_many_decimals"
+
+
+class InvalidEventId(InvalidField):
+    code = "invalid_event_id"
+
+
+class InvalidDateRange(InvalidField):
+    code = "invalid_date_range"
+
+
+class DateRangeTooLong(InvalidField):
+    code = "date_range_too_long"
 
 
 class AffiliateService:
@@ -69,31 +121,31 @@ class AffiliateService:
         self,
         session: AsyncSession,
         tenant: TenantContext,
-        container: Container,
         *,
+        kit: PrivacyKit,
+        keys: AffiliateKeyring,
+        policy: TtlPolicy,
+        metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.tenant = tenant
-        self.container = container
+        self.kit = kit
+        self.policy = policy
+        self.metrics = metrics
         self.clock = clock
-        self.keys = keyring(container).keys_for(tenant.app_id)
+        self.keys = keys.keys_for(tenant.app_id)
         self.aggregates = AggregateRepository(session, tenant, clock)
         self.marks = EventMarkRepository(session, tenant, clock)
 
-    @property
-    def policy(self) -> TtlPolicy:
-        policy: TtlPolicy = self.container.services["lifecycle"].policy
-        return policy
-
     def _count(self, outcome: str) -> None:
-        self.container.metrics.affiliate_conversions.labels(outcome=outcome).inc()
+        self.metrics.affiliate_conversions.labels(outcome=outcome).inc()
 
     # -- codes ---------------------------------------------------------------------------------
 
     def generate_code(self, code_id: str) -> str:
         """The grouped code for `code_id`; deterministic, nothing stored."""
         if not 1 <= len(code_id) <= MAX_CODE_ID_LENGTH:
-            raise _invalid("code_id", "invalid_code_id", "code_id must be 1-128 characters")
+            raise InvalidCodeId("code_id", "code_id must be 1-128 characters")
         return codes.group(codes.make_code(self.keys, code_id))
 
     def verify_code(self, code: str) -> str:
@@ -108,9 +160,8 @@ class AffiliateService:
     @staticmethod
     def _checked_event(event: str) -> str:
         if len(event) > MAX_EVENT_LENGTH or not _EVENT.fullmatch(event):
-            raise _invalid(
+            raise InvalidEvent(
                 "event",
-                "invalid_event",
                 "event must be 1-64 letters, digits or `_ . : -`, starting with a letter or digit",
             )
         return event
@@ -120,28 +171,25 @@ class AffiliateService:
         """(ISO code or "", amount in minor units); 422 for anything not exactly representable."""
         if currency is None:
             if value is not None:
-                raise _invalid("currency", "currency_required", "currency is required with value")
+                raise CurrencyRequired("currency", "currency is required with value")
             return "", 0
         iso = currency.strip().upper()
         places = minor_units(iso)
         if places is None:
-            raise _invalid("currency", "invalid_currency", "currency must be an ISO 4217 code")
+            raise InvalidCurrency("currency", "currency must be an ISO 4217 code")
         if value is None:
-            raise _invalid(
-                "value", "value_required", "currency was sent without value; send both or neither"
-            )
+            raise ValueRequired("value", "currency was sent without value; send both or neither")
         try:  # digits and exponent first: nothing below may compute 10**exponent unbounded
             check_decimal(value)
         except ValueError as exc:
-            raise _invalid("value", "invalid_value", f"value: {exc}") from None
+            raise InvalidValue("value", f"value: {exc}") from None
         if value.is_signed() and value != 0:
-            raise _invalid("value", "negative_value", "value must not be negative")
+            raise NegativeValue("value", "value must not be negative")
         if value > MAX_VALUE:
-            raise _invalid("value", "value_too_large", f"value must be at most {MAX_VALUE}")
+            raise ValueTooLarge("value", f"value must be at most {MAX_VALUE}")
         if decimal_places(value) > places:
-            raise _invalid(
+            raise TooManyDecimals(
                 "value",
-                "too_many_decimals",
                 f"{iso} allows {places} decimal place{'s' if places != 1 else ''}",
             )
         return iso, to_minor(value, places)
@@ -168,9 +216,9 @@ class AffiliateService:
         event = self._checked_event(event)
         iso, amount = self._checked_amount(value, currency)
         if event_id is not None and not 1 <= len(event_id) <= MAX_EVENT_ID_LENGTH:
-            raise _invalid("event_id", "invalid_event_id", "event_id must be 1-256 characters")
+            raise InvalidEventId("event_id", "event_id must be 1-256 characters")
         if code_id is not None and not 1 <= len(code_id) <= MAX_CODE_ID_LENGTH:
-            raise _invalid("code_id", "invalid_code_id", "code_id must be 1-128 characters")
+            raise InvalidCodeId("code_id", "code_id must be 1-128 characters")
         try:
             canonical = self.verify_code(code)
             if code_id is not None and not codes.matches_code_id(self.keys, canonical, code_id):
@@ -180,7 +228,7 @@ class AffiliateService:
             raise
         now = self.clock()
         if event_id is not None:
-            mark = self.container.kit.keyed_hash(EVENT_ID_PURPOSE, self.tenant.app_id, event_id)
+            mark = self.kit.keyed_hash(EVENT_ID_PURPOSE, self.tenant.app_id, event_id)
             expires = self.policy.expires_at("affiliate_events", None, now)
             if not await self.marks.claim(mark, expires):
                 self._count("duplicate")
@@ -196,9 +244,7 @@ class AffiliateService:
                 expires_at=expires_at,
             )
         except SumOverflowError as exc:
-            raise _invalid(
-                "value", "value_too_large", "this aggregate's sum would overflow"
-            ) from exc
+            raise ValueTooLarge("value", "this aggregate's sum would overflow") from exc
         self._count("recorded")
         return "recorded"
 
@@ -212,11 +258,10 @@ class AffiliateService:
             # until near 0001-01-01: the default window starts at the first day there is
             since = until - back if until - date.min >= back else date.min
         if until < since:
-            raise _invalid("until", "invalid_date_range", "until must not be before since", "query")
+            raise InvalidDateRange("until", "until must not be before since", "query")
         if (until - since).days + 1 > MAX_STATS_DAYS:
-            raise _invalid(
+            raise DateRangeTooLong(
                 "since",
-                "date_range_too_long",
                 f"since..until may span at most {MAX_STATS_DAYS} days",
                 "query",
             )
@@ -236,6 +281,10 @@ class AffiliateService:
     def _day_row(cls, row: AggregateRow) -> StatsRow:
         assert row.day is not None, "daily rows carry their day"
         return StatsRow(day=row.day, **cls._amount(row))
+
+    async def daily_totals(self, since: date, until: date, limit: int) -> list[AggregateRow]:
+        """Live conversions per UTC day, event and currency over all codes (reports)."""
+        return await self.aggregates.daily(None, since, until, limit)
 
     async def stats(
         self, code: str | None = None, since: date | None = None, until: date | None = None

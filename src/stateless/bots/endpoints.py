@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from stateless.bots.idempotency import IdempotencyInProgress, IdempotencyKeyReused
+from stateless.bots.outbound import TargetRefusedProblem
 from stateless.bots.schemas import ExecuteIn, TaskAccepted, TaskOut
-from stateless.bots.service import BotService
-from stateless.deps import API_V1, ContainerDep
-from stateless.kit.errors import PROBLEM_CONTENT_TYPE
-from stateless.tenants.auth import SecretKeyTenant
-from stateless.tenants.schemas import TenantContext
+from stateless.bots.service import (
+    BotService,
+    ContextTooLarge,
+    TaskNotFound,
+    TaskTimeout,
+    UnknownTaskType,
+)
+from stateless.bots.tasks.data_export import UnknownKind
+from stateless.bots.tasks.email import NoRecipient, TemplateUnsupported
+from stateless.bots.tasks.email_campaign import NoContent
+from stateless.bots.tasks.push import NoApnsKey
+from stateless.bots.tasks.report_generation import RangeTooLong
+from stateless.bots.tasks.social_post import MastodonNotConfigured
+from stateless.bots.tasks.webhook import WebhookNotConfigured
+from stateless.bots.wiring import bot_service
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
+from stateless.kit.context import TenantContext
+from stateless.kit.errors import BadGateway, Unprocessable
+from stateless.kit.openapi import problems
 
 router = APIRouter(prefix=f"{API_V1}/bots", tags=["bots"])
 
-_PROBLEM: dict[str, Any] = {"content": {PROBLEM_CONTENT_TYPE: {}}}
 
-
-def _service(request: Request, container: ContainerDep, tenant: TenantContext) -> BotService:
+def _build(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
+) -> BotService:
+    """Task records are written in their own short transactions; the request's is unused."""
     base_url = container.settings.public_base_url or str(request.base_url)
-    return BotService(container, tenant, base_url.rstrip("/"))
+    return bot_service(container, tenant, base_url.rstrip("/"))
+
+
+Service = Annotated[BotService, Depends(KeyedService(_build, "secret"), scope="function")]
 
 
 @router.post(
@@ -30,19 +52,29 @@ def _service(request: Request, container: ContainerDep, tenant: TenantContext) -
     response_model=TaskAccepted,
     responses={
         202: {"model": TaskAccepted, "description": "Queued (mode async)"},
-        400: {**_PROBLEM, "description": "Unknown task_type (`allowed` lists the known ones)"},
-        409: {**_PROBLEM, "description": "Idempotency-Key reused with another body"},
-        413: {**_PROBLEM, "description": "context over 1 MiB"},
-        422: {**_PROBLEM, "description": "context does not fit the task type"},
-        502: {**_PROBLEM, "description": "The provider failed (sanitized detail)"},
-        504: {**_PROBLEM, "description": "Over BOT_TIMEOUT_SECONDS (code task_timeout)"},
+        **problems(
+            UnknownTaskType,
+            IdempotencyKeyReused,
+            IdempotencyInProgress,
+            ContextTooLarge,
+            Unprocessable,
+            NoRecipient,
+            NoContent,
+            TemplateUnsupported,
+            WebhookNotConfigured,
+            MastodonNotConfigured,
+            NoApnsKey,
+            UnknownKind,
+            RangeTooLong,
+            TargetRefusedProblem,
+            BadGateway,
+            TaskTimeout,
+        ),
     },
 )
 async def execute_task(
     body: ExecuteIn,
-    request: Request,
-    tenant: SecretKeyTenant,
-    container: ContainerDep,
+    service: Service,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -56,16 +88,18 @@ async def execute_task(
     """Run a task: `sync` (default) answers 200 with the result, `async` answers 202 with a
     task id to poll at GET /tasks/{task_id}. Task records expire (default 48 h, max 7 d) and
     never keep addresses or tokens."""
-    outcome = await _service(request, container, tenant).execute(body, idempotency_key)
+    outcome = await service.execute(body, idempotency_key)
     if outcome.problem is not None:
         raise outcome.problem
-    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=outcome.headers)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    status = 202 if outcome.queued else 200
+    return JSONResponse(outcome.body, status_code=status, headers=headers)
 
 
-@router.get("/tasks/{task_id}", name="bots.task", response_model=TaskOut)
-async def read_task(
-    task_id: str, request: Request, tenant: SecretKeyTenant, container: ContainerDep
-) -> TaskOut:
+@router.get(
+    "/tasks/{task_id}", name="bots.task", response_model=TaskOut, responses=problems(TaskNotFound)
+)
+async def read_task(task_id: str, service: Service) -> TaskOut:
     """A task's status (`queued`, `running`, `success`, `failed`, `timeout`) with its result or
     error. Unknown, expired and other apps' task ids answer 404."""
-    return await _service(request, container, tenant).get_task(task_id)
+    return await service.get_task(task_id)

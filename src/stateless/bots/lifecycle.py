@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 from stateless.bots.models import BotIdempotencyRecord, BotTask
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.registry import LifecycleRegistry
 
 
-def register(registry: LifecycleRegistry, container: Container) -> None:
+def register(registry: LifecycleRegistry) -> None:
     registry.register("bot_tasks", BotTask)
     registry.register("idempotency", BotIdempotencyRecord)

@@ -17,7 +17,6 @@ from stateless.kit.tenancy import TenantOwned
 
 class BotTask(TenantOwned, Base):
     __tablename__ = "bot_tasks"
-    __ttl_kind__ = "bot_tasks"
     __table_args__ = (
         PrimaryKeyConstraint("app_id", "task_id"),
         Index("ix_bot_tasks_status_next_attempt_at", "status", "next_attempt_at"),
@@ -41,7 +40,6 @@ class BotTask(TenantOwned, Base):
 
 class BotIdempotencyRecord(TenantOwned, Base):
     __tablename__ = "bot_idempotency"
-    __ttl_kind__ = "idempotency"
     __table_args__ = (PrimaryKeyConstraint("app_id", "key_hash"),)
 
     key_hash: Mapped[str] = mapped_column(String(64))

@@ -10,8 +10,8 @@ are never followed and the response body read is bounded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
-import random
 import socket
 import ssl
 from collections.abc import Callable
@@ -22,14 +22,24 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from stateless.bots.tasks.base import TaskFailed
+from stateless.kit.errors import Unprocessable
+from stateless.kit.retry import Retryable, RetryPolicy
 
 MAX_RESPONSE_BYTES = 64 * 1024
+# Webhooks and Mastodon: 0.5-1 s, then 1-1.5 s, ... between tries (capped at 4 s).
+OUTBOUND_RETRY = RetryPolicy(
+    attempts=3, initial_seconds=0.5, maximum_seconds=4.0, jitter_seconds=0.5
+)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TargetRefusedProblem(Unprocessable):
+    code = "target_refused"
 
 
 class TargetRefused(TaskFailed):
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, code="target_refused", status=422)
+        super().__init__(detail, problem=TargetRefusedProblem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,32 +168,35 @@ async def post_with_retries(
     allow_private: bool,
     attempts: int,
     timeout_seconds: float,
+    retry: RetryPolicy = OUTBOUND_RETRY,
 ) -> dict[str, Any]:
-    """POST through the SSRF guard, retrying transient failures with jittered backoff.
+    """POST through the SSRF guard, retrying transient failures (`retry`'s backoff, `attempts`
+    tries).
 
     `headers()` is called per attempt (signatures carry a timestamp); `on_response` returns the
     task result, raises a permanent TaskFailed, or returns None to retry this answer.
     """
-    failure = TaskFailed(f"{what} did not accept the request", transient=True)
-    for attempt in range(1, attempts + 1):
-        try:
-            response = await post_checked(
-                client,
-                url,
-                content=body,
-                headers=headers(),
-                allow_private=allow_private,
-                timeout_seconds=timeout_seconds,
-            )
-        except TaskFailed as exc:
-            if not exc.transient:
-                raise
-            failure = exc
-        else:
-            result = on_response(response, attempt)
-            if result is not None:
-                return result
-            failure = TaskFailed(f"{what} failed ({response.status_code})", transient=True)
-        if attempt < attempts:
-            await asyncio.sleep(0.25 * 2**attempt * (0.5 + random.random()))
-    raise failure
+    policy = dataclasses.replace(retry, attempts=attempts)
+    try:
+        async for attempt in policy.attempts_of():
+            with attempt:
+                try:
+                    response = await post_checked(
+                        client,
+                        url,
+                        content=body,
+                        headers=headers(),
+                        allow_private=allow_private,
+                        timeout_seconds=timeout_seconds,
+                    )
+                except TaskFailed as exc:
+                    if not exc.transient:
+                        raise
+                    raise Retryable(exc.detail) from None
+                result = on_response(response, attempt.retry_state.attempt_number)
+                if result is not None:
+                    return result
+                raise Retryable(f"{what} failed ({response.status_code})")
+    except Retryable as exc:
+        raise TaskFailed(exc.detail, transient=True) from None
+    raise TaskFailed(f"{what} did not accept the request", transient=True)  # pragma: no cover

@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
@@ -22,13 +21,13 @@ from pydantic import ValidationError
 
 from stateless.bots.repository import BotTaskRepository, ClaimedTask, TaskQueue
 from stateless.bots.tasks import registry
-from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskType
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
+from stateless.config import Settings
+from stateless.container import Container
+from stateless.kit.background import Job
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import ProblemError
 from stateless.tenants.schemas import TenantContext, TenantSnapshot, VerifiedAppId
-
-if TYPE_CHECKING:
-    from stateless.container import Container
 
 log = structlog.get_logger("stateless.bots")
 
@@ -43,8 +42,8 @@ class TaskTimedOut(Exception):
     """The task did not finish within BOT_TIMEOUT_SECONDS."""
 
 
-def lease_seconds(container: Container) -> float:
-    return container.settings.bot_timeout_seconds + LEASE_GRACE_SECONDS
+def lease_seconds(settings: Settings) -> float:
+    return settings.bot_timeout_seconds + LEASE_GRACE_SECONDS
 
 
 def retry_delay_seconds(base_seconds: float, attempts: int) -> float:
@@ -83,45 +82,38 @@ def result_text(result: dict[str, Any]) -> str:
 
 
 class TaskWorker:
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, providers: TaskProviders) -> None:
         self.container = container
+        self.providers = providers
         settings = container.settings
         self.concurrency = settings.bot_worker_concurrency
         self.poll_seconds = settings.bot_poll_interval_seconds
-        self.stop_event = asyncio.Event()
-        self.wake_event = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
         self._next_sync_sweep = 0.0
 
-    def wake(self) -> None:
-        """Called after a task is queued in this process: look now instead of at the next poll."""
-        self.wake_event.set()
+    async def poll(self, _stop: asyncio.Event) -> bool:
+        """Claim what is due and start it; True when more may be due right now."""
+        try:
+            claimed = await self.claim()
+        except Exception as exc:  # database away: try again at the next poll
+            claimed = []
+            log.warning("bot_task_claim_failed", error_type=type(exc).__name__)
+        for item in claimed:
+            task = asyncio.create_task(self.process(item), name=f"bot-task-{item.task_id}")
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        return bool(claimed) and len(self.running) < self.concurrency
 
-    async def run(self) -> None:
-        while not self.stop_event.is_set():
-            self.wake_event.clear()
-            try:
-                claimed = await self.claim()
-            except Exception as exc:  # database away: try again at the next poll
-                claimed = []
-                log.warning("bot_task_claim_failed", error_type=type(exc).__name__)
-            for item in claimed:
-                task = asyncio.create_task(self.process(item), name=f"bot-task-{item.task_id}")
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
-            if claimed and len(self.running) < self.concurrency:
-                continue  # there may be more due right now
-            waiters = [
-                asyncio.ensure_future(self.stop_event.wait()),
-                asyncio.ensure_future(self.wake_event.wait()),
-            ]
-            try:
-                await asyncio.wait(
-                    waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+    def job(self) -> Job:
+        """Every BOT_POLL_INTERVAL_SECONDS on every replica, at once after a queueing here;
+        on stop, running tasks get a grace period."""
+        return Job(
+            "bot-tasks",
+            self.poll,
+            interval_seconds=self.poll_seconds,
+            wake=self.container.background.task_wakeup,
+            on_stop=self.shutdown,
+        )
 
     async def claim(self) -> list[ClaimedTask]:
         free = self.concurrency - len(self.running)
@@ -134,7 +126,7 @@ class TaskWorker:
                 self._next_sync_sweep = time.monotonic() + LEASE_GRACE_SECONDS
                 await queue.fail_abandoned_sync(now)
             return await queue.claim(
-                now, now + timedelta(seconds=lease_seconds(self.container)), free
+                now, now + timedelta(seconds=lease_seconds(self.container.settings)), free
             )
 
     async def process(self, item: ClaimedTask) -> None:
@@ -197,7 +189,7 @@ class TaskWorker:
             )
             return
         try:
-            raw = container.kit.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
+            raw = container.privacy.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
             ctx = task.context.model_validate_json(raw)
         except (ValueError, ValidationError):
             await self._finish(
@@ -205,7 +197,7 @@ class TaskWorker:
             )
             return
         deps = TaskDeps(
-            container=container,
+            providers=self.providers,
             tenant=worker_tenant(snapshot),
             task_id=item.task_id,
             base_url=item.base_url or settings.public_base_url or DEFAULT_BASE_URL,
@@ -239,11 +231,10 @@ class TaskWorker:
         log.info("bot_task_done", task_type=item.task_type, tenant=item.app_id)
 
     async def shutdown(self) -> None:
-        """Stop claiming; give running tasks a grace period, then cancel them.
+        """Give running tasks a grace period, then cancel them (claiming has stopped).
 
         A cancelled task keeps status running; its lease runs out and another worker re-runs it.
         """
-        self.stop_event.set()
         if self.running:
             _done, pending = await asyncio.wait(set(self.running), timeout=SHUTDOWN_GRACE_SECONDS)
             for task in pending:
@@ -251,23 +242,3 @@ class TaskWorker:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-
-
-@contextlib.asynccontextmanager
-async def run_task_loop(container: Container) -> AsyncIterator[TaskWorker]:
-    """BACKGROUND factory: run queued bot tasks while the app (or `stateless worker`) runs."""
-    worker = TaskWorker(container)
-    container.services["bots.worker"] = worker
-    loop_task = asyncio.create_task(worker.run(), name="stateless-bot-tasks")
-    try:
-        yield worker
-    finally:
-        worker.stop_event.set()
-        await worker.shutdown()
-        try:
-            await asyncio.wait_for(asyncio.shield(loop_task), timeout=SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-        container.services.pop("bots.worker", None)

@@ -1,4 +1,5 @@
-"""Bot task rules: validation, idempotency, sync runs under the timeout, async queueing.
+"""Bot task rules: validation, sync runs under the timeout, async queueing (idempotency keys:
+bots/idempotency.py).
 
 Task records are written in their own short transactions (not the request's): a slow provider
 must never hold a database transaction, or SQLite's write lock, for up to BOT_TIMEOUT_SECONDS.
@@ -6,18 +7,18 @@ must never hold a database transaction, or SQLite's write lock, for up to BOT_TI
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
-from stateless.bots.models import BotIdempotencyRecord, BotTask
-from stateless.bots.repository import BotTaskRepository, IdempotencyRepository
+from stateless.bots.idempotency import PENDING_ABANDON_GRACE_SECONDS, IdempotencyKeys, Outcome
+from stateless.bots.models import BotTask
+from stateless.bots.repository import BotTaskRepository
 from stateless.bots.runner import (
     CONTEXT_PURPOSE,
     TaskTimedOut,
@@ -27,67 +28,35 @@ from stateless.bots.runner import (
 )
 from stateless.bots.schemas import MAX_CONTEXT_BYTES, ExecuteIn, TaskAccepted, TaskError, TaskOut
 from stateless.bots.tasks import registry
-from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskType
+from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import (
-    BadGateway,
     BadRequest,
-    Conflict,
     GatewayTimeout,
     NotFound,
     PayloadTooLarge,
     ProblemError,
     Unprocessable,
-    problem_body,
 )
 from stateless.tenants.schemas import TenantContext
 
-if TYPE_CHECKING:
-    from stateless.container import Container
-
 log = structlog.get_logger("stateless.bots")
 
-IDEMPOTENCY_KEY_PURPOSE = "bots-idempotency-key"
-IDEMPOTENCY_BODY_PURPOSE = "bots-idempotency-body"
-IDEMPOTENCY_RESPONSE_PURPOSE = "bots-idempotency-response"
-# A pending claim older than this belongs to a request that died; a retry may take it over.
-PENDING_ABANDON_GRACE_SECONDS = 60.0
+
+class ContextTooLarge(PayloadTooLarge):
+    code = "context_too_large"
 
 
 class UnknownTaskType(BadRequest):
-    code = "unknown_task_type"
+    code, title = "unknown_task_type", "Unknown task type"
 
 
 class TaskTimeout(GatewayTimeout):
-    code = "task_timeout"
+    code, title = "task_timeout", "Task timed out"
 
 
 class TaskNotFound(NotFound):
-    code = "task_not_found"
-
-
-class ReplayedProblem(ProblemError):
-    """A stored error answer of an earlier request with the same Idempotency-Key."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.status = int(body["status"])
-        self.code = str(body["code"])
-        known = {"type", "title", "status", "detail", "code", "request_id"}
-        super().__init__(
-            str(body.get("detail") or self.title),
-            headers={"Idempotent-Replayed": "true"},
-            extra={k: v for k, v in body.items() if k not in known},
-        )
-
-
-@dataclass
-class Outcome:
-    """What /execute answers: a body with its status, or a problem raised after the task ran."""
-
-    status_code: int
-    body: dict[str, Any] = field(default_factory=dict)
-    problem: ProblemError | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    code, title = "task_not_found", "Task not found"
 
 
 def _context_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -102,13 +71,24 @@ def _context_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 class BotService:
-    def __init__(self, container: Container, tenant: TenantContext, base_url: str) -> None:
-        self.container = container
+    def __init__(
+        self,
+        tenant: TenantContext,
+        base_url: str,
+        *,
+        providers: TaskProviders,
+        wakeup: asyncio.Event,
+    ) -> None:
+        self.providers = providers
+        self.settings = providers.settings
+        self.metrics = providers.metrics
         self.tenant = tenant
         self.base_url = base_url
-        self.kit = container.kit
-        self.maker = container.sessionmaker
-        self.policy = container.services["lifecycle"].policy
+        self.kit = providers.kit
+        self.maker = providers.sessionmaker
+        self.policy = providers.lifecycle.policy
+        # Set after a queueing: a task worker in this process looks now, not at its next poll.
+        self.wakeup = wakeup
 
     # -- validation -------------------------------------------------------------------------
 
@@ -121,9 +101,7 @@ class BotService:
                 f"Unknown task_type; allowed: {', '.join(allowed)}", extra={"allowed": allowed}
             )
         if len(orjson.dumps(body.context)) > MAX_CONTEXT_BYTES:
-            raise PayloadTooLarge(
-                f"context exceeds {MAX_CONTEXT_BYTES} bytes once encoded"
-            ).with_code("context_too_large")
+            raise ContextTooLarge(f"context exceeds {MAX_CONTEXT_BYTES} bytes once encoded")
         try:
             ctx = task.context.model_validate(body.context)
         except ValidationError as exc:
@@ -134,11 +112,12 @@ class BotService:
         return task, ctx
 
     def _deps(self, task_id: str) -> TaskDeps:
-        return TaskDeps(self.container, self.tenant, task_id, self.base_url)
+        return TaskDeps(self.providers, self.tenant, task_id, self.base_url)
 
     # -- execute ----------------------------------------------------------------------------
 
     async def execute(self, body: ExecuteIn, idempotency_key: str | None) -> Outcome:
+        """Run or queue the task; with an Idempotency-Key, a repeat gets the first outcome."""
         task, ctx = self.resolve(body)
         expires_at = self.policy.expires_at("bot_tasks", body.ttl_seconds, utcnow())
         task_id = secrets.token_hex(16)
@@ -146,95 +125,24 @@ class BotService:
             await task.prepare(ctx, self._deps(task_id))
         if idempotency_key is None:
             return await self._execute(task, ctx, body, task_id, expires_at)
-        key_hash = self.kit.keyed_hash(IDEMPOTENCY_KEY_PURPOSE, self.tenant.app_id, idempotency_key)
-        canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        body_hash = self.kit.keyed_hash(IDEMPOTENCY_BODY_PURPOSE, self.tenant.app_id, canonical)
-        earlier = await self._claim_key(key_hash, body_hash)
+        keys = IdempotencyKeys(
+            self.maker,
+            self.kit,
+            self.policy,
+            self.tenant,
+            abandon_after_seconds=self.settings.bot_timeout_seconds + PENDING_ABANDON_GRACE_SECONDS,
+        )
+        key_hash = keys.key_hash(idempotency_key)
+        earlier = await keys.claim(key_hash, body)
         if earlier is not None:
             return earlier
         try:
             outcome = await self._execute(task, ctx, body, task_id, expires_at)
         except BaseException:
-            async with session_scope(self.maker) as session:
-                await IdempotencyRepository(session, self.tenant).release(key_hash)
+            await keys.release(key_hash)
             raise
-        await self._store_outcome(key_hash, outcome)
+        await keys.store(key_hash, outcome)
         return outcome
-
-    async def _claim_key(self, key_hash: str, body_hash: str) -> Outcome | None:
-        """Reserve the key (None), or answer with what the first request with it answered."""
-        for _ in range(2):
-            try:
-                async with session_scope(self.maker) as session:
-                    repo = IdempotencyRepository(session, self.tenant)
-                    record = await repo.by_key(key_hash)
-                    if record is not None:
-                        earlier = self._replay(record, body_hash)
-                        if earlier is not None:
-                            return earlier
-                        await repo.delete_where(BotIdempotencyRecord.key_hash == key_hash)
-                    else:
-                        await repo.drop_expired(key_hash)
-                    repo.add(
-                        BotIdempotencyRecord(
-                            key_hash=key_hash, body_hash=body_hash, state="pending"
-                        ),
-                        self.policy.expires_at("idempotency", None, utcnow()),
-                    )
-                    await session.flush()
-                return None
-            except IntegrityError:
-                continue  # a concurrent request took the key first: read what it left
-        raise Conflict("A request with this Idempotency-Key is in progress").with_code(
-            "idempotency_in_progress"
-        )
-
-    def _replay(self, record: BotIdempotencyRecord, body_hash: str) -> Outcome | None:
-        """The stored answer; None if the record is an abandoned claim we may take over."""
-        if record.body_hash != body_hash:
-            raise Conflict("This Idempotency-Key was used with a different request body").with_code(
-                "idempotency_key_reused"
-            )
-        if record.state != "done" or record.response_sealed is None:
-            abandoned_at = record.created_at + timedelta(
-                seconds=self.container.settings.bot_timeout_seconds + PENDING_ABANDON_GRACE_SECONDS
-            )
-            if utcnow() > abandoned_at:
-                return None
-            raise Conflict("A request with this Idempotency-Key is in progress").with_code(
-                "idempotency_in_progress"
-            )
-        stored = orjson.loads(
-            self.kit.decrypt(
-                IDEMPOTENCY_RESPONSE_PURPOSE, self.tenant.app_id, record.response_sealed
-            )
-        )
-        status = int(record.response_status or 200)
-        if stored.get("problem"):
-            return Outcome(status, problem=ReplayedProblem(stored["body"]))
-        return Outcome(status, stored["body"], headers={"Idempotent-Replayed": "true"})
-
-    async def _store_outcome(self, key_hash: str, outcome: Outcome) -> None:
-        if outcome.problem is not None:
-            p = outcome.problem
-            stored = {
-                "problem": True,
-                "body": problem_body(p.status, code=p.code, detail=p.detail, extra=p.extra),
-            }
-        else:
-            stored = {"problem": False, "body": outcome.body}
-        sealed = self.kit.encrypt(
-            IDEMPOTENCY_RESPONSE_PURPOSE, self.tenant.app_id, orjson.dumps(stored)
-        )
-        async with session_scope(self.maker) as session:
-            await IdempotencyRepository(session, self.tenant).update_where(
-                {
-                    "state": "done",
-                    "response_status": outcome.status_code,
-                    "response_sealed": sealed,
-                },
-                BotIdempotencyRecord.key_hash == key_hash,
-            )
 
     async def _execute(
         self, task: TaskType[Any], ctx: Any, body: ExecuteIn, task_id: str, expires_at: datetime
@@ -276,11 +184,9 @@ class BotService:
                 ),
                 expires_at,
             )
-        self.container.metrics.tasks.labels(task_type=task.name, outcome="queued").inc()
-        worker = self.container.services.get("bots.worker")
-        if worker is not None:
-            worker.wake()
-        return Outcome(202, self._accepted("queued", task, task_id, expires_at, None))
+        self.metrics.tasks.labels(task_type=task.name, outcome="queued").inc()
+        self.wakeup.set()
+        return Outcome(queued=True, body=self._accepted("queued", task, task_id, expires_at, None))
 
     async def _run_sync(
         self, task: TaskType[Any], ctx: Any, task_id: str, expires_at: datetime
@@ -295,11 +201,11 @@ class BotService:
                     status="running",
                     attempts=1,
                     started_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds(self.container)),
+                    lease_expires_at=now + timedelta(seconds=lease_seconds(self.settings)),
                 ),
                 expires_at,
             )
-        timeout = self.container.settings.bot_timeout_seconds
+        timeout = self.settings.bot_timeout_seconds
         problem: ProblemError | None = None
         result: dict[str, Any] | None = None
         try:
@@ -309,10 +215,7 @@ class BotService:
             problem = TaskTimeout(f"The task did not finish within {timeout:g} seconds")
         except TaskFailed as exc:
             status = "failed"
-            if exc.status == 502:
-                problem = BadGateway(exc.detail).with_code(exc.code)
-            else:
-                problem = Unprocessable(exc.detail).with_code(exc.code)
+            problem = exc.problem(exc.detail)
         except ProblemError as exc:
             status, problem = "failed", exc
         else:
@@ -328,11 +231,11 @@ class BotService:
             values.update(error_code=problem.code, error_detail=problem.detail[:500])
         async with session_scope(self.maker) as session:
             await BotTaskRepository(session, self.tenant).finish(task_id, values)
-        self.container.metrics.tasks.labels(task_type=task.name, outcome=status).inc()
+        self.metrics.tasks.labels(task_type=task.name, outcome=status).inc()
         if problem is not None:
             log.info("bot_task_failed", task_type=task.name, kind=problem.code)
-            return Outcome(problem.status, problem=problem)
-        return Outcome(200, self._accepted("success", task, task_id, expires_at, result))
+            return Outcome(problem=problem)
+        return Outcome(body=self._accepted("success", task, task_id, expires_at, result))
 
     # -- read -------------------------------------------------------------------------------
 

@@ -1,23 +1,28 @@
-"""Builds the email provider and the outbound HTTP client for bot tasks, once per app.
+"""Builds the bot service and task providers from the app's container, and the email provider
+and outbound HTTP client once per app.
 
 Email: SendGrid when SENDGRID_API_KEY is set, else SMTP when SMTP_URL is set, else console.
 """
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import httpx
 
+from stateless.bots.runner import TaskWorker
+from stateless.bots.service import BotService
+from stateless.bots.tasks.base import TaskProviders
+from stateless.container import Container
 from stateless.email.base import EmailProvider
 from stateless.email.console import ConsoleEmailProvider
 from stateless.email.sendgrid import SendGridProvider
 from stateless.email.smtp import SmtpProvider
+from stateless.kit.background import Job
+from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
     from stateless.config import Settings
-    from stateless.container import Container
 
 SENDGRID_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 OUTBOUND_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -32,11 +37,36 @@ def build_email_provider(settings: Settings) -> EmailProvider:
     return ConsoleEmailProvider()
 
 
-async def setup(container: Container, stack: AsyncExitStack) -> None:
-    provider = build_email_provider(container.settings)
-    container.services["email"] = provider
-    stack.push_async_callback(provider.aclose)
-    # Tenant-configured targets: no proxies from the environment, no redirects.
-    outbound = httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT, follow_redirects=False, trust_env=False)
-    container.services["bots.http"] = outbound
-    stack.push_async_callback(outbound.aclose)
+def build_outbound_http() -> httpx.AsyncClient:
+    """Tenant-configured targets: no proxies from the environment, no redirects."""
+    return httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT, follow_redirects=False, trust_env=False)
+
+
+def task_providers(container: Container) -> TaskProviders:
+    """The providers bot tasks may use, picked from the app's container."""
+    return TaskProviders(
+        settings=container.settings,
+        sessionmaker=container.sessionmaker,
+        kit=container.privacy,
+        metrics=container.metrics,
+        lifecycle=container.lifecycle,
+        storage=container.storage,
+        email=container.email,
+        apns=container.apns,
+        http=container.outbound_http,
+        affiliate_keys=container.affiliate_keys,
+    )
+
+
+def bot_service(container: Container, tenant: TenantContext, base_url: str) -> BotService:
+    return BotService(
+        tenant,
+        base_url,
+        providers=task_providers(container),
+        wakeup=container.background.task_wakeup,
+    )
+
+
+def task_runner_job(container: Container) -> Job:
+    """Background job: run queued bot tasks while the app (or `stateless worker`) runs."""
+    return TaskWorker(container, task_providers(container)).job()

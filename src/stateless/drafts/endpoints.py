@@ -4,49 +4,59 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
 from stateless.drafts.models import Draft
 from stateless.drafts.schemas import Deleted, DraftIn, DraftList, DraftOut, DraftSummary
-from stateless.drafts.service import DraftService
-from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
-from stateless.tenants.schemas import TenantContext
+from stateless.drafts.service import DraftNotFound, DraftService
+from stateless.kit.context import TenantContext
+from stateless.kit.errors import PayloadTooLarge
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
 
 router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
 
 
-async def _service(
-    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+def _build(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> DraftService:
-    return DraftService(session, tenant, container.kit, container.services["lifecycle"].policy)
+    return DraftService(session, tenant, container.privacy, container.lifecycle.policy)
 
 
-Service = Annotated[DraftService, Depends(_service)]
+Service = Annotated[DraftService, Depends(KeyedService(_build, "any"), scope="function")]
+SecretService = Annotated[DraftService, Depends(KeyedService(_build, "secret"), scope="function")]
 
 
-def _out(service: DraftService, draft: Draft, tenant: TenantContext) -> DraftOut:
+def _out(service: DraftService, draft: Draft) -> DraftOut:
     return DraftOut(
         id=draft.draft_id,
         content=service.open(draft),
         size_bytes=draft.size_bytes,
         created_at=draft.created_at,
         expires_at=draft.expires_at,
-        tenant=tenant.app_id,
+        tenant=service.tenant.app_id,
     )
 
 
-@router.post("", name="drafts.create", status_code=201, response_model=DraftOut)
-async def create_draft(body: DraftIn, service: Service, tenant: AnyKeyTenant) -> DraftOut:
+@router.post(
+    "",
+    name="drafts.create",
+    status_code=201,
+    response_model=DraftOut,
+    responses=problems(PayloadTooLarge, TtlOutOfRange),
+)
+async def create_draft(body: DraftIn, service: Service) -> DraftOut:
     """Store a draft for `ttl_seconds` (default 24 h, max 7 d). Keep the returned id."""
     draft = await service.create(body.content, body.ttl_seconds)
-    return _out(service, draft, tenant)
+    return _out(service, draft)
 
 
 @router.get("", name="drafts.list", response_model=DraftList)
 async def list_drafts(
-    service: Service,
-    tenant: SecretKeyTenant,
+    service: SecretService,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DraftList:
     """List this app's live drafts (metadata only). Secret key only."""
@@ -61,26 +71,33 @@ async def list_drafts(
             )
             for d in drafts
         ],
-        tenant=tenant.app_id,
+        tenant=service.tenant.app_id,
     )
 
 
-@router.get("/{draft_id}", name="drafts.read", response_model=DraftOut)
-async def read_draft(draft_id: str, service: Service, tenant: AnyKeyTenant) -> DraftOut:
+@router.get(
+    "/{draft_id}", name="drafts.read", response_model=DraftOut, responses=problems(DraftNotFound)
+)
+async def read_draft(draft_id: str, service: Service) -> DraftOut:
     """Read a live draft; expired or unknown ids answer 404."""
-    return _out(service, await service.get(draft_id), tenant)
+    return _out(service, await service.get(draft_id))
 
 
-@router.put("/{draft_id}", name="drafts.replace", response_model=DraftOut)
-async def replace_draft(
-    draft_id: str, body: DraftIn, service: Service, tenant: AnyKeyTenant
-) -> DraftOut:
+@router.put(
+    "/{draft_id}",
+    name="drafts.replace",
+    response_model=DraftOut,
+    responses=problems(DraftNotFound, PayloadTooLarge, TtlOutOfRange),
+)
+async def replace_draft(draft_id: str, body: DraftIn, service: Service) -> DraftOut:
     """Replace a draft's content; its lifetime restarts from now."""
     draft = await service.replace(draft_id, body.content, body.ttl_seconds)
-    return _out(service, draft, tenant)
+    return _out(service, draft)
 
 
-@router.delete("/{draft_id}", name="drafts.delete", response_model=Deleted)
+@router.delete(
+    "/{draft_id}", name="drafts.delete", response_model=Deleted, responses=problems(DraftNotFound)
+)
 async def delete_draft(draft_id: str, service: Service) -> Deleted:
     """Delete a draft now."""
     await service.delete(draft_id)

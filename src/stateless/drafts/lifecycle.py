@@ -5,9 +5,8 @@ from typing import TYPE_CHECKING
 from stateless.drafts.models import Draft
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.registry import LifecycleRegistry
 
 
-def register(registry: LifecycleRegistry, container: Container) -> None:
+def register(registry: LifecycleRegistry) -> None:
     registry.register("drafts", Draft)

@@ -9,7 +9,6 @@ from stateless.kit.tenancy import TenantOwned
 
 class Draft(TenantOwned, Base):
     __tablename__ = "drafts"
-    __ttl_kind__ = "drafts"
     __table_args__ = (PrimaryKeyConstraint("app_id", "draft_id"),)
 
     draft_id: Mapped[str] = mapped_column(String(32))

@@ -20,7 +20,7 @@ PURPOSE = "draft-content"
 
 
 class DraftNotFound(NotFound):
-    code = "draft_not_found"
+    code, title = "draft_not_found", "Draft not found"
 
 
 class DraftService:

@@ -6,8 +6,6 @@ after that the error is `transient` so the task queue can try again later.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
 from email.utils import parseaddr
 from typing import Any
@@ -15,9 +13,11 @@ from typing import Any
 import httpx
 
 from stateless.email.base import EmailError, EmailMessage, Recipient, batches
+from stateless.kit.retry import Retryable, RetryPolicy
 
 MAX_PERSONALIZATIONS = 1000  # SendGrid's per-request limit
-MAX_ATTEMPTS = 3
+# 3 tries, 0.25-0.5 s then 0.5-0.75 s apart (or the Retry-After asked for, up to 10 s).
+SENDGRID_RETRY = RetryPolicy(attempts=3, initial_seconds=0.25, maximum_seconds=2.0)
 MAX_RETRY_AFTER_SECONDS = 10.0
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_.\[\]-]{1,64}$")
 
@@ -91,9 +91,16 @@ class SendGridProvider:
     name = "sendgrid"
     max_batch = MAX_PERSONALIZATIONS
 
-    def __init__(self, api_key: str, base_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        client: httpx.AsyncClient,
+        retry: RetryPolicy = SENDGRID_RETRY,
+    ) -> None:
         self._url = base_url.rstrip("/") + "/v3/mail/send"
         self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._retry = retry
         self._client = client
 
     async def send(self, message: EmailMessage) -> list[str]:
@@ -103,33 +110,33 @@ class SendGridProvider:
         return ids
 
     async def _post(self, body: dict[str, Any]) -> str:
-        last = "SendGrid did not answer"
-        for attempt in range(MAX_ATTEMPTS):
-            wait = min(0.25 * 2**attempt, 2.0) * (1 + random.random() / 2)
-            try:
-                response = await self._client.post(self._url, json=body, headers=self._headers)
-            except httpx.TimeoutException:
-                last = "SendGrid timed out"
-            except httpx.TransportError:
-                last = "SendGrid could not be reached"
-            else:
-                if response.status_code in (200, 202):
-                    return str(response.headers.get("x-message-id", ""))
-                if response.status_code == 429:
-                    last = "SendGrid rate limit reached (429)"
-                    retry_after = _retry_after(response)
-                    if retry_after > MAX_RETRY_AFTER_SECONDS:
-                        break
-                    wait = max(wait, retry_after)
-                elif response.status_code >= 500:
-                    last = f"SendGrid failed ({response.status_code})"
-                else:
-                    raise EmailError(
-                        _rejection_detail(response), transient=False, status=response.status_code
-                    )
-            if attempt + 1 < MAX_ATTEMPTS:
-                await asyncio.sleep(wait)
-        raise EmailError(last, transient=True)
+        try:
+            async for attempt in self._retry.attempts_of():
+                with attempt:
+                    return await self._post_once(body)
+        except Retryable as exc:
+            raise EmailError(exc.detail, transient=True) from None
+        raise EmailError("SendGrid did not answer", transient=True)  # pragma: no cover
+
+    async def _post_once(self, body: dict[str, Any]) -> str:
+        """One try: the message id, `Retryable` for what may pass, EmailError for what won't."""
+        try:
+            response = await self._client.post(self._url, json=body, headers=self._headers)
+        except httpx.TimeoutException:
+            raise Retryable("SendGrid timed out") from None
+        except httpx.TransportError:
+            raise Retryable("SendGrid could not be reached") from None
+        if response.status_code in (200, 202):
+            return str(response.headers.get("x-message-id", ""))
+        if response.status_code == 429:
+            detail = "SendGrid rate limit reached (429)"
+            retry_after = _retry_after(response)
+            if retry_after > MAX_RETRY_AFTER_SECONDS:  # too long to wait here: the queue retries
+                raise EmailError(detail, transient=True)
+            raise Retryable(detail, retry_after=retry_after)
+        if response.status_code >= 500:
+            raise Retryable(f"SendGrid failed ({response.status_code})")
+        raise EmailError(_rejection_detail(response), transient=False, status=response.status_code)
 
     async def aclose(self) -> None:
         await self._client.aclose()

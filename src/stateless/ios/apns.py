@@ -1,8 +1,10 @@
-"""APNs over HTTP/2 with token auth: one pooled connection per environment, many streams.
+"""APNs over HTTP/2 with token auth: a small pool of connections per environment, many streams.
 
 Provider tokens (ES256 JWTs) are cached per tenant and re-signed after 50 minutes (Apple
-rejects them after 60 and refuses refreshes more often than every 20). 429 and 5xx answers are
-retried with exponential backoff; everything else is returned to the caller as an outcome.
+rejects them after 60 and refuses refreshes more often than every 20). 429 and 5xx answers,
+timeouts and lost connections are retried with exponential backoff; everything else is
+returned to the caller as an outcome. The transport is `kit.h2client` (see docs/apns.md for why
+not httpx or aioapns); in-flight requests are capped per process and per tenant.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import httpx
 import jwt
 import orjson
 import structlog
+
+from stateless.kit.h2client import H2Client, H2Error, H2Timeout
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_REFRESH_AFTER_SECONDS = 50 * 60
@@ -86,6 +89,7 @@ class _SignedToken:
     fingerprint: str
     jwt: str
     issued_at: float
+    credentials: ApnsCredentials | None = None
 
 
 class ApnsCredentialsError(ValueError):
@@ -109,14 +113,16 @@ class ProviderTokenCache:
     def bearer(self, app_id: str, credentials: ApnsCredentials) -> str:
         now = self.clock()
         cached = self._tokens.get(app_id)
-        fingerprint = credentials.fingerprint
+        # The same credentials object (one push) skips hashing the key again.
         if (
             cached is not None
-            and cached.fingerprint == fingerprint
             and now - cached.issued_at < self.refresh_after_seconds
+            and (cached.credentials is credentials or cached.fingerprint == credentials.fingerprint)
         ):
+            cached.credentials = credentials
             return cached.jwt
-        signed = _SignedToken(fingerprint, self._sign(credentials, now), now)
+        fingerprint = credentials.fingerprint
+        signed = _SignedToken(fingerprint, self._sign(credentials, now), now, credentials)
         self._tokens[app_id] = signed
         return signed.jwt
 
@@ -144,14 +150,40 @@ class ProviderTokenCache:
 
 
 def build_verify(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """The TLS trust for APNs: the system store, or only the given CA bundle (tests, proxies)."""
+    """The TLS trust for APNs: the system store, or only the given CA bundle (tests, proxies).
+
+    Loading either reads files: the lifespan calls this in a thread."""
     if ca_file is None:
-        return True
+        return ssl.create_default_context()
     return ssl.create_default_context(cafile=str(ca_file))
 
 
+def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    """The pools' TLS context (the h2 client sets its ALPN to h2); never an unverified one."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        raise ValueError("APNs needs a verified TLS connection")
+    return ssl.create_default_context()
+
+
+class _TenantGate:
+    """One tenant's share of the APNs streams, so its broadcast cannot take all of them."""
+
+    __slots__ = ("semaphore", "users")
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0
+
+
 class ApnsClient:
-    """Sends notifications; safe to share by every request and task of one process."""
+    """Sends notifications; safe to share by every request and task of one process.
+
+    `max_concurrency` caps the requests in flight in the process, `tenant_max_concurrency` those
+    of one tenant (a second tenant's push gets streams while the first one's broadcast runs);
+    `timeout_seconds` bounds each attempt, `max_attempts` the attempts per notification.
+    """
 
     def __init__(
         self,
@@ -160,10 +192,12 @@ class ApnsClient:
         sandbox_url: str,
         verify: ssl.SSLContext | bool = True,
         max_concurrency: int = 256,
+        tenant_max_concurrency: int = 128,
+        max_connections: int = 2,
         max_attempts: int = 4,
         backoff_seconds: float = 0.1,
         max_backoff_seconds: float = 2.0,
-        timeout_seconds: float = 15.0,
+        timeout_seconds: float = 10.0,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -171,80 +205,106 @@ class ApnsClient:
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.timeout_seconds = timeout_seconds
+        self.tenant_max_concurrency = min(tenant_max_concurrency, max_concurrency)
         self._sleep = sleep
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        # One HTTP/2 connection carries all streams; a few more only if one is lost or full.
-        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
-        self._clients: dict[str, httpx.AsyncClient] = {
-            env: httpx.AsyncClient(
-                http2=True,
-                base_url=url,
-                verify=verify,
-                limits=limits,
-                timeout=httpx.Timeout(timeout_seconds, pool=None),
+        self._tenants: dict[str, _TenantGate] = {}
+        # One connection carries up to the peer's MAX_CONCURRENT_STREAMS (1000 at Apple); a
+        # second opens when it is full or going away.
+        self._pools: dict[str, H2Client] = {
+            env: H2Client(
+                url,
+                ssl_context=_ssl_context(verify),
+                max_connections=max_connections,
+                timeout=timeout_seconds,
+                max_response_bytes=64 * 1024,
             )
             for env, url in (("production", production_url), ("sandbox", sandbox_url))
         }
 
+    @property
+    def pools(self) -> dict[str, H2Client]:
+        """The HTTP/2 pool per environment (tests look at reconnects here)."""
+        return self._pools
+
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
         return delay * (0.5 + random.random() / 2)  # jitter, not crypto
 
+    def _gate(self, app_id: str) -> _TenantGate:
+        gate = self._tenants.get(app_id)
+        if gate is None:
+            gate = self._tenants[app_id] = _TenantGate(self.tenant_max_concurrency)
+        gate.users += 1
+        return gate
+
+    def _ungate(self, app_id: str, gate: _TenantGate) -> None:
+        gate.users -= 1
+        if gate.users == 0 and self._tenants.get(app_id) is gate:
+            del self._tenants[app_id]  # idle tenants hold no state
+
     async def send(
         self, app_id: str, credentials: ApnsCredentials, notification: ApnsNotification
     ) -> ApnsOutcome:
-        """Deliver one notification, retrying 429/5xx/connection failures with backoff."""
+        """Deliver one notification, retrying 429/5xx/timeouts/lost connections with backoff."""
         if len(notification.payload) > MAX_PAYLOAD_BYTES:
             return ApnsOutcome(0, "PayloadTooLarge", 0)
-        client = self._clients[notification.environment]
-        headers = {
-            "apns-topic": notification.topic,
-            "apns-push-type": notification.push_type,
-            "apns-priority": str(notification.priority),
-            "content-type": "application/json",
-        }
+        pool = self._pools[notification.environment]
+        headers = [
+            ("authorization", ""),
+            ("apns-topic", notification.topic),
+            ("apns-push-type", notification.push_type),
+            ("apns-priority", str(notification.priority)),
+            ("content-type", "application/json"),
+        ]
         if notification.expiration is not None:
-            headers["apns-expiration"] = str(notification.expiration)
+            headers.append(("apns-expiration", str(notification.expiration)))
         if notification.collapse_id is not None:
-            headers["apns-collapse-id"] = notification.collapse_id
+            headers.append(("apns-collapse-id", notification.collapse_id))
         path = f"/3/device/{notification.token}"
         outcome = ApnsOutcome(0, "NotAttempted", 0)
-        for attempt in range(1, self.max_attempts + 1):
-            bearer = self.tokens.bearer(app_id, credentials)
-            headers["authorization"] = f"bearer {bearer}"
-            async with self._semaphore:
-                try:
-                    response = await client.post(
-                        path, content=notification.payload, headers=headers
-                    )
-                except httpx.TransportError as exc:
-                    outcome = ApnsOutcome(0, f"ConnectionError:{type(exc).__name__}", attempt)
-                else:
-                    outcome = ApnsOutcome(response.status_code, _reason(response), attempt)
-            if outcome.delivered:
-                return outcome
-            resigned = outcome.status == 403 and outcome.reason == "ExpiredProviderToken"
-            if resigned:
-                resigned = self.tokens.expire(app_id, bearer)
-            retryable = resigned or outcome.status in (0, 429) or outcome.status >= 500
-            if not retryable or attempt == self.max_attempts:
-                return outcome
-            await self._sleep(self._backoff(attempt))
-        return outcome
+        gate = self._gate(app_id)
+        try:
+            for attempt in range(1, self.max_attempts + 1):
+                bearer = self.tokens.bearer(app_id, credentials)
+                headers[0] = ("authorization", f"bearer {bearer}")
+                async with gate.semaphore, self._semaphore:
+                    try:
+                        response = await pool.request("POST", path, headers, notification.payload)
+                    except H2Timeout:
+                        outcome = ApnsOutcome(0, "Timeout", attempt)
+                    except H2Error as exc:
+                        outcome = ApnsOutcome(0, f"ConnectionError:{type(exc).__name__}", attempt)
+                    else:
+                        outcome = ApnsOutcome(
+                            response.status, _reason(response.status, response.body), attempt
+                        )
+                if outcome.delivered:
+                    return outcome
+                resigned = outcome.status == 403 and outcome.reason == "ExpiredProviderToken"
+                if resigned:
+                    resigned = self.tokens.expire(app_id, bearer)
+                retryable = resigned or outcome.status in (0, 429) or outcome.status >= 500
+                if not retryable or attempt == self.max_attempts:
+                    return outcome
+                await self._sleep(self._backoff(attempt))
+            return outcome
+        finally:
+            self._ungate(app_id, gate)
 
 
-def _reason(response: httpx.Response) -> str | None:
-    if response.status_code == 200:
+def _reason(status: int, content: bytes) -> str | None:
+    """APNs' `reason` from an error body, bounded; `HTTP<status>` when there is none."""
+    if status == 200:
         return None
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return f"HTTP{response.status_code}"
+        return f"HTTP{status}"
     reason = body.get("reason") if isinstance(body, dict) else None
-    return (
-        reason if isinstance(reason, str) and len(reason) <= 64 else f"HTTP{response.status_code}"
-    )
+    return reason if isinstance(reason, str) and len(reason) <= 64 else f"HTTP{status}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
 from stateless.ios.schemas import (
     PushIn,
     PushOut,
@@ -15,43 +17,49 @@ from stateless.ios.schemas import (
     UnregisterTokenIn,
     UnregisterTokenOut,
 )
-from stateless.ios.service import DeviceTokenService, PushService
-from stateless.tenants.auth import AnyKeyTenant, SecretKeyTenant
+from stateless.ios.service import (
+    ApnsNotConfigured,
+    ApnsUnreachable,
+    DeviceTokenService,
+    PushService,
+)
+from stateless.kit.context import TenantContext
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
 
 router = APIRouter(prefix=f"{API_V1}/ios", tags=["ios"])
 
 
-async def _tokens(
-    session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+def _tokens(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> DeviceTokenService:
-    return DeviceTokenService(
-        session, tenant, container.kit, container.services["lifecycle"].policy
-    )
+    return DeviceTokenService(session, tenant, container.privacy, container.lifecycle.policy)
 
 
-async def _push(
-    session: SessionDep, tenant: SecretKeyTenant, container: ContainerDep
+def _push(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> PushService:
-    return PushService(
-        session, tenant, container.kit, container.services["apns"], container.metrics
-    )
+    return PushService(session, tenant, container.privacy, container.apns, container.metrics)
 
 
-Tokens = Annotated[DeviceTokenService, Depends(_tokens)]
-Push = Annotated[PushService, Depends(_push)]
+Tokens = Annotated[DeviceTokenService, Depends(KeyedService(_tokens, "any"), scope="function")]
+Push = Annotated[PushService, Depends(KeyedService(_push, "secret"), scope="function")]
 
 
-@router.post("/register-token", name="ios.register_token", response_model=RegisterTokenOut)
-async def register_token(
-    body: RegisterTokenIn, service: Tokens, tenant: AnyKeyTenant
-) -> RegisterTokenOut:
+@router.post(
+    "/register-token",
+    name="ios.register_token",
+    response_model=RegisterTokenOut,
+    responses=problems(TtlOutOfRange),
+)
+async def register_token(body: RegisterTokenIn, service: Tokens) -> RegisterTokenOut:
     """Store (or replace) this device's APNs token for `ttl_seconds` (default 30 d, max 60 d).
 
     Call it on every launch: registering again replaces the token and extends the expiry.
     The token is kept encrypted and the device id only as a keyed hash.
     """
     expires_at = await service.register(body)
-    return RegisterTokenOut(tenant=tenant.app_id, expires_at=expires_at)
+    return RegisterTokenOut(tenant=service.tenant.app_id, expires_at=expires_at)
 
 
 @router.post("/unregister-token", name="ios.unregister_token", response_model=UnregisterTokenOut)
@@ -61,7 +69,12 @@ async def unregister_token(body: UnregisterTokenIn, service: Tokens) -> Unregist
     return UnregisterTokenOut()
 
 
-@router.post("/push", name="ios.push", response_model=PushOut)
+@router.post(
+    "/push",
+    name="ios.push",
+    response_model=PushOut,
+    responses=problems(ApnsNotConfigured, ApnsUnreachable),
+)
 async def push(body: PushIn, service: Push) -> PushOut:
     """Send one notification over APNs to `device_ids`, or to every live device with `all`.
 

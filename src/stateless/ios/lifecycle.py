@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 from stateless.ios.models import DeviceToken
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.registry import LifecycleRegistry
 
 
-def register(registry: LifecycleRegistry, container: Container) -> None:
+def register(registry: LifecycleRegistry) -> None:
     registry.register("device_tokens", DeviceToken)

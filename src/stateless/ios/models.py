@@ -11,7 +11,6 @@ from stateless.kit.tenancy import TenantOwned
 
 class DeviceToken(TenantOwned, Base):
     __tablename__ = "ios_device_tokens"
-    __ttl_kind__ = "device_tokens"
     # The primary key doubles as the keyset-pagination order when pushing to every device.
     __table_args__ = (PrimaryKeyConstraint("app_id", "device_hash"),)
 

@@ -1,16 +1,20 @@
 """Device tokens (register, unregister) and push: the rules between the API and APNs.
 
 Device ids are only ever stored as keyed hashes and tokens only sealed, so pushing to `all`
-cannot name devices: it reports counts. Tokens APNs calls dead are deleted as we go.
+cannot name devices: it reports counts. Tokens APNs calls dead are deleted as we go. A push
+streams: pages of tokens feed a fixed pool of senders through a short queue, so memory and
+in-flight work stay bounded whatever the audience, and the next page is read while the
+previous one is on the wire.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import structlog
@@ -24,8 +28,16 @@ from stateless.ios.apns import (
     ApnsNotification,
     ApnsOutcome,
 )
+from stateless.ios.models import DeviceToken
 from stateless.ios.repository import DeviceTokenRepository, PushRow
-from stateless.ios.schemas import PushIn, PushOut, PushResult, RegisterTokenIn, ResultStatus
+from stateless.ios.schemas import (
+    Environment,
+    PushIn,
+    PushOut,
+    PushResult,
+    RegisterTokenIn,
+    ResultStatus,
+)
 from stateless.kit.crypto import DecryptionError, PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadGateway, Conflict
@@ -42,18 +54,67 @@ log = structlog.get_logger("stateless.ios")
 
 
 class ApnsNotConfigured(Conflict):
-    code = "apns_not_configured"
+    code, title = "apns_not_configured", "APNs is not configured for this app"
 
 
 class ApnsUnreachable(BadGateway):
-    code = "apns_unreachable"
+    code, title = "apns_unreachable", "APNs could not be reached"
 
 
-def _unreachable(outcomes: Sequence[ApnsOutcome]) -> bool:
-    """A whole batch that never reached APNs: stop instead of retrying every remaining token."""
-    return bool(outcomes) and all(
-        o.status == 0 and (o.reason or "").startswith("ConnectionError") for o in outcomes
+def _unreached(outcome: ApnsOutcome) -> bool:
+    """Nothing reached APNs, even after the retries (refused, reset, timed out)."""
+    return outcome.status == 0 and (
+        outcome.reason == "Timeout" or (outcome.reason or "").startswith("ConnectionError")
     )
+
+
+Settled = list[tuple[PushRow, ApnsOutcome]]
+
+
+class _SenderPool:
+    """Workers (spawned as rows arrive, at most `workers`) send the rows put in a short queue.
+
+    Rows in memory: one page plus `2 * workers`. Outcomes collect in `done` until `take()`.
+    """
+
+    def __init__(self, send: Callable[[PushRow], Awaitable[ApnsOutcome]], workers: int) -> None:
+        self._send = send
+        self._workers = workers
+        self._queue: asyncio.Queue[PushRow | None] = asyncio.Queue(maxsize=workers)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.done: Settled = []
+
+    async def _work(self) -> None:
+        while (row := await self._queue.get()) is not None:
+            try:
+                outcome = await self._send(row)
+            except Exception as exc:  # isolation boundary: one push, counted as failed
+                # The type only: a traceback's locals could hold the device token.
+                log.error("push_send_failed", error=type(exc).__name__)
+                outcome = ApnsOutcome(0, "InternalError")
+            self.done.append((row, outcome))
+
+    async def put(self, row: PushRow) -> None:
+        if len(self._tasks) < self._workers:
+            self._tasks.append(asyncio.create_task(self._work()))
+        await self._queue.put(row)
+
+    def take(self) -> Settled:
+        done, self.done = self.done, []
+        return done
+
+    async def finish(self) -> Settled:
+        for _ in self._tasks:
+            await self._queue.put(None)
+        await asyncio.gather(*self._tasks)
+        self._tasks = []
+        return self.take()
+
+    async def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
 
 def device_hash(kit: PrivacyKit, app_id: str, device_id: str) -> str:
@@ -70,6 +131,15 @@ class DeviceTokenService:
         self.tenant = tenant
         self.kit = kit
         self.policy = policy
+
+    async def live_counts_by_environment(self) -> dict[str, int]:
+        """Live tokens per APNs environment, those with any (reports)."""
+        counts = {}
+        for environment in get_args(Environment):
+            count = await self.repo.count(DeviceToken.environment == environment)
+            if count:
+                counts[environment] = count
+        return counts
 
     async def register(self, body: RegisterTokenIn) -> datetime:
         expires_at = self.policy.expires_at("device_tokens", body.ttl_seconds, utcnow())
@@ -127,6 +197,8 @@ class PushTally:
     failed: int = 0
     removed: int = 0
     results: list[PushResult] = field(default_factory=list)
+    reached: bool = False  # some notification got an answer from APNs
+    unreached_streak: int = 0  # outcomes in a row that never reached APNs
 
     def out(self) -> PushOut:
         return PushOut(
@@ -135,7 +207,7 @@ class PushTally:
 
 
 class PushService:
-    """Sends one notification to listed devices or to all live ones, batch by batch."""
+    """Sends one notification to listed devices or to all live ones, streaming their tokens."""
 
     def __init__(
         self,
@@ -158,14 +230,23 @@ class PushService:
         payload = build_payload(request)
         tally = PushTally()
         try:
-            if request.device_ids is not None:
-                await self._push_listed(request, credentials, payload, tally)
-            else:
-                await self._push_all(request, credentials, payload, tally)
+            # Sign (or reuse) the provider token first: a key that cannot sign fails the push
+            # before any token is read.
+            self.apns.tokens.bearer(self.tenant.app_id, credentials)
         except ApnsCredentialsError as exc:
             raise ApnsNotConfigured(
                 "The stored APNs key cannot sign; configure --apns-key-file again"
             ) from exc
+        pool = _SenderPool(
+            self._sender(request, credentials, payload), self.apns.tenant_max_concurrency
+        )
+        try:
+            if request.device_ids is not None:
+                await self._push_listed(request.device_ids, pool, tally)
+            else:
+                await self._push_all(pool, tally)
+        finally:
+            await pool.cancel()  # only does something when the push stopped early
         log.info(
             "push_sent",
             tenant=self.tenant.app_id,
@@ -175,37 +256,34 @@ class PushService:
         )
         return tally.out()
 
-    async def _push_all(
-        self, request: PushIn, credentials: ApnsCredentials, payload: bytes, tally: PushTally
-    ) -> None:
+    async def _push_all(self, pool: _SenderPool, tally: PushTally) -> None:
         after: str | None = None
         while True:
             rows = await self.repo.page_after(after, self.batch_size)
-            if not rows:
-                return
-            after = rows[-1].device_hash
-            outcomes = await self._send_rows(rows, request, credentials, payload)
-            self._check_reachable(outcomes, tally)
-            await self._settle(rows, outcomes, tally, names=None)
+            for row in rows:
+                await pool.put(row)
+            await self._settle(pool.take(), tally, names=None)
             if len(rows) < self.batch_size:
-                return
+                break
+            after = rows[-1].device_hash
+        await self._settle(await pool.finish(), tally, names=None, last=True)
 
     async def _push_listed(
-        self, request: PushIn, credentials: ApnsCredentials, payload: bytes, tally: PushTally
+        self, device_ids: Sequence[str], pool: _SenderPool, tally: PushTally
     ) -> None:
-        assert request.device_ids is not None
         app_id = self.tenant.app_id
         names: dict[str, str] = {}
-        for device_id in request.device_ids:  # duplicates are pushed once, reported once
+        for device_id in device_ids:  # duplicates are pushed once, reported once
             names.setdefault(device_hash(self.kit, app_id, device_id), device_id)
         found: set[str] = set()
         hashes = list(names)
         for start in range(0, len(hashes), self.batch_size):
             rows = await self.repo.by_hashes(hashes[start : start + self.batch_size])
             found.update(row.device_hash for row in rows)
-            outcomes = await self._send_rows(rows, request, credentials, payload)
-            self._check_reachable(outcomes, tally)
-            await self._settle(rows, outcomes, tally, names=names)
+            for row in rows:
+                await pool.put(row)
+            await self._settle(pool.take(), tally, names=names)
+        await self._settle(await pool.finish(), tally, names=names, last=True)
         for hashed, device_id in names.items():
             if hashed not in found:
                 tally.failed += 1
@@ -215,27 +293,14 @@ class PushService:
         order = {device_id: i for i, device_id in enumerate(names.values())}
         tally.results.sort(key=lambda r: order[r.device_id])
 
-    def _check_reachable(self, outcomes: Sequence[ApnsOutcome], tally: PushTally) -> None:
-        if _unreachable(outcomes):
-            log.warning("apns_unreachable", tenant=self.tenant.app_id, count=len(outcomes))
-            raise ApnsUnreachable(
-                "No notification of a batch reached APNs, even after retries; nothing more was "
-                "sent. Try again later.",
-                extra={"sent": tally.sent, "failed": tally.failed, "removed": tally.removed},
-            )
-
-    async def _send_rows(
-        self,
-        rows: Sequence[PushRow],
-        request: PushIn,
-        credentials: ApnsCredentials,
-        payload: bytes,
-    ) -> list[ApnsOutcome]:
+    def _sender(
+        self, request: PushIn, credentials: ApnsCredentials, payload: bytes
+    ) -> Callable[[PushRow], Awaitable[ApnsOutcome]]:
         priority = request.priority or (5 if request.push_type == "background" else 10)
         app_id = self.tenant.app_id
         fallback_topic = self.tenant.config.bundle_id
 
-        async def one(row: PushRow) -> ApnsOutcome:
+        async def send(row: PushRow) -> ApnsOutcome:
             topic = row.topic or fallback_topic
             if topic is None:
                 return ApnsOutcome(0, "MissingTopic")
@@ -258,19 +323,29 @@ class PushService:
             )
             return await self.apns.send(app_id, credentials, notification)
 
-        return list(await asyncio.gather(*(one(row) for row in rows)))
+        return send
 
     async def _settle(
         self,
-        rows: Sequence[PushRow],
-        outcomes: Sequence[ApnsOutcome],
+        settled: Settled,
         tally: PushTally,
         names: dict[str, str] | None,
+        last: bool = False,
     ) -> None:
-        """Count outcomes, delete the tokens APNs called dead, name devices the caller listed."""
+        """Count outcomes, delete the tokens APNs called dead, name devices the caller listed.
+
+        If `batch_size` outcomes in a row (or every one of a smaller push) never reached APNs,
+        the push stops with 502 instead of trying every remaining token.
+        """
         dead: list[str] = []
+        counts: Counter[str] = Counter()
         status: ResultStatus
-        for row, outcome in zip(rows, outcomes, strict=True):
+        for row, outcome in settled:
+            if _unreached(outcome):
+                tally.unreached_streak += 1
+            else:
+                tally.unreached_streak = 0
+                tally.reached = True
             if outcome.delivered:
                 tally.sent += 1
                 status, reason = "sent", None
@@ -281,10 +356,21 @@ class PushService:
             else:
                 tally.failed += 1
                 status, reason = "failed", outcome.reason or f"HTTP{outcome.status}"
-            if self.metrics is not None:
-                self.metrics.pushes.labels(outcome=status).inc()
+            counts[status] += 1
             if names is not None:
                 tally.results.append(
                     PushResult(device_id=names[row.device_hash], status=status, reason=reason)
                 )
+        if self.metrics is not None:
+            for kind, count in counts.items():
+                self.metrics.pushes.labels(outcome=kind).inc(count)
         await self.repo.delete_hashes(dead)
+        streak = tally.unreached_streak
+        if streak >= self.batch_size or (last and streak and not tally.reached):
+            log.warning("apns_unreachable", tenant=self.tenant.app_id, count=streak)
+            tally.failed -= streak  # the counts are those of the notifications that got answers
+            raise ApnsUnreachable(
+                "No notification of a batch reached APNs, even after retries; nothing more was "
+                "sent. Try again later.",
+                extra={"sent": tally.sent, "failed": tally.failed, "removed": tally.removed},
+            )

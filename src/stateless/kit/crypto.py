@@ -46,10 +46,6 @@ class PrivacyKit:
         self._roots = {key_id_of(k): k.encode() for k in (*previous_secret_keys, secret_key)}
         self._derived: dict[tuple[str, str, str, str], bytes] = {}
 
-    @property
-    def key_id(self) -> str:
-        return self._current_id
-
     def derive(self, purpose: str, tenant: str = "", *, key_id: str | None = None) -> bytes:
         kid = key_id or self._current_id
         cache_key = (kid, purpose, tenant, "k")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -17,51 +18,17 @@ PROBLEM_TYPE_BASE = "https://stateless-backend.dev/problems/"
 
 log = structlog.get_logger("stateless.errors")
 
+
 # RFC 9457: a title summarises its problem type and does not change between occurrences. The
-# type is derived from the code, so the title is too: this table is the one place it comes from
-# (codes not listed read as their words, "range_too_long" -> "Range too long").
-TITLES: dict[str, str] = {
-    "bad_request": "Bad request",
-    "unauthorized": "Unauthorized",
-    "forbidden": "Forbidden",
-    "insufficient_scope": "Insufficient scope",
-    "not_found": "Not found",
-    "method_not_allowed": "Method not allowed",
-    "not_acceptable": "Not acceptable",
-    "conflict": "Conflict",
-    "concurrent_write": "Concurrent write",
-    "payload_too_large": "Payload too large",
-    "unsupported_media_type": "Unsupported media type",
-    "validation_error": "Validation error",
-    "rate_limited": "Too many requests",
-    "internal_error": "Internal server error",
-    "provider_error": "Upstream provider failed",
-    "service_unavailable": "Service unavailable",
-    "database_unavailable": "Database unavailable",
-    "timeout": "Timed out",
-    "task_timeout": "Task timed out",
-    "unknown_task_type": "Unknown task type",
-    "task_not_found": "Task not found",
-    "draft_not_found": "Draft not found",
-    "object_not_found": "Object not found",
-    "invalid_code": "Invalid referral code",
-    "invalid_signature": "Invalid signature",
-    "invalid_signed_payload": "Invalid signed payload",
-    "apns_not_configured": "APNs is not configured for this app",
-    "apns_unreachable": "APNs could not be reached",
-    "webhook_not_configured": "Webhook not configured",
-    "mastodon_not_configured": "Mastodon not configured",
-    "cors_origin_not_allowed": "CORS origin not allowed",
-    "url_expired": "URL expired",
-    "ttl_out_of_range": "TTL out of range",
-    "invalid_app_id": "Invalid X-App-ID",
-    "missing_app_id": "Missing X-App-ID",
-}
+# first class that names a code with a title fixes that code's title; a class naming the same
+# code again (a subclass of another status family, say) gets it too, and a class naming a code
+# without a title reads as its words ("webhook_not_configured" -> "Webhook not configured").
+_TITLES: dict[str, str] = {}
 
 
 def title_for(code: str) -> str:
     """The one title of a problem code."""
-    title = TITLES.get(code)
+    title = _TITLES.get(code)
     if title is None:
         words = code.replace("_", " ").strip()
         title = words[:1].upper() + words[1:] if words else "Error"
@@ -69,11 +36,22 @@ def title_for(code: str) -> str:
 
 
 class ProblemError(Exception):
-    """Base for every error a client may see; subclasses set status and code (the title
-    follows from the code, see TITLES)."""
+    """Base for every error a client may see. Each problem type is one subclass that sets its
+    status, code and title (a new code is a new class); routes list the classes they may
+    raise (`kit.openapi.problems`) and the OpenAPI document is derived from that. A code has
+    one title wherever it is raised (see title_for)."""
 
     status: int = 400
     code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return
+        if "title" in cls.__dict__ and cls.code not in _TITLES:
+            _TITLES[cls.code] = cls.title
+        cls.title = title_for(cls.code)
 
     def __init__(
         self,
@@ -82,63 +60,54 @@ class ProblemError(Exception):
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.detail = detail or title_for(self.code)
+        self.detail = detail or self.title
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
         super().__init__(self.detail)
 
-    def with_code(self, code: str) -> ProblemError:
-        """Give this instance a more specific stable code than its class default."""
-        self.code = code
-        return self
-
-    @property
-    def title(self) -> str:
-        return title_for(self.code)
-
 
 class BadRequest(ProblemError):
-    status, code = 400, "bad_request"
+    status, code, title = 400, "bad_request", "Bad request"
 
 
 class Unauthorized(ProblemError):
-    status, code = 401, "unauthorized"
+    status, code, title = 401, "unauthorized", "Unauthorized"
 
 
 class Forbidden(ProblemError):
-    status, code = 403, "insufficient_scope"
+    status, code, title = 403, "insufficient_scope", "Insufficient scope"
 
 
 class NotFound(ProblemError):
-    status, code = 404, "not_found"
+    status, code, title = 404, "not_found", "Not found"
 
 
 class Conflict(ProblemError):
-    status, code = 409, "conflict"
+    status, code, title = 409, "conflict", "Conflict"
 
 
 class PayloadTooLarge(ProblemError):
-    status, code = 413, "payload_too_large"
+    status, code, title = 413, "payload_too_large", "Payload too large"
 
 
 class Unprocessable(ProblemError):
-    status, code = 422, "validation_error"
+    status, code, title = 422, "validation_error", "Validation error"
 
 
 class RateLimited(ProblemError):
-    status, code = 429, "rate_limited"
+    status, code, title = 429, "rate_limited", "Too many requests"
 
 
 class BadGateway(ProblemError):
-    status, code = 502, "provider_error"
+    status, code, title = 502, "provider_error", "Upstream provider failed"
 
 
 class ServiceUnavailable(ProblemError):
-    status, code = 503, "service_unavailable"
+    status, code, title = 503, "service_unavailable", "Service unavailable"
 
 
 class GatewayTimeout(ProblemError):
-    status, code = 504, "timeout"
+    status, code, title = 504, "timeout", "Timed out"
 
 
 _CODES_BY_STATUS = {
@@ -175,15 +144,16 @@ def problem_body(
     request_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The problem+json body. `title` is accepted for older callers and ignored: a code has
-    one title (TITLES)."""
     code = code or _CODES_BY_STATUS.get(status, "error")
-    one_title = title_for(code)
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
-        "title": one_title,
+        "title": title or phrase,
         "status": status,
-        "detail": detail or one_title,
+        "detail": detail or title or phrase,
         "code": code,
         "request_id": request_id,
     }
@@ -233,6 +203,7 @@ async def _handle_problem(request: Request, exc: Exception) -> Response:
         exc.status,
         request_id=request_id_of(request.scope),
         code=exc.code,
+        title=exc.title,
         detail=exc.detail,
         headers=exc.headers,
         extra=exc.extra,
@@ -245,6 +216,7 @@ async def _handle_validation(request: Request, exc: Exception) -> Response:
         422,
         request_id=request_id_of(request.scope),
         code="validation_error",
+        title="Validation error",
         detail="The request did not match the expected schema",
         extra={"errors": _validation_errors(exc)},
     )
@@ -276,6 +248,7 @@ def database_unavailable_response(request_id: str | None) -> Response:
         503,
         request_id=request_id,
         code="database_unavailable",
+        title="Service unavailable",
         detail="The database is not reachable right now; retry shortly",
         headers={"Retry-After": "5"},
     )
@@ -287,6 +260,7 @@ def internal_error_response(request_id: str | None) -> Response:
         500,
         request_id=request_id,
         code="internal_error",
+        title="Internal server error",
         detail="An unexpected error occurred; quote the request id when reporting it",
     )
 
@@ -343,6 +317,7 @@ async def _handle_integrity(request: Request, exc: Exception) -> Response:
         409,
         request_id=request_id_of(request.scope),
         code="concurrent_write",
+        title="Conflict",
         detail="A concurrent request wrote the same data; retry the request",
         headers={"Retry-After": "1"},
     )
@@ -362,4 +337,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     for db_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, ConnectionRefusedError, OSError):
         app.add_exception_handler(db_error, _handle_database_unavailable)
     app.add_exception_handler(sa_exc.IntegrityError, _handle_integrity)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    # No catch-all here: anything else reaches the edge middleware (kit/middleware.py), which
+    # answers the 500 problem and logs it.

@@ -22,6 +22,18 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.event_loop_lag = Histogram(
+            "stateless_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time some callback held the loop",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.background_failures = Counter(
+            "stateless_background_job_failures_total",
+            "Background job runs that raised (the next run happens anyway)",
+            ["job"],
+            registry=r,
+        )
         self.rate_limit_rejections = Counter(
             "stateless_rate_limit_rejections_total",
             "Requests refused with 429",

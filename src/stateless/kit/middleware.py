@@ -1,7 +1,7 @@
-"""The HTTP edge as plain ASGI middleware (no BaseHTTPMiddleware: it costs a task per request).
-
-EdgeMiddleware: request id, access log, metrics, last-resort 500 problem.
-BodyLimitMiddleware: 413 before the body is read, and while streaming when no length is sent.
+"""The HTTP edge: one plain ASGI middleware (no BaseHTTPMiddleware: it costs a task per
+request) that does, in order, request id, CORS (the tenant policy in tenants/cors.py), body
+limit, then after the app: extra response headers, metrics and the access log line. A failure
+the app did not answer still gets a problem (500, or 503 for a database outage).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -22,6 +22,7 @@ from stateless.kit.errors import (
     is_database_unavailable,
     problem_response,
 )
+from stateless.kit.logging import AccessLog
 from stateless.kit.metrics import Metrics
 
 log = structlog.get_logger("stateless.access")
@@ -29,9 +30,11 @@ log = structlog.get_logger("stateless.access")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _state(scope: Scope) -> dict[str, Any]:
-    state: dict[str, Any] = scope.setdefault("state", {})
-    return state
+class CorsPolicy(Protocol):
+    """Answers a cross-origin request: a preflight itself, else by calling `app` with the
+    CORS headers added to its response."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None: ...
 
 
 def route_template(scope: Scope) -> str:
@@ -40,10 +43,34 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds {limit} bytes")
+
+
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        access_log: AccessLog,
+        max_body_bytes: int,
+        body_limit_overrides: Iterable[tuple[str, int]] = (),
+        cors: CorsPolicy | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
+        self.max_body_bytes = max_body_bytes
+        self.overrides = tuple(body_limit_overrides)
+        self.cors = cors
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.overrides:
+            if path.startswith(prefix):
+                return limit
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,10 +80,12 @@ class EdgeMiddleware:
         state: dict[str, Any] = dict(scope.get("state") or {})
         scope["state"] = state
         incoming = None
+        has_origin = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
-                break
+            elif name == b"origin":
+                has_origin = True
         request_id = (
             incoming if incoming and _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
         )
@@ -83,7 +112,10 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            if has_origin and self.cors is not None:
+                await self.cors(scope, receive, send_wrapper, self._limited)
+            else:
+                await self._limited(scope, receive, send_wrapper)
         except Exception as exc:  # isolation boundary: every failure still answers a problem
             unavailable = is_database_unavailable(exc)
             if unavailable:
@@ -110,8 +142,7 @@ class EdgeMiddleware:
                 method=scope["method"], route=route, status_class=f"{status // 100}xx"
             ).inc()
             self.metrics.request_seconds.labels(route=route).observe(duration)
-            log.info(
-                "request",
+            self.access_log.request(
                 method=scope["method"],
                 route=route,
                 status=status,
@@ -120,30 +151,9 @@ class EdgeMiddleware:
                 request_id=request_id,
             )
 
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"Request body exceeds {limit} bytes")
-
-
-class BodyLimitMiddleware:
-    def __init__(
-        self, app: ASGIApp, max_bytes: int, overrides: Iterable[tuple[str, int]] = ()
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.overrides = tuple(overrides)
-
-    def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides:
-            if path.startswith(prefix):
-                return limit
-        return self.max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """413 before the body is read when Content-Length says so, and while streaming when
+        no length is sent; 400 for an unreadable Content-Length."""
         limit = self._limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -155,7 +165,7 @@ class BodyLimitMiddleware:
                     status = 413 if declared > limit else 400
                     response = problem_response(
                         status,
-                        request_id=_state(scope).get("request_id"),
+                        request_id=scope["state"].get("request_id"),
                         code="payload_too_large" if status == 413 else "bad_request",
                         detail=f"Request body exceeds {limit} bytes"
                         if status == 413

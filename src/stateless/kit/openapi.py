@@ -3,8 +3,8 @@
 FastAPI documents only the success response and its own 422 shape (`HTTPValidationError`, as
 application/json), while every error we send is an RFC 9457 problem (kit/errors.py). This
 module rewrites the generated document once: a `Problem` schema, the problem statuses each
-operation can answer (from its dependencies and a short table of route-specific ones), and the
-two API-key headers as security schemes. Clients, docs and the fuzzer then see the same contract.
+operation can answer (the problem classes its route and dependencies declare, plus what any
+route may answer), and the two API-key headers as security schemes. Clients, docs and the fuzzer then see the same contract.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from stateless.kit.errors import PROBLEM_CONTENT_TYPE
+from stateless.kit.errors import PROBLEM_CONTENT_TYPE, ProblemError
 
 PROBLEM_REF = "#/components/schemas/Problem"
 
@@ -58,64 +58,46 @@ _ANY_ROUTE = {
     500: "Unexpected failure (quote request_id)",
     503: "The database is unavailable (Retry-After)",
 }
-# Routes behind the X-App-ID + API key checkpoint (tenants/auth.py).
-_TENANT_ROUTE = {
-    400: "Missing or malformed X-App-ID (codes missing_app_id, invalid_app_id)",
-    401: "Unknown app, missing or wrong key (always the same body)",
-    429: "Rate limit exceeded (Retry-After, RateLimit headers)",
-}
-_SECRET_ROUTE = {403: "A publishable key on a secret-key route (insufficient_scope)"}
-_PATH_PARAMS = {404: "Unknown, expired or another app's id"}
 
-# Statuses specific to a route, by route name (what its service raises).
-ROUTE_PROBLEMS: dict[str, dict[int, str]] = {
-    "health": {429: "Rate limit exceeded (Retry-After)"},
-    "health.ready": {503: "A dependency is down (`checks` says which)"},
-    "affiliate.conversion": {400: "Forged or another app's code (invalid_code)"},
-    "ios.push": {
-        409: "The app has no APNs key configured (apns_not_configured)",
-        502: "APNs could not be reached",
-    },
-    "ios.validate_receipt": {502: "Apple's verifyReceipt failed (legacy receipts only)"},
-    "ios.notifications": {
-        400: "Unverifiable payload or bad app id; nothing recorded",
-        404: "No such app (app_not_found)",
-        429: "Rate limit exceeded (Retry-After)",
-    },
-    "storage.create": {415: "The app does not accept this content type"},
-    "storage.upload": {
-        403: "Bad or expired URL signature",
-        404: "The object no longer exists",
-        409: "Already uploaded",
-        415: "Content-Type differs from the declared one",
-        429: "Rate limit exceeded (Retry-After)",
-    },
-    "storage.download": {
-        403: "Bad or expired URL signature",
-        404: "The object no longer exists or has no body yet",
-        429: "Rate limit exceeded (Retry-After)",
-    },
-    "bots.execute": {
-        400: "Unknown task_type (`allowed` lists the known ones)",
-        409: "Idempotency-Key reused with another body, or still in progress",
-        413: "context over 1 MiB",
-        422: "context does not fit the task type",
-        502: "The provider failed (sanitized detail)",
-        504: "Over BOT_TIMEOUT_SECONDS (task_timeout)",
-    },
-}
+
+def _describe(errors: Iterable[type[ProblemError]]) -> str:
+    return "; ".join(f"{error.title} (`{error.code}`)" for error in errors)
+
+
+def problems(*errors: type[ProblemError]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: the problem types it may answer, by status. Routes declare the
+    classes they raise; dependencies that authenticate declare theirs in a `raises` attribute."""
+    grouped: dict[int, list[type[ProblemError]]] = {}
+    for error in errors:
+        grouped.setdefault(error.status, []).append(error)
+    return {
+        status: _problem_response(_describe(group)) for status, group in sorted(grouped.items())
+    }
+
+
+def _dependency_problems(dependant: Dependant) -> list[type[ProblemError]]:
+    """The problem types the route's dependencies declare (`raises`), e.g. authentication."""
+    found: list[type[ProblemError]] = []
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        for error in getattr(current.call, "raises", ()):
+            if error not in found:
+                found.append(error)
+        stack.extend(current.dependencies)
+    return found
 
 
 def _tenant_auth_modes(dependant: Dependant) -> set[str]:
-    """The key scopes ("any", "secret") required anywhere in a route's dependency tree."""
-    from stateless.tenants.auth import TenantAuth
-
+    """The key scopes ("any", "secret") required anywhere in a route's dependency tree: a
+    dependency that checks a key says which through its `required_key_scope` attribute."""
     modes: set[str] = set()
     stack = [dependant]
     while stack:
         current = stack.pop()
-        if isinstance(current.call, TenantAuth):
-            modes.add(current.call.required)
+        scope = getattr(current.call, "required_key_scope", None)
+        if isinstance(scope, str):
+            modes.add(scope)
         stack.extend(current.dependencies)
     return modes
 
@@ -128,27 +110,28 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 
 def problems_for(route: APIRoute) -> dict[int, str]:
-    """Every problem status this route can answer, with a description of each."""
+    """The problem statuses every route of its kind can answer, and those its dependencies
+    declare; the route's own (`responses=problems(...)`) are already in the document."""
     statuses = dict(_ANY_ROUTE)
-    modes = _tenant_auth_modes(route.dependant)
-    if modes:
-        statuses.update(_TENANT_ROUTE)
-    if "secret" in modes:
-        statuses.update(_SECRET_ROUTE)
-    if route.dependant.path_params:
-        statuses.update(_PATH_PARAMS)
     if set(route.methods or ()) & {"POST", "PUT", "PATCH", "DELETE"}:
-        statuses[409] = "A concurrent request wrote the same data (concurrent_write); retry"
-    statuses.update(ROUTE_PROBLEMS.get(route.name, {}))
+        statuses[409] = "A concurrent request wrote the same data (`concurrent_write`); retry"
+    grouped: dict[int, list[type[ProblemError]]] = {}
+    for error in _dependency_problems(route.dependant):
+        grouped.setdefault(error.status, []).append(error)
+    for status, group in grouped.items():
+        generic = statuses.get(status)
+        statuses[status] = f"{_describe(group)}; {generic}" if generic else _describe(group)
     return statuses
 
 
 def _merge(responses: dict[str, Any], status: int, description: str) -> None:
     key = str(status)
-    existing = responses.get(key, {})
-    # A route's own description wins over ours, except FastAPI's generic 422 one.
-    if existing.get("description") and existing["description"] != "Validation Error":
-        description = existing["description"]
+    existing = str(responses.get(key, {}).get("description") or "")
+    # A route's own description comes first; FastAPI's generic 422 one is replaced.
+    if existing and existing != "Validation Error" and description not in existing:
+        description = f"{existing}; {description}"
+    elif existing and existing != "Validation Error":
+        description = existing
     responses[key] = _problem_response(description)
 
 

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, String, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from stateless.kit.context import TenantContext, VerifiedAppId
 from stateless.kit.db import UTCDateTime, utcnow
-from stateless.tenants.schemas import TenantContext, VerifiedAppId
 
 
 class TenantOwned:
     """Mixin: every tenant-owned table has app_id, created_at and a NOT NULL, indexed expires_at.
 
-    Subclasses declare their primary key with app_id first (distributable by tenant) and set
-    `__ttl_kind__` to their row in the TTL policy table.
+    Subclasses declare their primary key with app_id first (distributable by tenant); their
+    TTL rule is named where they are registered (each domain's lifecycle.py).
     """
-
-    __ttl_kind__: ClassVar[str]
 
     app_id: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

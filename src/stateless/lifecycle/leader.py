@@ -4,6 +4,8 @@ followers retry every interval, so one takes over within two intervals. SQLite i
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -20,6 +22,8 @@ class Leadership:
         self.is_sqlite = is_sqlite
         self.lock_key = lock_key
         self._conn: AsyncConnection | None = None
+        # Cleanup and the storage sweep share one lock: never open two lock connections at once.
+        self._guard = asyncio.Lock()
 
     @property
     def is_leader(self) -> bool:
@@ -29,6 +33,10 @@ class Leadership:
         """Keep leadership if the lock connection is alive, else try to take it."""
         if self.is_sqlite:
             return True
+        async with self._guard:
+            return await self._try_lead()
+
+    async def _try_lead(self) -> bool:
         if self._conn is not None:
             try:
                 await self._conn.execute(text("SELECT 1"))

@@ -14,6 +14,10 @@ DAY = 24 * HOUR
 Form = Literal["encrypted", "keyed-hash", "aggregate", "metadata", "object"]
 
 
+class TtlOutOfRange(Unprocessable):
+    code = "ttl_out_of_range"
+
+
 @dataclass(frozen=True, slots=True)
 class TtlRule:
     kind: str
@@ -115,7 +119,7 @@ class TtlPolicy:
         if ttl_seconds is None:
             return timedelta(seconds=rule.default_seconds)
         if ttl_seconds < 1 or ttl_seconds > rule.max_seconds:
-            raise Unprocessable(
+            raise TtlOutOfRange(
                 f"ttl_seconds must be between 1 and {rule.max_seconds} for {kind}",
                 extra={
                     "errors": [
@@ -126,7 +130,7 @@ class TtlPolicy:
                         }
                     ]
                 },
-            ).with_code("ttl_out_of_range")
+            )
         return timedelta(seconds=ttl_seconds)
 
     def expires_at(self, kind: str, ttl_seconds: int | None, now: datetime) -> datetime:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stateless.lifecycle.policy import TtlPolicy
-
-if TYPE_CHECKING:
-    from stateless.container import Container
 
 # Called with the expiring rows of one batch before they are deleted (e.g. delete file bodies).
 BeforeDelete = Callable[[Sequence[Any]], Awaitable[None]]
@@ -38,14 +35,3 @@ class LifecycleRegistry:
 
     def get(self, kind: str) -> ExpiringKind:
         return self._kinds[kind]
-
-
-def default_registry(container: Container) -> LifecycleRegistry:
-    from stateless import domains
-
-    registry = LifecycleRegistry(
-        TtlPolicy(container.settings.max_data_ttl_days, container.settings.ttl_overrides)
-    )
-    for register in domains.lifecycle_registrations():
-        register(registry, container)
-    return registry

@@ -1,61 +1,33 @@
-"""The background loop: every CLEANUP_INTERVAL_SECONDS, if this process leads, run cleanup.
+"""The cleanup job: every CLEANUP_INTERVAL_SECONDS, on the replica holding the leader lock,
+delete expired rows (run by kit/background.py with the other background jobs).
 
 A failed run is counted and the next one runs anyway; on shutdown the current batch finishes
-(bounded) and the loop stops.
+and the job stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
 
 import structlog
 
+from stateless.container import Container
+from stateless.kit.background import Job
 from stateless.kit.db import utcnow
 from stateless.lifecycle.cleanup import CleanupService
-from stateless.lifecycle.leader import Leadership
+from stateless.lifecycle.state import SchedulerState
 
-if TYPE_CHECKING:
-    from stateless.container import Container
+__all__ = ["CleanupScheduler", "SchedulerState", "cleanup_service"]
 
 log = structlog.get_logger("stateless.scheduler")
-
-SHUTDOWN_GRACE_SECONDS = 10.0
-
-
-@dataclass
-class SchedulerState:
-    is_running: bool = False
-    last_run_time: datetime | None = None
-    last_run_status: str | None = None
-    run_count: int = 0
-    error_count: int = 0
-    started_at: datetime | None = None
-    next_run: datetime | None = None
-    is_leader: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "is_running": self.is_running,
-            "last_run_time": self.last_run_time,
-            "last_run_status": self.last_run_status,
-            "run_count": self.run_count,
-            "error_count": self.error_count,
-            "started_at": self.started_at,
-            "next_run": self.next_run,
-            "is_leader": self.is_leader,
-        }
 
 
 def cleanup_service(container: Container) -> CleanupService:
     return CleanupService(
         container.sessionmaker,
-        container.services["lifecycle"],
+        container.lifecycle,
         container.metrics,
         container.settings.cleanup_batch_size,
         is_sqlite=container.settings.is_sqlite,
@@ -64,42 +36,37 @@ def cleanup_service(container: Container) -> CleanupService:
 
 
 class CleanupScheduler:
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        self.interval = container.settings.cleanup_interval_seconds
-        self.state = SchedulerState()
-        self.leadership = Leadership(container.engine, is_sqlite=container.settings.is_sqlite)
-        self.service = cleanup_service(container)
-        self.stop_event = asyncio.Event()
+    """Runs cleanup and keeps the state admin status reports (container.background.cleanup)."""
 
-    async def tick(self) -> None:
-        metrics = self.container.metrics
-        try:
-            leading = await self.leadership.try_lead()
-        except Exception as exc:  # database unreachable: try again next interval
-            leading = False
-            log.warning(
-                "leadership_check_failed", error_type=type(exc).__name__, error=str(exc)[:200]
-            )
+    def __init__(self, container: Container) -> None:
+        self.metrics = container.metrics
+        self.interval = container.settings.cleanup_interval_seconds
+        self.state: SchedulerState = container.background.cleanup
+        self.service = cleanup_service(container)
+
+    def on_leadership(self, leading: bool) -> None:
+        """Called by the background loop after each leadership check."""
         self.state.is_leader = leading
-        metrics.cleanup_leader.set(1 if leading else 0)
-        if not leading:
-            return
+        self.metrics.cleanup_leader.set(1 if leading else 0)
+        if not leading and self.state.is_running:
+            self.state.next_run = utcnow() + timedelta(seconds=self.interval)
+
+    async def run_once(self, stop: asyncio.Event) -> bool:
         started = time.time()
         try:
-            report = await self.service.run_once(stop=self.stop_event)
+            report = await self.service.run_once(stop=stop)
         except Exception as exc:  # isolation boundary: the next run must still happen
             self.state.error_count += 1
             self.state.last_run_status = "error"
-            metrics.cleanup_runs.labels(outcome="error").inc()
+            self.metrics.cleanup_runs.labels(outcome="error").inc()
             log.error("cleanup_run_failed", error_type=type(exc).__name__, exc_info=exc)
         else:
             self.state.last_run_status = "success" if report.ok else "partial"
             if not report.ok:
                 self.state.error_count += 1
-            metrics.cleanup_runs.labels(outcome=self.state.last_run_status).inc()
+            self.metrics.cleanup_runs.labels(outcome=self.state.last_run_status).inc()
             if report.ok:
-                metrics.cleanup_last_success.set(started)
+                self.metrics.cleanup_last_success.set(started)
             deleted = sum(report.deleted.values())
             if deleted:
                 log.info(
@@ -107,35 +74,19 @@ class CleanupScheduler:
                 )
         self.state.run_count += 1
         self.state.last_run_time = utcnow()
+        self.state.next_run = utcnow() + timedelta(seconds=self.interval)
+        return False
 
-    async def run(self) -> None:
+    async def stopped(self) -> None:
+        self.state.is_running = False
+
+    def job(self) -> Job:
         self.state.is_running = True
         self.state.started_at = utcnow()
-        try:
-            while not self.stop_event.is_set():
-                await self.tick()
-                self.state.next_run = utcnow() + timedelta(seconds=self.interval)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), timeout=self.interval)
-        finally:
-            self.state.is_running = False
-            self.state.is_leader = False
-            self.container.metrics.cleanup_leader.set(0)
-            await self.leadership.release()
-
-
-@contextlib.asynccontextmanager
-async def run_cleanup_loop(container: Container) -> AsyncIterator[CleanupScheduler]:
-    scheduler = CleanupScheduler(container)
-    container.services["scheduler"] = scheduler
-    task = asyncio.create_task(scheduler.run(), name="stateless-cleanup")
-    try:
-        yield scheduler
-    finally:
-        scheduler.stop_event.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=SHUTDOWN_GRACE_SECONDS)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return Job(
+            "cleanup",
+            self.run_once,
+            interval_seconds=self.interval,
+            leader_only=True,
+            on_stop=self.stopped,
+        )

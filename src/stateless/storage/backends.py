@@ -40,6 +40,26 @@ _WRITE_CHUNK_BYTES = 1024 * 1024
 Method = Literal["PUT", "GET"]
 
 
+class ObjectNotFound(NotFound):
+    code, title = "object_not_found", "Object not found"
+
+
+class InvalidSignature(Forbidden):
+    code = "invalid_signature"
+
+
+class UrlExpired(Forbidden):
+    code = "url_expired"
+
+
+class UploadTooLarge(PayloadTooLarge):
+    code = "upload_too_large"
+
+
+class UploadIncomplete(Unprocessable):
+    code = "upload_incomplete"
+
+
 def new_storage_key(app_id: str) -> str:
     """A random key under the tenant's prefix; nothing the client sent takes part in it."""
     return f"{app_id}/{secrets.token_urlsafe(24)}"
@@ -70,7 +90,7 @@ def _seconds_until(expires_at: datetime, now: datetime) -> int:
     least the 1 s S3 requires (an object with under a second left); never above the 7-day cap."""
     remaining = (expires_at - now).total_seconds()
     if remaining <= 0:
-        raise NotFound("The object has expired").with_code("object_not_found")
+        raise ObjectNotFound("The object has expired")
     return min(max(1, int(remaining)), MAX_PRESIGN_SECONDS)
 
 
@@ -81,9 +101,6 @@ class StorageBackend(ABC):
 
     @abstractmethod
     async def put(self, key: str, data: bytes, *, content_type: str) -> None: ...
-
-    @abstractmethod
-    async def get(self, key: str) -> bytes: ...
 
     @abstractmethod
     async def delete(self, keys: Sequence[str]) -> None:
@@ -135,10 +152,6 @@ class S3Backend(StorageBackend):
 
     async def put(self, key: str, data: bytes, *, content_type: str) -> None:
         await obstore.put_async(self.store, key, data, attributes={"Content-Type": content_type})
-
-    async def get(self, key: str) -> bytes:
-        result = await obstore.get_async(self.store, key)
-        return bytes(await result.bytes_async())
 
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
@@ -227,16 +240,16 @@ class LocalBackend(StorageBackend):
         """Check signature first, then expiry; both failures are a 403 problem."""
         pieces = token.split(".")
         if len(pieces) != 4 or split_key(f"{pieces[0]}/{pieces[1]}") is None:
-            raise Forbidden("The URL signature is not valid").with_code("invalid_signature")
+            raise InvalidSignature("The URL signature is not valid")
         app_id, name, expires_text, signature = pieces
         if not expires_text.isdigit() or len(expires_text) > 12:
-            raise Forbidden("The URL signature is not valid").with_code("invalid_signature")
+            raise InvalidSignature("The URL signature is not valid")
         expected = self._signature(method, app_id, name, int(expires_text))
         if not hmac.compare_digest(expected.encode(), signature.encode()):
-            raise Forbidden("The URL signature is not valid").with_code("invalid_signature")
+            raise InvalidSignature("The URL signature is not valid")
         now = now or utcnow()
         if int(expires_text) <= now.timestamp():
-            raise Forbidden("The URL has expired").with_code("url_expired")
+            raise UrlExpired("The URL has expired")
         return UrlGrant(method, app_id, f"{app_id}/{name}", int(expires_text))
 
     async def presign_put(
@@ -275,9 +288,9 @@ class LocalBackend(StorageBackend):
             async for chunk in chunks:
                 written += len(chunk)
                 if written > expected_length:
-                    raise PayloadTooLarge(
+                    raise UploadTooLarge(
                         f"The upload is larger than the declared {expected_length} bytes"
-                    ).with_code("upload_too_large")
+                    )
                 buffer += chunk
                 if len(buffer) >= _WRITE_CHUNK_BYTES:
                     if pending is not None:
@@ -290,9 +303,9 @@ class LocalBackend(StorageBackend):
             if buffer:
                 await asyncio.to_thread(_write_all, fd, buffer)
             if written != expected_length:
-                raise Unprocessable(
+                raise UploadIncomplete(
                     f"The upload has {written} bytes, not the declared {expected_length}"
-                ).with_code("upload_incomplete")
+                )
             await asyncio.to_thread(os.close, fd)
             fd = -1
             await asyncio.to_thread(os.replace, temp, final)
@@ -324,9 +337,6 @@ class LocalBackend(StorageBackend):
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(ahead)
             await asyncio.to_thread(handle.close)
-
-    async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._path(key).read_bytes)
 
     async def delete(self, keys: Sequence[str]) -> None:
         paths = [self._path(key) for key in keys]

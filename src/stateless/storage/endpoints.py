@@ -6,12 +6,28 @@ the credential, so they take no API key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.deps import API_V1, ContainerDep, SessionDep
+from stateless.container import Container
+from stateless.deps import API_V1, KeyedService
+from stateless.kit.context import TenantContext
+from stateless.kit.errors import NotFound, RateLimited
+from stateless.kit.openapi import problems
+from stateless.lifecycle.policy import TtlOutOfRange
+from stateless.storage.backends import (
+    InvalidSignature,
+    Method,
+    ObjectNotFound,
+    UploadIncomplete,
+    UploadTooLarge,
+    UrlExpired,
+    UrlGrant,
+)
 from stateless.storage.schemas import (
     CreatedObject,
     CreateObjectIn,
@@ -21,31 +37,59 @@ from stateless.storage.schemas import (
     UploadInstruction,
 )
 from stateless.storage.service import (
+    AlreadyUploaded,
+    ContentTypeMismatch,
+    InvalidContentType,
     ObjectView,
     SignedUrlService,
     StorageService,
+    UnsupportedMediaType,
     content_disposition,
 )
-from stateless.tenants.auth import AnyKeyTenant, enforce_rate_limit
-from stateless.tenants.schemas import TenantContext
+from stateless.storage.wiring import signed_url_service, storage_service
+from stateless.tenants.auth import tenant_from_signed_url
 
 router = APIRouter(prefix=f"{API_V1}/storage", tags=["storage"])
 
 
-async def _service(
-    request: Request, session: SessionDep, tenant: AnyKeyTenant, container: ContainerDep
+def _build(
+    container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> StorageService:
-    return StorageService(session, tenant, container, str(request.base_url))
+    return storage_service(container, session, tenant, str(request.base_url))
 
 
-Service = Annotated[StorageService, Depends(_service)]
+Service = Annotated[StorageService, Depends(KeyedService(_build, "any"), scope="function")]
 
 
-async def _urls(container: ContainerDep) -> SignedUrlService:
-    return SignedUrlService(container)
+@dataclass(frozen=True, slots=True)
+class SignedTransfer:
+    """A verified signed URL: the service, what the URL grants, and the tenant it names."""
+
+    urls: SignedUrlService
+    grant: UrlGrant
+    tenant: TenantContext
 
 
-Urls = Annotated[SignedUrlService, Depends(_urls)]
+class _SignedUrl:
+    """Route-group dependency of the signed URLs: the URL is the credential. Check its MAC and
+    expiry, then rate-limit its tenant like a keyed request."""
+
+    # What this checkpoint may answer (documented by kit/openapi.py).
+    raises = (NotFound, InvalidSignature, UrlExpired, RateLimited)
+
+    def __init__(self, method: Method) -> None:
+        self.method: Method = method
+
+    async def __call__(self, request: Request, token: str) -> SignedTransfer:
+        container: Container = request.app.state.container
+        urls = signed_url_service(container)
+        grant = urls.verify(token, self.method)
+        tenant = await tenant_from_signed_url(request, container, grant.app_id)
+        return SignedTransfer(urls, grant, tenant)
+
+
+Upload = Annotated[SignedTransfer, Depends(_SignedUrl("PUT"))]
+Download = Annotated[SignedTransfer, Depends(_SignedUrl("GET"))]
 
 
 def _out(view: ObjectView, tenant: TenantContext) -> ObjectOut:
@@ -65,7 +109,13 @@ def _out(view: ObjectView, tenant: TenantContext) -> ObjectOut:
     )
 
 
-@router.post("/objects", name="storage.create", status_code=201, response_model=CreatedObject)
+@router.post(
+    "/objects",
+    name="storage.create",
+    status_code=201,
+    response_model=CreatedObject,
+    responses=problems(UnsupportedMediaType, InvalidContentType, UploadTooLarge, TtlOutOfRange),
+)
 async def create_object(body: CreateObjectIn, service: Service) -> CreatedObject:
     """Declare a file (type, exact size, lifetime) and get a signed URL to PUT its body to.
 
@@ -90,32 +140,50 @@ async def create_object(body: CreateObjectIn, service: Service) -> CreatedObject
     )
 
 
-@router.get("/objects/{object_id}", name="storage.read", response_model=ObjectOut)
-async def read_object(object_id: str, service: Service, tenant: AnyKeyTenant) -> ObjectOut:
+@router.get(
+    "/objects/{object_id}",
+    name="storage.read",
+    response_model=ObjectOut,
+    responses=problems(ObjectNotFound),
+)
+async def read_object(object_id: str, service: Service) -> ObjectOut:
     """Metadata and, once the body has arrived, a `download_url` valid until the object expires.
 
     `status` is `pending` (and `download_url` null) until the upload is complete.
     """
-    return _out(await service.describe(object_id), tenant)
+    return _out(await service.describe(object_id), service.tenant)
 
 
-@router.delete("/objects/{object_id}", name="storage.delete", response_model=Deleted)
+@router.delete(
+    "/objects/{object_id}",
+    name="storage.delete",
+    response_model=Deleted,
+    responses=problems(ObjectNotFound),
+)
 async def delete_object(object_id: str, service: Service) -> Deleted:
     """Delete the body and its metadata now; outstanding URLs stop working."""
     await service.delete(object_id)
     return Deleted()
 
 
-@router.put("/uploads/{token}", name="storage.upload", response_model=UploadDone)
-async def upload_body(
-    token: str, request: Request, urls: Urls, container: ContainerDep
-) -> UploadDone:
+@router.put(
+    "/uploads/{token}",
+    name="storage.upload",
+    response_model=UploadDone,
+    responses=problems(
+        ObjectNotFound,
+        AlreadyUploaded,
+        ContentTypeMismatch,
+        UploadTooLarge,
+        UploadIncomplete,
+    ),
+)
+async def upload_body(token: str, request: Request, upload: Upload) -> UploadDone:
     """Local storage only: the signed upload URL. The body must have the declared type and size."""
-    grant = urls.verify(token, "PUT")
-    await _rate_limit(request, container, grant.app_id)
     length_header = request.headers.get("content-length")
-    object_id, written = await urls.receive_upload(
-        grant,
+    object_id, written = await upload.urls.receive_upload(
+        upload.grant,
+        upload.tenant,
         content_type=request.headers.get("content-type"),
         content_length=int(length_header) if length_header and length_header.isdigit() else None,
         chunks=request.stream(),
@@ -123,14 +191,15 @@ async def upload_body(
     return UploadDone(object_id=object_id, size_bytes=written)
 
 
-@router.get("/downloads/{token}", name="storage.download", response_class=StreamingResponse)
-async def download_body(
-    token: str, request: Request, urls: Urls, container: ContainerDep
-) -> StreamingResponse:
+@router.get(
+    "/downloads/{token}",
+    name="storage.download",
+    response_class=StreamingResponse,
+    responses=problems(ObjectNotFound),
+)
+async def download_body(token: str, signed: Download) -> StreamingResponse:
     """Local storage only: the signed download URL, streamed as an attachment."""
-    grant = urls.verify(token, "GET")
-    await _rate_limit(request, container, grant.app_id)
-    download = await urls.open_download(grant)
+    download = await signed.urls.open_download(signed.grant, signed.tenant)
     return StreamingResponse(
         download.chunks,
         media_type=download.content_type,
@@ -143,9 +212,3 @@ async def download_body(
             "Cache-Control": "private, no-store",
         },
     )
-
-
-async def _rate_limit(request: Request, container: ContainerDep, app_id: str) -> None:
-    snapshot = await container.directory.get(app_id)
-    overrides = snapshot.config.rate_limits if snapshot is not None else None
-    await enforce_rate_limit(request, container, app_id, overrides)

@@ -4,23 +4,22 @@ bodies that lost their row (a crash between the two steps, an upload after a del
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from stateless.container import Container
+from stateless.kit.background import Job
 from stateless.kit.db import session_scope, utcnow
-from stateless.lifecycle.leader import Leadership
 from stateless.storage.backends import StorageBackend, split_key
 from stateless.storage.models import StoredFile
 from stateless.storage.repository import StoredFileRepository
 from stateless.tenants.schemas import VerifiedAppId
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.registry import LifecycleRegistry
 
 log = structlog.get_logger("stateless.storage.lifecycle")
@@ -28,14 +27,11 @@ log = structlog.get_logger("stateless.storage.lifecycle")
 SWEEP_INTERVAL_SECONDS = 3600.0
 SWEEP_FIRST_DELAY_SECONDS = 60.0
 SWEEP_BATCH = 500
-# Used only when no cleanup scheduler runs in this process (see _leads).
-SWEEP_LOCK_KEY = 0x5747_1E56
 
 
-def register(registry: LifecycleRegistry, container: Container) -> None:
+def register(registry: LifecycleRegistry, backend: StorageBackend) -> None:
     async def delete_bodies(rows: Sequence[Any]) -> None:
         """Runs before each cleanup batch's rows go; if it raises, the rows stay for a retry."""
-        backend: StorageBackend = container.services["storage"]
         await backend.delete([row.storage_key for row in rows])
 
     registry.register("stored_files", StoredFile, before_delete=delete_bodies)
@@ -43,13 +39,13 @@ def register(registry: LifecycleRegistry, container: Container) -> None:
 
 def orphan_min_age(container: Container) -> timedelta:
     """Older than any row may live (the policy's max for files) plus an hour of slack."""
-    policy = container.services["lifecycle"].policy
+    policy = container.lifecycle.policy
     return timedelta(seconds=policy.rule("stored_files").max_seconds + 3600)
 
 
 async def sweep_orphans(container: Container, min_age: timedelta | None = None) -> int:
     """Delete bodies older than `min_age` that no live row points to; returns how many."""
-    backend: StorageBackend = container.services["storage"]
+    backend = container.storage
     cutoff: datetime = utcnow() - (min_age if min_age is not None else orphan_min_age(container))
     candidates: list[str] = []
     removed = 0
@@ -84,48 +80,17 @@ async def _remove_unowned(container: Container, backend: StorageBackend, keys: l
     return len(unowned)
 
 
-async def _leads(container: Container, own: Leadership) -> bool:
-    """Sweep where cleanup runs: reuse the cleanup scheduler's leadership (no second lock
-    connection); only without a scheduler take the sweep's own lock."""
-    scheduler = container.services.get("scheduler")
-    if scheduler is not None:
-        return bool(scheduler.leadership.is_leader)
-    return await own.try_lead()
+def orphan_sweep_job(container: Container) -> Job:
+    """Background job: sweep hourly, a minute after start, on the leading replica only."""
 
+    async def run(_stop: asyncio.Event) -> bool:
+        await sweep_orphans(container)
+        return False
 
-@contextlib.asynccontextmanager
-async def run_orphan_sweep(container: Container) -> AsyncIterator[None]:
-    """BACKGROUND entry: sweep hourly, a minute after start, on the leading replica only."""
-    stop = asyncio.Event()
-    own = Leadership(
-        container.engine, is_sqlite=container.settings.is_sqlite, lock_key=SWEEP_LOCK_KEY
+    return Job(
+        "storage-sweep",
+        run,
+        interval_seconds=SWEEP_INTERVAL_SECONDS,
+        first_delay_seconds=SWEEP_FIRST_DELAY_SECONDS,
+        leader_only=True,
     )
-
-    async def loop() -> None:
-        delay = SWEEP_FIRST_DELAY_SECONDS
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                if stop.is_set():
-                    return
-                delay = SWEEP_INTERVAL_SECONDS
-                try:
-                    if await _leads(container, own):
-                        await sweep_orphans(container)
-                except Exception as exc:  # isolation boundary: the next sweep must still run
-                    log.error("storage_sweep_failed", error_type=type(exc).__name__, exc_info=exc)
-        finally:
-            await own.release()
-
-    task = asyncio.create_task(loop(), name="stateless-storage-sweep")
-    try:
-        yield
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=10)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

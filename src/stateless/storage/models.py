@@ -16,7 +16,6 @@ STATUS_UPLOADED = "uploaded"
 
 class StoredFile(TenantOwned, Base):
     __tablename__ = "stored_files"
-    __ttl_kind__ = "stored_files"
     __table_args__ = (
         PrimaryKeyConstraint("app_id", "object_id"),
         UniqueConstraint("app_id", "storage_key"),

@@ -7,21 +7,24 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import session_scope, utcnow
-from stateless.kit.errors import Conflict, NotFound, PayloadTooLarge, ProblemError, Unprocessable
+from stateless.kit.errors import Conflict, NotFound, ProblemError, Unprocessable
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.storage.backends import (
     MAX_PRESIGN_SECONDS,
     LocalBackend,
     Method,
+    ObjectNotFound,
     StorageBackend,
+    UploadIncomplete,
     UploadTarget,
+    UploadTooLarge,
     UrlGrant,
     new_storage_key,
 )
@@ -33,10 +36,7 @@ from stateless.storage.schemas import (
     normalize_content_type,
     sanitize_filename,
 )
-from stateless.tenants.schemas import TenantContext, VerifiedAppId
-
-if TYPE_CHECKING:
-    from stateless.container import Container
+from stateless.tenants.schemas import TenantContext
 
 __all__ = ["SignedUrlService", "StorageService", "StoredObject"]
 
@@ -48,12 +48,20 @@ FILENAME_PURPOSE = "storage-filename"
 UPLOAD_URL_SECONDS = 3600
 
 
-class ObjectNotFound(NotFound):
-    code = "object_not_found"
-
-
 class UnsupportedMediaType(ProblemError):
-    status, code = 415, "unsupported_media_type"
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class ContentTypeMismatch(UnsupportedMediaType):
+    code = "content_type_mismatch"
+
+
+class InvalidContentType(Unprocessable):
+    code = "invalid_content_type"
+
+
+class AlreadyUploaded(Conflict):
+    code = "already_uploaded"
 
 
 def _not_found(object_id: str) -> ObjectNotFound:
@@ -74,25 +82,23 @@ def content_type_allowed(media_type: str, allowed: list[str] | None) -> bool:
 
 def check_size(declared: int, max_bytes: int) -> None:
     if declared > max_bytes:
-        raise PayloadTooLarge(
-            f"content_length exceeds the maximum upload size of {max_bytes} bytes"
-        ).with_code("upload_too_large")
+        raise UploadTooLarge(f"content_length exceeds the maximum upload size of {max_bytes} bytes")
 
 
 def _mismatch_problem(row: StoredFile, size: int, content_type: str | None) -> ProblemError | None:
     """Compare what arrived with what was declared; the problem to answer, or None if equal."""
     if size > row.content_length:
-        return PayloadTooLarge(
+        return UploadTooLarge(
             f"The upload is larger than the declared {row.content_length} bytes; it was deleted"
-        ).with_code("upload_too_large")
+        )
     if size < row.content_length:
-        return Unprocessable(
+        return UploadIncomplete(
             f"The upload has {size} bytes, not the declared {row.content_length}; it was deleted"
-        ).with_code("upload_incomplete")
+        )
     if content_type is not None and media_type_of(content_type) != media_type_of(row.content_type):
-        return UnsupportedMediaType(
+        return ContentTypeMismatch(
             "The upload's Content-Type differs from the declared one; it was deleted"
-        ).with_code("content_type_mismatch")
+        )
     return None
 
 
@@ -115,15 +121,23 @@ class StorageService:
     """Tenant-facing storage operations; also the entry point other parts write files through."""
 
     def __init__(
-        self, session: AsyncSession, tenant: TenantContext, container: Container, base_url: str
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        *,
+        kit: PrivacyKit,
+        backend: StorageBackend,
+        policy: TtlPolicy,
+        max_upload_bytes: int,
+        base_url: str,
     ) -> None:
         self.repo = StoredFileRepository(session, tenant)
         self.tenant = tenant
-        self.kit = container.kit
-        self.backend: StorageBackend = container.services["storage"]
-        self.policy: TtlPolicy = container.services["lifecycle"].policy
-        self.max_upload_bytes = container.settings.max_upload_bytes
-        self.base_url = container.settings.public_base_url or base_url
+        self.kit = kit
+        self.backend = backend
+        self.policy = policy
+        self.max_upload_bytes = max_upload_bytes
+        self.base_url = base_url
 
     # -- helpers ------------------------------------------------------------------------------
     def _seal_filename(self, filename: str | None) -> str | None:
@@ -235,7 +249,7 @@ class StorageService:
         try:
             content_type = normalize_content_type(content_type)
         except ValueError as exc:
-            raise Unprocessable(str(exc)).with_code("invalid_content_type") from exc
+            raise InvalidContentType(str(exc)) from exc
         check_size(len(data), self.max_upload_bytes)
         now = utcnow()
         expires_at = self.policy.expires_at(KIND, ttl_seconds, now)
@@ -276,9 +290,15 @@ class SignedUrlService:
     database connection is held while a 100 MiB body streams in or out.
     """
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        backend = container.services["storage"]
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        kit: PrivacyKit,
+        backend: StorageBackend,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.kit = kit
         self.backend: LocalBackend | None = backend if isinstance(backend, LocalBackend) else None
 
     def verify(self, token: str, method: Method) -> UrlGrant:
@@ -286,9 +306,9 @@ class SignedUrlService:
             raise NotFound("Signed URLs of this API are not used with S3 storage")
         return self.backend.verify(token, method)
 
-    async def _live_row(self, grant: UrlGrant) -> StoredFile:
-        async with session_scope(self.container.sessionmaker) as session:
-            repo = StoredFileRepository(session, VerifiedAppId(grant.app_id))
+    async def _live_row(self, grant: UrlGrant, tenant: TenantContext) -> StoredFile:
+        async with session_scope(self.sessionmaker) as session:
+            repo = StoredFileRepository(session, tenant)
             row = await repo.by_key(grant.key)
         if row is None:
             raise ObjectNotFound("The object no longer exists")
@@ -297,43 +317,40 @@ class SignedUrlService:
     async def receive_upload(
         self,
         grant: UrlGrant,
+        tenant: TenantContext,
         *,
         content_type: str | None,
         content_length: int | None,
         chunks: AsyncIterator[bytes],
     ) -> tuple[str, int]:
         assert self.backend is not None
-        row = await self._live_row(grant)
+        row = await self._live_row(grant, tenant)
         if row.status == STATUS_UPLOADED:
-            raise Conflict("This object has already been uploaded").with_code("already_uploaded")
+            raise AlreadyUploaded("This object has already been uploaded")
         if content_type is None or media_type_of(content_type) != media_type_of(row.content_type):
-            raise UnsupportedMediaType(
-                f"Send the declared Content-Type ({row.content_type})"
-            ).with_code("content_type_mismatch")
+            raise ContentTypeMismatch(f"Send the declared Content-Type ({row.content_type})")
         if content_length is not None and content_length > row.content_length:
-            raise PayloadTooLarge(
+            raise UploadTooLarge(
                 f"The upload is larger than the declared {row.content_length} bytes"
-            ).with_code("upload_too_large")
+            )
         written = await self.backend.write_stream(
             row.storage_key, chunks, expected_length=row.content_length
         )
-        async with session_scope(self.container.sessionmaker) as session:
-            repo = StoredFileRepository(session, VerifiedAppId(grant.app_id))
+        async with session_scope(self.sessionmaker) as session:
+            repo = StoredFileRepository(session, tenant)
             marked = await repo.mark_uploaded(row.object_id, utcnow())
         if not marked:  # deleted or expired while the body streamed in: keep nothing
             await self.backend.delete([row.storage_key])
             raise ObjectNotFound("The object no longer exists")
         return row.object_id, written
 
-    async def open_download(self, grant: UrlGrant) -> Download:
+    async def open_download(self, grant: UrlGrant, tenant: TenantContext) -> Download:
         assert self.backend is not None
-        row = await self._live_row(grant)
+        row = await self._live_row(grant, tenant)
         info = await self.backend.head(row.storage_key)
         if row.status != STATUS_UPLOADED or info is None:
             raise ObjectNotFound("The object has no body yet")
         filename = None
         if row.filename_sealed is not None:
-            filename = self.container.kit.decrypt_text(
-                FILENAME_PURPOSE, grant.app_id, row.filename_sealed
-            )
+            filename = self.kit.decrypt_text(FILENAME_PURPOSE, grant.app_id, row.filename_sealed)
         return Download(row.content_type, info.size, filename, self.backend.stream(row.storage_key))

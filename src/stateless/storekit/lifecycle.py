@@ -5,10 +5,9 @@ from typing import TYPE_CHECKING
 from stateless.storekit.models import Entitlement, NotificationReceipt
 
 if TYPE_CHECKING:
-    from stateless.container import Container
     from stateless.lifecycle.registry import LifecycleRegistry
 
 
-def register(registry: LifecycleRegistry, container: Container) -> None:
+def register(registry: LifecycleRegistry) -> None:
     registry.register("entitlements", Entitlement)
     registry.register("notification_receipts", NotificationReceipt)

@@ -15,7 +15,6 @@ class Entitlement(TenantOwned, Base):
     """Latest known state of one original transaction (a purchase or a subscription)."""
 
     __tablename__ = "storekit_entitlements"
-    __ttl_kind__ = "entitlements"
     __table_args__ = (PrimaryKeyConstraint("app_id", "original_transaction_hash"),)
 
     original_transaction_hash: Mapped[str] = mapped_column(String(64))
@@ -33,7 +32,6 @@ class NotificationReceipt(TenantOwned, Base):
     """A notificationUUID already processed, so Apple's retries are no-ops."""
 
     __tablename__ = "storekit_notification_receipts"
-    __ttl_kind__ = "notification_receipts"
     __table_args__ = (PrimaryKeyConstraint("app_id", "notification_hash"),)
 
     notification_hash: Mapped[str] = mapped_column(String(64))

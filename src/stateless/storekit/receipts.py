@@ -41,7 +41,7 @@ def reason_for_status(status: int) -> str:
 
 
 class ProviderError(BadGateway):
-    code = "provider_error"
+    code, title = "provider_error", "App Store receipt service failed"
 
 
 class VerifyReceiptClient:

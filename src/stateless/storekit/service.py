@@ -24,17 +24,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate.currencies import minor_units
 from stateless.affiliate.service import AffiliateService, InvalidCode
-from stateless.container import Container
 from stateless.kit.bounds import datetime_from_epoch_ms
+from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
-from stateless.kit.errors import ProblemError
+from stateless.kit.errors import BadRequest, ProblemError
+from stateless.kit.metrics import Metrics
 from stateless.lifecycle.policy import DAY, TtlPolicy
 from stateless.storekit.models import Entitlement, NotificationReceipt
 from stateless.storekit.receipts import VerifyReceiptClient, reason_for_status
 from stateless.storekit.repository import EntitlementRepository, NotificationReceiptRepository
-from stateless.storekit.schemas import NotificationOut, ValidateReceiptOut, ValidationStatus
+from stateless.storekit.schemas import (
+    NotificationOut,
+    ValidateReceiptIn,
+    ValidateReceiptOut,
+    ValidationStatus,
+)
 from stateless.storekit.verifier import SignedDataInvalid, StoreKitVerifier, VerifiedNotification
-from stateless.tenants.schemas import TenantConfig, TenantContext, VerifiedAppId
+from stateless.tenants.schemas import TenantContext
 from stateless.tenants.service import open_secrets
 
 log = structlog.get_logger("stateless.storekit")
@@ -44,6 +50,8 @@ NOTIFICATION_PURPOSE = "storekit-notification"
 # StoreKit 2 prices are milli-units; anything above a trillion units is not a real price.
 MAX_PRICE_MILLIS = 10**15
 _MAX_UPSTREAM_TEXT = 256
+_NO_BUNDLE_ID = "invalid.stateless.no-such-app"
+_NO_APP_APPLE_ID = 0
 
 # Notification types that change what validate-receipt answers, and the state they set.
 STATE_BY_NOTIFICATION: dict[str, str] = {
@@ -58,11 +66,17 @@ STATE_BY_NOTIFICATION: dict[str, str] = {
 
 Environment = Literal["production", "sandbox"]
 AffiliateOutcome = Literal["recorded", "duplicate", "invalid_code", "rejected"]
+# Left out of the validation answer when unset; the documented core fields are always present.
+_OPTIONAL_FIELDS = ("reason", "grace_period_expires_at", "affiliate")
+
+
+class InvalidSignedPayload(BadRequest):
+    code, title = "invalid_signed_payload", "Invalid signed payload"
 
 
 @dataclass(frozen=True, slots=True)
 class StoreKitProviders:
-    """What wiring.py builds once per app: the JWS verifier and the verifyReceipt client."""
+    """Built once per app (storekit/wiring.py): the JWS verifier and the verifyReceipt client."""
 
     verifier: StoreKitVerifier
     receipts: VerifyReceiptClient
@@ -182,19 +196,46 @@ def _entitlement_ttl(policy: TtlPolicy, state: str, until: datetime | None, now:
 
 
 class StoreKitService:
-    def __init__(self, session: AsyncSession, tenant: TenantContext, container: Container) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant: TenantContext,
+        *,
+        kit: PrivacyKit,
+        providers: StoreKitProviders,
+        metrics: Metrics,
+        affiliate: AffiliateService,
+    ) -> None:
         self.session = session
         self.tenant = tenant
-        self.container = container
-        self.providers: StoreKitProviders = container.services["storekit"]
+        self.kit = kit
+        self.providers = providers
+        self.metrics = metrics
+        self.affiliate = affiliate
         self.entitlements = EntitlementRepository(session, tenant)
+
+    async def validate(self, body: ValidateReceiptIn) -> dict[str, Any]:
+        """Judge the proof (JWS or legacy receipt), count it, record the affiliate purchase;
+        the answer's optional fields are left out when unset."""
+        if body.signed_transaction is not None:
+            verdict = await self.from_signed_transaction(body.signed_transaction)
+        else:
+            verdict = await self.from_receipt(body.receipt_data or "")
+        proof = "signed_transaction" if body.signed_transaction is not None else "receipt"
+        self.metrics.storekit_validations.labels(proof=proof, status=verdict.status).inc()
+        out = verdict.out(self.tenant.app_id)
+        if body.affiliate_code is not None and verdict.status == "valid":
+            out.affiliate = await self.record_purchase(body.affiliate_code, verdict)
+        data = out.model_dump(mode="json")
+        for name in _OPTIONAL_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
     async def _entitlement(self, original_transaction_id: str | None) -> Entitlement | None:
         if not original_transaction_id:
             return None
-        key = self.container.kit.keyed_hash(
-            TRANSACTION_PURPOSE, self.tenant.app_id, original_transaction_id
-        )
+        key = self.kit.keyed_hash(TRANSACTION_PURPOSE, self.tenant.app_id, original_transaction_id)
         return await self.entitlements.by_hash(key)
 
     async def from_signed_transaction(self, token: str) -> Verdict:
@@ -231,7 +272,7 @@ class StoreKitService:
         """One `purchase` conversion per transaction (event id = transaction id, hashed by the
         affiliate service). A bad code never changes the validation answer."""
         amount = conversion_amount(verdict.price, verdict.currency)
-        service = AffiliateService(self.session, self.tenant, self.container)
+        service = self.affiliate
         try:
             return await service.record_conversion(
                 code,
@@ -250,7 +291,7 @@ class StoreKitService:
         bundle_id = self.tenant.config.bundle_id
         if not bundle_id:
             return invalid("bundle_id_not_configured")
-        secrets = open_secrets(self.container.kit, self.tenant.app_id, self.tenant.secrets_sealed)
+        secrets = open_secrets(self.kit, self.tenant.app_id, self.tenant.secrets_sealed)
         data = await self.providers.receipts.verify(receipt_data, secrets.appstore_shared_secret)
         status = data["status"]
         if status not in (0, 21006):
@@ -314,23 +355,48 @@ class NotificationService:
     def __init__(
         self,
         session: AsyncSession,
-        app_id: VerifiedAppId,
-        config: TenantConfig,
-        container: Container,
+        tenant: TenantContext,
+        *,
+        kit: PrivacyKit,
+        providers: StoreKitProviders,
+        policy: TtlPolicy,
+        metrics: Metrics,
     ) -> None:
-        self.app_id = app_id
-        self.config = config
-        self.container = container
+        self.app_id = tenant.app_id
+        self.config = tenant.config
+        self.kit = kit
+        self.providers = providers
+        self.metrics = metrics
         self.session = session
-        self.policy: TtlPolicy = container.services["lifecycle"].policy
-        self.receipts = NotificationReceiptRepository(session, app_id)
-        self.entitlements = EntitlementRepository(session, app_id)
+        self.policy = policy
+        self.receipts = NotificationReceiptRepository(session, tenant)
+        self.entitlements = EntitlementRepository(session, tenant)
+
+    async def receive(self, signed_payload: str) -> NotificationOut:
+        """Verify the notification's JWS (unverifiable: 400, nothing recorded), then apply it."""
+        # An unknown or unconfigured app is verified against ids no genuine payload names: the
+        # chain is checked all the same and the answer is a known app's for a foreign payload.
+        bundle_id = self.config.bundle_id or _NO_BUNDLE_ID
+        app_apple_id = self.config.app_apple_id or _NO_APP_APPLE_ID
+        try:
+            verified = await self.providers.verifier.verify_notification(
+                signed_payload, bundle_id, app_apple_id
+            )
+        except SignedDataInvalid as exc:
+            self.metrics.storekit_notifications.labels(outcome="rejected").inc()
+            raise InvalidSignedPayload(
+                f"The notification could not be verified: {exc.reason}",
+                extra={"reason": exc.reason},
+            ) from None
+        out = await self.handle(verified)
+        self.metrics.storekit_notifications.labels(outcome=out.status).inc()
+        return out
 
     async def handle(self, verified: VerifiedNotification) -> NotificationOut:
         payload = verified.payload
         kind = str(payload.rawNotificationType)
         now = utcnow()
-        notification_hash = self.container.kit.keyed_hash(
+        notification_hash = self.kit.keyed_hash(
             NOTIFICATION_PURPOSE, self.app_id, str(payload.notificationUUID)
         )
         if await self.receipts.seen(notification_hash):
@@ -382,9 +448,7 @@ class NotificationService:
             "revoked_at": revoked,
             "expires_at": self.policy.expires_at("entitlements", ttl, now),
         }
-        key = self.container.kit.keyed_hash(
-            TRANSACTION_PURPOSE, self.app_id, tx.originalTransactionId or ""
-        )
+        key = self.kit.keyed_hash(TRANSACTION_PURPOSE, self.app_id, tx.originalTransactionId or "")
         current = await self.entitlements.by_hash(key)
         if current is None:
             await self.entitlements.purge_expired(key)

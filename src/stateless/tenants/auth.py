@@ -6,17 +6,25 @@ Every failure to prove a key answers the same 401, so callers cannot learn which
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from stateless.container import Container
 from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, Forbidden, RateLimited, Unauthorized
+from stateless.kit.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ProblemError,
+    RateLimited,
+    Unauthorized,
+)
 from stateless.kit.ratelimit import RateLimitOutcome
 from stateless.tenants.schemas import (
     APP_ID_PATTERN,
     MAX_APP_ID_LENGTH,
+    TenantConfig,
     TenantContext,
     VerifiedAppId,
 )
@@ -30,6 +38,14 @@ _KIND_BY_PREFIX: dict[str, Literal["publishable", "secret"]] = {
 }
 
 
+class MissingAppId(BadRequest):
+    code = "missing_app_id"
+
+
+class InvalidAppId(BadRequest):
+    code = "invalid_app_id"
+
+
 def _unauthorized() -> Unauthorized:
     return Unauthorized(_UNAUTHORIZED_DETAIL, headers={"WWW-Authenticate": "Bearer"})
 
@@ -37,16 +53,66 @@ def _unauthorized() -> Unauthorized:
 def parse_app_id_header(raw: str | None) -> str:
     """Apply SPEC 2's order of checks: missing, too long, then format."""
     if raw is None or raw == "":
-        raise BadRequest("Missing X-App-ID header").with_code("missing_app_id")
+        raise MissingAppId("Missing X-App-ID header")
     if len(raw) > MAX_APP_ID_LENGTH:
-        raise BadRequest(
-            f"X-App-ID is too long (at most {MAX_APP_ID_LENGTH} characters)"
-        ).with_code("invalid_app_id")
+        raise InvalidAppId(f"X-App-ID is too long (at most {MAX_APP_ID_LENGTH} characters)")
     if not APP_ID_PATTERN.fullmatch(raw):
-        raise BadRequest(
-            "Invalid tenant ID format: use letters, digits, '-' and '_' only"
-        ).with_code("invalid_app_id")
+        raise InvalidAppId("Invalid tenant ID format: use letters, digits, '-' and '_' only")
     return raw
+
+
+class AppNotFound(NotFound):
+    code, title = "app_not_found", "App not found"
+
+
+def parse_app_id_path(app_id: str) -> str:
+    """SPEC 2's app id rules, applied to a path segment."""
+    if len(app_id) > MAX_APP_ID_LENGTH:
+        raise InvalidAppId(f"app_id is too long (at most {MAX_APP_ID_LENGTH} characters)")
+    if not APP_ID_PATTERN.fullmatch(app_id):
+        raise InvalidAppId("Invalid tenant ID format: use letters, digits, '-' and '_' only")
+    return app_id
+
+
+# What the by-path and by-signed-URL checkpoints may answer.
+PATH_TENANT_PROBLEMS: tuple[type[ProblemError], ...] = (InvalidAppId, RateLimited)
+
+
+async def tenant_from_path(request: Request, container: Container, app_id: str) -> TenantContext:
+    """The tenant named by the path (App Store notifications: the signed payload is the proof,
+    checked by the service), rate limited like its keyed requests. An unknown app gets an empty
+    configuration, so its payload fails verification exactly as a known app's foreign payload
+    does (SPEC 5: the endpoint does not reveal which app ids exist)."""
+    snapshot = await container.directory.get(parse_app_id_path(app_id))
+    config = snapshot.config if snapshot is not None else TenantConfig()
+    if snapshot is not None:
+        request.state.tenant = snapshot.app_id
+    await enforce_rate_limit(request, container, app_id, config.rate_limits)
+    return TenantContext(
+        app_id=VerifiedAppId(app_id),
+        scope="publishable",
+        key_id="path",
+        config=config,
+        secrets_sealed=snapshot.secrets_sealed if snapshot is not None else None,
+    )
+
+
+async def tenant_from_signed_url(
+    request: Request, container: Container, app_id: str
+) -> TenantContext:
+    """The tenant named by a signed storage URL (the URL's MAC is the proof, checked before
+    this), rate limited like its keyed requests."""
+    snapshot = await container.directory.get(app_id)
+    config = snapshot.config if snapshot is not None else TenantConfig()
+    request.state.tenant = app_id
+    await enforce_rate_limit(request, container, app_id, config.rate_limits)
+    return TenantContext(
+        app_id=VerifiedAppId(app_id),
+        scope="publishable",
+        key_id="signed-url",
+        config=config,
+        secrets_sealed=snapshot.secrets_sealed if snapshot is not None else None,
+    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -115,32 +181,28 @@ async def enforce_rate_limit(
 
 
 class TenantAuth:
-    """Dependency: authenticate, check the key's scope, then apply the route's rate limit."""
+    """Authenticate, check the key's scope, then apply the route's rate limit (called by the
+    route-group dependency `deps.KeyedService`)."""
 
     def __init__(self, required: Literal["any", "secret"]) -> None:
         self.required = required
+        # What this checkpoint may answer (documented by kit/openapi.py).
+        self.raises: tuple[type[ProblemError], ...] = (
+            MissingAppId,
+            InvalidAppId,
+            Unauthorized,
+            *((Forbidden,) if required == "secret" else ()),
+            RateLimited,
+        )
 
     async def __call__(self, request: Request) -> TenantContext:
-        # A route may depend on both aliases (directly and through a service): authenticate and
-        # count the request once.
-        tenant: TenantContext | None = getattr(request.state, "tenant_context", None)
         container: Container = request.app.state.container
-        if tenant is None:
-            try:
-                tenant = await authenticate(request, container)
-            except Unauthorized:  # only failures are counted; a valid key never reaches this
-                await record_failed_authentication(
-                    request, container, request.headers.get("x-app-id")
-                )
-                raise
-            request.state.tenant_context = tenant
-            if self.required == "secret" and tenant.scope != "secret":
-                raise Forbidden("This endpoint requires the secret key (sk_...)")
-            await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)
-        elif self.required == "secret" and tenant.scope != "secret":
+        try:
+            tenant = await authenticate(request, container)
+        except Unauthorized:  # only failures are counted; a valid key never reaches this
+            await record_failed_authentication(request, container, request.headers.get("x-app-id"))
+            raise
+        if self.required == "secret" and tenant.scope != "secret":
             raise Forbidden("This endpoint requires the secret key (sk_...)")
+        await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)
         return tenant
-
-
-AnyKeyTenant = Annotated[TenantContext, Depends(TenantAuth("any"))]
-SecretKeyTenant = Annotated[TenantContext, Depends(TenantAuth("secret"))]

@@ -13,16 +13,13 @@ _EXPOSED_HEADERS = "X-Request-ID, RateLimit, RateLimit-Policy, Retry-After"
 _ALLOWED_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 
 
-class TenantCorsMiddleware:
-    """Origins come from each tenant's configuration; unknown origins get no CORS headers."""
+class TenantCorsPolicy:
+    """Origins come from each tenant's configuration; unknown origins get no CORS headers.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    Called by the edge middleware (kit/middleware.py) with the rest of the app as `app`.
+    """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         origin = app_id = None
         preflight_method = False
         for name, value in scope["headers"]:
@@ -33,7 +30,7 @@ class TenantCorsMiddleware:
             elif name == b"access-control-request-method":
                 preflight_method = True
         if origin is None:
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         directory = scope["app"].state.container.directory
         if scope["method"] == "OPTIONS" and preflight_method:
@@ -84,4 +81,4 @@ class TenantCorsMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        await app(scope, receive, send_with_cors)

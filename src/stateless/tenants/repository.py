@@ -50,7 +50,3 @@ class TenantRepository:
         )
         result = await self.session.execute(stmt.values(expires_at=at))
         return int(getattr(result, "rowcount", 0) or 0)
-
-    async def all_cors_origins(self) -> list[str]:
-        result = await self.session.scalars(select(Tenant.config_json))
-        return list(result.all())

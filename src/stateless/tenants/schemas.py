@@ -5,40 +5,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NewType
 
 from pydantic import BaseModel, ConfigDict
 
+# Re-exported: these live in kit so kit needs nothing from tenants.
+from stateless.kit.context import KeyKind as KeyKind
+from stateless.kit.context import TenantConfig as TenantConfig
+from stateless.kit.context import TenantContext as TenantContext
+from stateless.kit.context import VerifiedAppId as VerifiedAppId
+
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_APP_ID_LENGTH = 64
-
-# A tenant id that passed authentication; repositories accept nothing else.
-VerifiedAppId = NewType("VerifiedAppId", str)
-
-KeyKind = Literal["publishable", "secret"]
 
 
 def valid_app_id_or_none(raw: str | None) -> str | None:
     if raw and len(raw) <= MAX_APP_ID_LENGTH and APP_ID_PATTERN.fullmatch(raw):
         return raw
     return None
-
-
-class TenantConfig(BaseModel):
-    """Non-secret settings; stored as JSON."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    cors_origins: list[str] = []
-    rate_limits: dict[str, str] = {}
-    bundle_id: str | None = None
-    app_apple_id: int | None = None
-    apns_team_id: str | None = None
-    apns_key_id: str | None = None
-    email_from: str | None = None
-    webhook_url: str | None = None
-    mastodon_url: str | None = None
-    allowed_content_types: list[str] | None = None
 
 
 class TenantSecrets(BaseModel):
@@ -76,17 +59,6 @@ class TenantSnapshot:
     config: TenantConfig
     secrets_sealed: str | None
     keys: tuple[KeyRecord, ...] = field(default=())
-
-
-@dataclass(frozen=True, slots=True)
-class TenantContext:
-    """The verified tenant of a request: the only way into tenant-owned data."""
-
-    app_id: VerifiedAppId
-    scope: KeyKind
-    key_id: str
-    config: TenantConfig
-    secrets_sealed: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ _ADDRESS_PURPOSE = "auth-throttle-ip"
 def client_bucket(request: Request, container: Container) -> str:
     """The client address as a keyed hash (rate-limit storage never holds a plaintext IP)."""
     address = request.client.host if request.client else "unknown"
-    return container.kit.keyed_hash(_ADDRESS_PURPOSE, "", address)[:22]
+    return container.privacy.keyed_hash(_ADDRESS_PURPOSE, "", address)[:22]
 
 
 async def record_failed_authentication(

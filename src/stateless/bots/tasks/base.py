@@ -9,50 +9,75 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+import httpx
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from stateless.affiliate.codes import AffiliateKeyring
 from stateless.config import Settings
-from stateless.kit.errors import Unprocessable
+from stateless.email.base import EmailProvider
+from stateless.ios.apns import ApnsClient
+from stateless.kit.crypto import PrivacyKit
+from stateless.kit.errors import BadGateway, ProblemError, Unprocessable
+from stateless.kit.metrics import Metrics
+from stateless.lifecycle.registry import LifecycleRegistry
+from stateless.storage.backends import StorageBackend
 from stateless.storage.service import StorageService
 from stateless.tenants.schemas import TenantContext, TenantSecrets
 from stateless.tenants.service import open_secrets
-
-if TYPE_CHECKING:
-    from stateless.container import Container
 
 C = TypeVar("C", bound=BaseModel)
 
 
 class TaskFailed(Exception):
-    """The outside service failed. `detail` is shown to clients: no keys, no addresses."""
+    """The outside service failed. `detail` is shown to clients: no keys, no addresses.
+
+    `problem`: what a synchronous run answers (a 502 `provider_error` unless the target's
+    answer says the request itself is wrong); its code is also the task record's error code.
+    """
 
     def __init__(
         self,
         detail: str,
         *,
         transient: bool = False,
-        code: str = "provider_error",
-        status: int = 502,
+        problem: type[ProblemError] = BadGateway,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.transient = transient
-        self.code = code
-        self.status = status
+        self.problem = problem
+        self.code = problem.code
 
 
 class TaskRejected(Unprocessable):
     """The task cannot run as asked (no recipient, no webhook URL configured...)."""
 
 
+@dataclass(frozen=True)
+class TaskProviders:
+    """The providers task run functions may use, picked from the container once per app."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    kit: PrivacyKit
+    metrics: Metrics
+    lifecycle: LifecycleRegistry
+    storage: StorageBackend
+    email: EmailProvider
+    apns: ApnsClient
+    # Tenant-configured targets (webhooks, Mastodon).
+    http: httpx.AsyncClient
+    affiliate_keys: AffiliateKeyring
+
+
 @dataclass
 class TaskDeps:
-    """What a run function may use: the app's container, the tenant, and this task's identity."""
+    """What a run function may use: the providers, the tenant, and this task's identity."""
 
-    container: Container
+    providers: TaskProviders
     tenant: TenantContext
     task_id: str
     base_url: str
@@ -60,15 +85,15 @@ class TaskDeps:
 
     @property
     def settings(self) -> Settings:
-        return self.container.settings
+        return self.providers.settings
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
-        return self.container.sessionmaker
+        return self.providers.sessionmaker
 
     def secrets(self) -> TenantSecrets:
         """The tenant's secrets, opened only by the task that needs them."""
-        return open_secrets(self.container.kit, self.tenant.app_id, self.tenant.secrets_sealed)
+        return open_secrets(self.providers.kit, self.tenant.app_id, self.tenant.secrets_sealed)
 
 
 @dataclass(frozen=True)
@@ -92,7 +117,17 @@ async def store_task_file(
 ) -> dict[str, Any]:
     """Put a task's output in storage; the result names the object and a URL that expires
     with it (exports and reports alike)."""
-    stored = await StorageService(session, deps.tenant, deps.container, deps.base_url).put_bytes(
+    providers = deps.providers
+    service = StorageService(
+        session,
+        deps.tenant,
+        kit=providers.kit,
+        backend=providers.storage,
+        policy=providers.lifecycle.policy,
+        max_upload_bytes=providers.settings.max_upload_bytes,
+        base_url=providers.settings.public_base_url or deps.base_url,
+    )
+    stored = await service.put_bytes(
         data, content_type=content_type, filename=filename, ttl_seconds=ttl_seconds
     )
     return {

@@ -23,6 +23,10 @@ MAX_ROWS_PER_KIND = 100_000
 SEALED = "[sealed]"
 
 
+class UnknownKind(TaskRejected):
+    code = "unknown_kind"
+
+
 class DataExportContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,21 +51,19 @@ def _value(name: str, value: Any) -> Any:
 
 
 def _selected(deps: TaskDeps, wanted: list[str] | None) -> list[Any]:
-    kinds = deps.container.services["lifecycle"].kinds()
+    kinds = deps.providers.lifecycle.kinds()
     if wanted is None:
         return list(kinds)
     known = {k.kind for k in kinds}
     unknown = sorted(set(wanted) - known)
     if unknown:
-        raise TaskRejected(
-            f"Unknown kinds: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        ).with_code("unknown_kind")
+        raise UnknownKind(f"Unknown kinds: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return [k for k in kinds if k.kind in wanted]
 
 
 async def prepare(ctx: DataExportContext, deps: TaskDeps) -> None:
     _selected(deps, ctx.kinds)
-    deps.container.services["lifecycle"].policy.lifetime("stored_files", ctx.ttl_seconds)
+    deps.providers.lifecycle.policy.lifetime("stored_files", ctx.ttl_seconds)
 
 
 async def run(ctx: DataExportContext, deps: TaskDeps) -> dict[str, Any]:

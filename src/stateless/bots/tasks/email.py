@@ -16,6 +16,14 @@ if TYPE_CHECKING:
 MAX_RECIPIENTS = 50  # larger audiences belong in email_campaign
 
 
+class TemplateUnsupported(TaskRejected):
+    code = "template_unsupported"
+
+
+class NoRecipient(TaskRejected):
+    code = "no_recipient"
+
+
 class EmailContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,7 +54,7 @@ def drop_empty_parts(ctx: EmailContext | EmailCampaignContext) -> None:
 
 
 def provider_of(deps: TaskDeps) -> EmailProvider:
-    provider: EmailProvider = deps.container.services["email"]
+    provider: EmailProvider = deps.providers.email
     return provider
 
 
@@ -56,9 +64,9 @@ def sender_of(deps: TaskDeps) -> str:
 
 def check_template(template_id: str | None, deps: TaskDeps) -> None:
     if template_id and provider_of(deps).name != "sendgrid":
-        raise TaskRejected(
+        raise TemplateUnsupported(
             "template_id needs the SendGrid email provider (SENDGRID_API_KEY)"
-        ).with_code("template_unsupported")
+        )
 
 
 def email_failed(exc: EmailError, provider: str) -> TaskFailed:
@@ -74,17 +82,17 @@ def _recipients(ctx: EmailContext, deps: TaskDeps) -> list[str]:
 
 async def prepare(ctx: EmailContext, deps: TaskDeps) -> None:
     if not _recipients(ctx, deps):
-        raise TaskRejected(
+        raise NoRecipient(
             "No recipient: give `to`, or configure the app's notify address "
             "(stateless tenants configure --notify-email)"
-        ).with_code("no_recipient")
+        )
     check_template(ctx.template_id, deps)
 
 
 async def run(ctx: EmailContext, deps: TaskDeps) -> dict[str, Any]:
     recipients = _recipients(ctx, deps)
     if not recipients:
-        raise TaskRejected("No recipient").with_code("no_recipient")
+        raise NoRecipient("No recipient")
     provider = provider_of(deps)
     text = ctx.text
     if text is None and ctx.html is None and ctx.template_id is None:

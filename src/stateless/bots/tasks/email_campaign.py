@@ -25,6 +25,10 @@ from stateless.kit.bounds import BoundedInput, FreeFormObject
 MAX_CAMPAIGN_RECIPIENTS = 10_000
 
 
+class NoContent(TaskRejected):
+    code = "no_content"
+
+
 class CampaignRecipient(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,7 +55,7 @@ class EmailCampaignContext(BoundedInput):
 
 async def prepare(ctx: EmailCampaignContext, deps: TaskDeps) -> None:
     if ctx.text is None and ctx.html is None and ctx.template_id is None:
-        raise TaskRejected("A campaign needs text, html or template_id").with_code("no_content")
+        raise NoContent("A campaign needs text, html or template_id")
     check_template(ctx.template_id, deps)
 
 

@@ -20,24 +20,30 @@ from stateless.ios.service import (
 from stateless.kit.db import session_scope
 
 
+class NoApnsKey(TaskRejected):
+    """Push as a task: a missing APNs key is a 422 of the task request (a 409 on /ios/push)."""
+
+    code = "apns_not_configured"
+
+
 async def prepare(ctx: PushIn, deps: TaskDeps) -> None:
     try:
-        credentials_of(deps.container.kit, deps.tenant)
+        credentials_of(deps.providers.kit, deps.tenant)
     except ApnsNotConfigured as exc:
-        raise TaskRejected(exc.detail).with_code("apns_not_configured") from exc
+        raise NoApnsKey(exc.detail) from exc
 
 
 async def run(ctx: PushIn, deps: TaskDeps) -> dict[str, Any]:
-    container = deps.container
+    providers = deps.providers
     try:
         # The task owns its transaction: dead tokens are deleted when the push is done.
         async with session_scope(deps.sessionmaker) as session:
             service = PushService(
-                session, deps.tenant, container.kit, container.services["apns"], container.metrics
+                session, deps.tenant, providers.kit, providers.apns, providers.metrics
             )
             out = await service.push(ctx)
     except ApnsNotConfigured as exc:
-        raise TaskRejected(exc.detail).with_code("apns_not_configured") from exc
+        raise NoApnsKey(exc.detail) from exc
     except ApnsUnreachable as exc:
         raise TaskFailed("APNs could not be reached", transient=True) from exc
     reasons = Counter(r.reason or r.status for r in out.results if r.status != "sent")

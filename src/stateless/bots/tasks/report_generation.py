@@ -14,15 +14,23 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 from sqlalchemy import func
 
+from stateless.affiliate.service import AffiliateService
 from stateless.bots.models import BotTask
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
+from stateless.ios.service import DeviceTokenService
 from stateless.kit.bounds import BoundedDate, BoundedInput
 from stateless.kit.db import session_scope, utcnow
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 HEADER = ["metric", "day", "dimension", "count", "value_sum_minor"]
+# A year of days times events and currencies; a report beyond it is cut (never seen in practice).
+MAX_CONVERSION_ROWS = 100_000
+
+
+class RangeTooLong(TaskRejected):
+    code = "range_too_long"
 
 
 class ReportContext(BoundedInput):
@@ -47,38 +55,33 @@ def _window(ctx: ReportContext) -> tuple[date, date]:
     return since, until
 
 
-def _model(deps: TaskDeps, kind: str) -> type[Any] | None:
-    registry = deps.container.services["lifecycle"]
-    try:
-        model: type[Any] = registry.get(kind).model
-    except KeyError:
-        return None
-    return model
-
-
 async def prepare(ctx: ReportContext, deps: TaskDeps) -> None:
     since, until = _window(ctx)
     if (until - since).days >= MAX_DAYS:
-        raise TaskRejected(f"A report covers at most {MAX_DAYS} days").with_code("range_too_long")
-    deps.container.services["lifecycle"].policy.lifetime("stored_files", ctx.ttl_seconds)
+        raise RangeTooLong(f"A report covers at most {MAX_DAYS} days")
+    deps.providers.lifecycle.policy.lifetime("stored_files", ctx.ttl_seconds)
 
 
 async def _rows(deps: TaskDeps, since: date, until: date) -> tuple[list[list[Any]], dict[str, int]]:
+    """Conversions (affiliate service), task outcomes (here) and device tokens (ios service)."""
     rows: list[list[Any]] = []
     totals = {"conversions": 0, "bot_tasks": 0, "push_tasks": 0, "device_tokens": 0}
+    providers = deps.providers
     async with session_scope(deps.sessionmaker) as session:
-        aggregates = _model(deps, "affiliate_aggregates")
-        if aggregates is not None:
-            found = await LiveRows(session, deps.tenant, aggregates).grouped(
-                [aggregates.day, aggregates.event, aggregates.currency],
-                [func.sum(aggregates.conversions), func.sum(aggregates.value_sum_minor)],
-                aggregates.day >= since,
-                aggregates.day <= until,
-            )
-            for day, event, currency, count, value in found:
-                dimension = f"{event}/{currency}" if currency else str(event)
-                rows.append(["conversions", str(day), dimension, int(count or 0), str(value or 0)])
-                totals["conversions"] += int(count or 0)
+        affiliate = AffiliateService(
+            session,
+            deps.tenant,
+            kit=providers.kit,
+            keys=providers.affiliate_keys,
+            policy=providers.lifecycle.policy,
+            metrics=providers.metrics,
+        )
+        for row in await affiliate.daily_totals(since, until, MAX_CONVERSION_ROWS):
+            currency = row.currency
+            dimension = f"{row.event}/{currency}" if currency else str(row.event)
+            count = row.conversions
+            rows.append(["conversions", str(row.day), dimension, count, str(row.value_sum_minor)])
+            totals["conversions"] += count
         tasks = await LiveRows(session, deps.tenant, BotTask).grouped(
             [BotTask.task_type, BotTask.status], [func.count()]
         )
@@ -86,13 +89,10 @@ async def _rows(deps: TaskDeps, since: date, until: date) -> tuple[list[list[Any
             metric = "push_tasks" if task_type == "push" else "bot_tasks"
             rows.append([metric, "", f"{task_type}/{status}", int(count), ""])
             totals[metric] += int(count)
-        tokens = _model(deps, "device_tokens")
-        if tokens is not None and hasattr(tokens, "environment"):
-            for environment, count in await LiveRows(session, deps.tenant, tokens).grouped(
-                [tokens.environment], [func.count()]
-            ):
-                rows.append(["device_tokens", "", str(environment), int(count), ""])
-                totals["device_tokens"] += int(count)
+        tokens = DeviceTokenService(session, deps.tenant, providers.kit, providers.lifecycle.policy)
+        for environment, count in (await tokens.live_counts_by_environment()).items():
+            rows.append(["device_tokens", "", environment, count, ""])
+            totals["device_tokens"] += count
     return rows, totals
 
 

@@ -20,6 +20,10 @@ ATTEMPTS_PER_RUN = 3
 ATTEMPT_TIMEOUT_SECONDS = 15.0
 
 
+class MastodonNotConfigured(TaskRejected):
+    code = "mastodon_not_configured"
+
+
 class SocialPostContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
@@ -32,10 +36,10 @@ class SocialPostContext(BoundedInput):
 
 async def prepare(ctx: SocialPostContext, deps: TaskDeps) -> None:
     if not deps.tenant.config.mastodon_url or not deps.secrets().mastodon_token:
-        raise TaskRejected(
+        raise MastodonNotConfigured(
             "No Mastodon server is configured for this app "
             "(stateless tenants configure --mastodon-url --mastodon-token)"
-        ).with_code("mastodon_not_configured")
+        )
 
 
 async def run(ctx: SocialPostContext, deps: TaskDeps) -> dict[str, Any]:
@@ -70,7 +74,7 @@ async def run(ctx: SocialPostContext, deps: TaskDeps) -> dict[str, Any]:
             raise TaskFailed(f"the Mastodon server refused the post ({status})")
         return None
 
-    client: httpx.AsyncClient = deps.container.services["bots.http"]
+    client: httpx.AsyncClient = deps.providers.http
     return await post_with_retries(
         client,
         url,

@@ -29,6 +29,10 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 _RETRYABLE_4XX = {408, 425, 429}
 
 
+class WebhookNotConfigured(TaskRejected):
+    code = "webhook_not_configured"
+
+
 class WebhookContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,13 +62,11 @@ def webhook_id_of(task_id: str) -> str:
 
 async def prepare(ctx: WebhookContext, deps: TaskDeps) -> None:
     if not deps.tenant.config.webhook_url:
-        raise TaskRejected(
+        raise WebhookNotConfigured(
             "No webhook URL is registered for this app (stateless tenants configure --webhook-url)"
-        ).with_code("webhook_not_configured")
-    if not deps.secrets().webhook_secret:
-        raise TaskRejected("This app has no webhook signing secret").with_code(
-            "webhook_not_configured"
         )
+    if not deps.secrets().webhook_secret:
+        raise WebhookNotConfigured("This app has no webhook signing secret")
 
 
 async def run(ctx: WebhookContext, deps: TaskDeps) -> dict[str, Any]:
@@ -100,7 +102,7 @@ async def run(ctx: WebhookContext, deps: TaskDeps) -> dict[str, Any]:
             raise TaskFailed(f"the webhook endpoint refused the delivery ({status})")
         return None
 
-    client: httpx.AsyncClient = deps.container.services["bots.http"]
+    client: httpx.AsyncClient = deps.providers.http
     return await post_with_retries(
         client,
         url,

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
 from starlette.responses import Response
 
 from stateless import __version__
 from stateless.deps import ContainerDep
-from stateless.kit.errors import ServiceUnavailable, Unauthorized
+from stateless.health.checks import dependency_checks
+from stateless.kit.errors import RateLimited, ServiceUnavailable, Unauthorized
+from stateless.kit.openapi import problems
 from stateless.kit.ratelimit import HEALTH_ROUTE
 from stateless.tenants.auth import enforce_rate_limit
 from stateless.tenants.schemas import valid_app_id_or_none
@@ -48,7 +48,9 @@ async def root(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/health", name=HEALTH_ROUTE, response_model=HealthResponse)
+@router.get(
+    "/health", name=HEALTH_ROUTE, response_model=HealthResponse, responses=problems(RateLimited)
+)
 async def health(request: Request, container: ContainerDep) -> dict[str, str]:
     """Liveness. Limited to 10/min per X-App-ID (or per client address when none is sent)."""
     app_id = valid_app_id_or_none(request.headers.get("x-app-id"))
@@ -59,7 +61,7 @@ async def health(request: Request, container: ContainerDep) -> dict[str, str]:
     else:
         client = request.client.host if request.client else "unknown"
         # keyed hash: rate-limit buckets in Redis never hold a plaintext address
-        bucket = "ip:" + container.kit.keyed_hash("ratelimit-ip", "", client)[:22]
+        bucket = "ip:" + container.privacy.keyed_hash("ratelimit-ip", "", client)[:22]
         overrides = None
     await enforce_rate_limit(request, container, bucket, overrides, route=HEALTH_ROUTE)
     return {"status": "ok", "env": container.settings.environment}
@@ -69,25 +71,13 @@ async def health(request: Request, container: ContainerDep) -> dict[str, str]:
     "/health/ready",
     name="health.ready",
     response_model=ReadyResponse,
-    responses={503: {"description": "A dependency is down"}},
+    responses=problems(ServiceUnavailable),
 )
 async def ready(container: ContainerDep) -> dict[str, Any]:
     """Readiness for load balancers: the database, and Redis when configured. Not rate limited."""
-    checks: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(container.settings.db_pool_timeout + 1):
-            async with container.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception:  # readiness reports, it does not raise
-        checks["database"] = "unavailable"
-    if container.redis is not None:
-        try:
-            async with asyncio.timeout(1):
-                await container.redis.ping()
-            checks["redis"] = "ok"
-        except Exception:  # readiness reports, it does not raise
-            checks["redis"] = "unavailable"
+    checks = await dependency_checks(
+        container.engine, container.redis, container.settings.db_pool_timeout + 1
+    )
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         raise ServiceUnavailable(

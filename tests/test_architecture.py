@@ -1,0 +1,110 @@
+"""The rules of docs/architecture.md that a reader cannot see from one file, checked on the
+source tree (no app is started)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "stateless"
+
+# The checkpoints that may vouch for a tenant id: request authentication, and the background
+# workers that read the id from their own records (queued tasks, stored object keys).
+VERIFIED_APP_ID_CREATORS = {"tenants/auth.py", "bots/runner.py", "storage/lifecycle.py"}
+
+
+def _modules() -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted(SRC.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        yield path.relative_to(SRC).as_posix(), ast.parse(path.read_text(), str(path))
+
+
+def _imports(tree: ast.Module) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def test_only_the_checkpoints_create_a_verified_app_id() -> None:
+    creators = set()
+    for name, tree in _modules():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called == "VerifiedAppId":
+                creators.add(name)
+    assert creators <= VERIFIED_APP_ID_CREATORS, sorted(creators - VERIFIED_APP_ID_CREATORS)
+    assert "tenants/auth.py" in creators
+
+
+def test_kit_imports_no_domain() -> None:
+    """kit is shared mechanics: it may use the settings and itself, nothing above it."""
+    for name, tree in _modules():
+        if not name.startswith("kit/"):
+            continue
+        for module in _imports(tree):
+            if module.startswith("stateless."):
+                assert module.startswith(("stateless.kit", "stateless.config")), (name, module)
+
+
+def test_each_route_solves_flat_dependencies() -> None:
+    """One dependency per route group (auth, rate limit, transaction, service), never a chain:
+    FastAPI's per-request solving cost grows with every nested node."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from stateless.config import Settings
+    from stateless.main import create_app
+
+    app = create_app(Settings(_env_file=None))
+    nested = []
+    for context in iter_route_contexts(list(app.routes)):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        for dependency in route.dependant.dependencies:
+            if dependency.dependencies:
+                nested.append(route.name)
+    assert not nested, sorted(set(nested))
+
+
+# Roles that compose (read the container and hand providers on); everything else receives them.
+_COMPOSERS = ("endpoints.py", "wiring.py")
+_COMPOSER_MODULES = {
+    "cli.py",
+    "container.py",
+    "deps.py",
+    "domains.py",
+    "main.py",
+    "tenants/auth.py",  # the request checkpoint reads the directory and the limiter
+    "lifecycle/scheduler.py",  # background jobs are built from the container
+    "storage/lifecycle.py",
+    "bots/runner.py",
+}
+
+
+def test_only_composers_read_the_container() -> None:
+    """Services, repositories, models and schemas take the providers they need, never the
+    container; only endpoints, wiring, deps, the entry points and background jobs read it."""
+    for name, tree in _modules():
+        if name.endswith(_COMPOSERS) or name in _COMPOSER_MODULES:
+            continue
+        for module in _imports(tree):
+            assert module not in ("stateless.container", "stateless.deps"), (name, module)
+            assert not module.endswith(".endpoints"), (name, module)
+
+
+def test_only_entry_points_import_domains() -> None:
+    """domains.py is the composition root: it imports every domain, nothing imports it back."""
+    for name, tree in _modules():
+        if name in ("main.py", "cli.py", "domains.py"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "stateless":
+                assert "domains" not in {alias.name for alias in node.names}, name
+        assert "stateless.domains" not in set(_imports(tree)), name

@@ -302,7 +302,29 @@ def is_database_unavailable(exc: BaseException) -> bool:
     )
 
 
+# Text Postgres cannot hold (a NUL character, bytes not in the encoding): the client's value,
+# not our fault, whichever route it reached the database through (a path id, say).
+_UNSTORABLE_TEXT_SQLSTATES = ("22021", "22P05")
+
+
+def _unstorable_text(exc: BaseException) -> bool:
+    cause = getattr(exc, "orig", None)
+    for error in (cause, getattr(cause, "__cause__", None)):
+        if getattr(error, "sqlstate", None) in _UNSTORABLE_TEXT_SQLSTATES:
+            return True
+    return False
+
+
 async def _handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    if _unstorable_text(exc):
+        log.warning("unstorable_text", error_type=type(exc).__name__)
+        return problem_response(
+            422,
+            request_id=request_id_of(request.scope),
+            code="validation_error",
+            title="Validation error",
+            detail="The request holds text that cannot be stored (a NUL character, for one)",
+        )
     if not is_database_unavailable(exc):
         return await _handle_unexpected(request, exc)
     log.warning("database_unavailable", error_type=type(exc).__name__)

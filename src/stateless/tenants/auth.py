@@ -39,11 +39,11 @@ _KIND_BY_PREFIX: dict[str, Literal["publishable", "secret"]] = {
 
 
 class MissingAppId(BadRequest):
-    code = "missing_app_id"
+    code, title = "missing_app_id", "Missing X-App-ID"
 
 
 class InvalidAppId(BadRequest):
-    code = "invalid_app_id"
+    code, title = "invalid_app_id", "Invalid X-App-ID"
 
 
 def _unauthorized() -> Unauthorized:

@@ -8,11 +8,21 @@ key, sometimes with its publishable key, tenant B's keys or none, and with path 
 (A's and B's). Provider URLs point at 127.0.0.1 ports where nothing listens: nothing leaves the
 machine and provider calls end as documented 502 problems.
 
+Three kinds of cases per operation: positive and negative ones from the schema, and edge
+ones: a positive case with one body field (at any depth) replaced by a hostile value from
+bench/hostile.py (lone surrogates, nesting past 32 levels, decimals with huge exponents or
+digit counts, integers past 64 bits, non-finite numbers, dates at the calendar's edges), sent as
+raw JSON text, and sometimes a hostile value in a key header.
+
 Checks per response: not_a_server_error, status_code_conformance, content_type_conformance,
-response_schema_conformance, response_headers_conformance. The summary prints cases sent and
-failures by check; exit status 1 when any check failed.
+response_schema_conformance, response_headers_conformance (edge cases: not_a_server_error and
+problem+json for every 4xx); and for every case, loop_stall: the server runs under
+bench/stallwatch.py, which reports any moment its event loop was held for more than 250 ms of
+CPU, and such a report fails the run. The summary prints cases sent and failures by check;
+exit status 1 when any check failed.
 
     python -m bench.fuzz [--examples 40] [--databases sqlite,postgres] [--max-seconds 600]
+                         [--modes positive,negative,edge]
 
 FUZZ_DATABASE_URL chooses the Postgres server (default postgresql://postgres@127.0.0.1:5432).
 """
@@ -43,7 +53,9 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from bench.hostile import hostile_header_value, mutate
 from bench.http import free_port, wait_ready
+from bench.stallwatch import STALL_MARKER
 
 ADMIN_URL = os.environ.get("FUZZ_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BIN = Path(sys.executable).parent
@@ -83,7 +95,18 @@ class Report:
     failures: Counter[str] = field(default_factory=Counter)
     findings: dict[tuple[str, str, int, str], Finding] = field(default_factory=dict)
     transport_errors: Counter[str] = field(default_factory=Counter)
+    cases_by_mode: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+
+    def record(
+        self, check: str, label: str, status: int, title: str, message: str, curl: str
+    ) -> None:
+        key = (check, label, status, title)
+        self.failures[check] += 1
+        found = self.findings.get(key)
+        if found is None:
+            found = self.findings[key] = Finding(check, label, status, title, message, curl)
+        found.count += 1
 
 
 # Provider failures (nothing listens on the provider ports) answer these, documented per route.
@@ -229,35 +252,52 @@ def register(env: dict[str, str], app_id: str, workdir: Path) -> Tenant:
     return Tenant(keys["app_id"], keys["publishable_key"], keys["secret_key"])
 
 
+@dataclass
+class Server:
+    base: str
+    log: Any  # a reader of its own on the server's log file (the server appends)
+
+    def stalls(self) -> list[dict[str, Any]]:
+        """Loop stalls the server reported since the last call (bench/stallwatch.py lines)."""
+        found = []
+        for line in self.log.read().decode(errors="replace").splitlines():
+            if STALL_MARKER in line:
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(line[line.index("{") :]))
+        return found
+
+
 @contextmanager
-def serve(env: dict[str, str]) -> Iterator[str]:
+def serve(env: dict[str, str], workdir: Path) -> Iterator[Server]:
+    """`stateless serve`'s app and protocol, run under the loop-stall detector."""
     port = free_port()
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(
-        [str(BIN / "stateless"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + "/health/ready", timeout=60)
-        yield base
-    finally:
-        proc.terminate()
+    log_path = workdir / "server.log"
+    with log_path.open("ab") as writer, log_path.open("rb") as reader:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.stallwatch", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=writer,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.seek(0)
-        errors = [
-            line for line in log.read().decode(errors="replace").splitlines() if "error" in line
-        ]
-        for line in errors[:20]:
-            print("  server:", line[:400])
-        if os.environ.get("FUZZ_SERVER_LOG"):  # full lines, for tracebacks
-            Path(os.environ["FUZZ_SERVER_LOG"]).write_text("\n".join(errors))
-        log.close()
+            wait_ready(base + "/health/ready", timeout=60)
+            server = Server(base, reader)
+            server.stalls()  # from here on
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            lines = log_path.read_bytes().decode(errors="replace").splitlines()
+            errors = [line for line in lines if "error" in line]
+            for line in errors[:20]:
+                print("  server:", line[:400])
+            if os.environ.get("FUZZ_SERVER_LOG"):  # full lines, for tracebacks
+                Path(os.environ["FUZZ_SERVER_LOG"]).write_text("\n".join(errors))
 
 
 def seed_objects(base: str, a: Tenant, b: Tenant) -> dict[str, list[str]]:
@@ -409,11 +449,56 @@ def enrich(
 # --- the fuzzing loop -----------------------------------------------------------------------
 
 
+EDGE_HEADERS = ("X-App-ID", "Authorization", "Idempotency-Key", "X-Request-ID")
+
+
+def edge_call(
+    case: Any,
+    base: str,
+    session: requests.Session,
+    headers: dict[str, Any],
+    draw: Any,
+    pick: int,
+) -> requests.Response:
+    """Send the case with one body field replaced by a hostile value, as raw JSON text (lone
+    surrogates as \\u escapes, NaN as NaN), and sometimes a hostile key header."""
+    headers = dict(headers)
+    if pick >= 6:
+        headers[draw(st.sampled_from(EDGE_HEADERS))] = draw(hostile_header_value())
+    content = None
+    if isinstance(case.body, dict | list):
+        body = mutate(case.body, draw)
+        content = json.dumps(body, ensure_ascii=True, allow_nan=True).encode()
+        headers["Content-Type"] = "application/json"
+    return session.request(
+        case.method,
+        base + case.formatted_path,
+        params=case.query,
+        data=content,
+        headers=headers,
+        timeout=30,
+    )
+
+
+def edge_failures(response: requests.Response, case: Any) -> list[tuple[str, str]]:
+    """What an edge case must never get: a 5xx (other than documented provider failures) or a
+    4xx that is not a problem."""
+    status = response.status_code
+    documented = str(status) in case.operation.definition.raw["responses"]
+    found = []
+    if status >= 500 and not (status in PROVIDER_STATUSES and documented):
+        found.append(("not_a_server_error", f"Server error {status}"))
+    content_type = response.headers.get("content-type", "")
+    if status >= 400 and not content_type.startswith("application/problem+json"):
+        found.append(("problem_json", f"{status} answered as {content_type or 'nothing'}"))
+    return found
+
+
 def fuzz_operation(
     operation: Any,
     mode: Any,
     *,
-    base: str,
+    server: Server,
     identities: list[dict[str, str]],
     known: dict[str, list[str]],
     examples: int,
@@ -422,11 +507,18 @@ def fuzz_operation(
     deadline: float,
     run_seed: int,
     variant: str | None = None,
+    edge: bool = False,
 ) -> None:
+    from schemathesis import GenerationMode
+
     checks = _checks()
+    base = server.base
     label = f"{operation.method.upper()} {operation.path}"
     path_names = [p.name for p in operation.path_parameters]
     positive = mode.name == "POSITIVE"
+    mode_name = "edge" if edge else mode.name.lower()
+    if edge:
+        mode = GenerationMode.POSITIVE
 
     @seed(run_seed)
     @settings(
@@ -452,17 +544,43 @@ def fuzz_operation(
             enrich(label, case.body, data.draw, known, variant)
         headers = identities[who]
         try:
-            response = case.call(base_url=base, session=session, headers=headers, timeout=30)
+            if edge:
+                response = edge_call(case, base, session, headers, data.draw, pick)
+            else:
+                response = case.call(base_url=base, session=session, headers=headers, timeout=30)
         except (requests.RequestException, ValueError, UnicodeError) as exc:
             report.transport_errors[type(exc).__name__] += 1  # unsendable by the client itself
             return
         report.cases += 1
+        report.cases_by_mode[mode_name] += 1
+        curl = ""
+        for stall in server.stalls():
+            curl = curl or case.as_curl_command(headers=headers, base_url=base)[:1500]
+            report.record(
+                "loop_stall",
+                label,
+                response.status_code,
+                f"event loop held for {stall.get('held_ms')} ms",
+                f"{mode_name} case; in flight: {stall.get('requests')}",
+                curl,
+            )
         report.by_operation[label] += 1
         report.operation_statuses.setdefault(label, Counter())[response.status_code] += 1
         if os.environ.get("FUZZ_TRACE") and response.status_code == int(os.environ["FUZZ_TRACE"]):
             print(label, headers.get("Authorization", "")[:10], response.text[:300])
             print("   ", case.as_curl_command(headers=headers, base_url=base)[:600])
         report.statuses[response.status_code] += 1
+        if edge:
+            for check_name, title in edge_failures(response, case):
+                report.record(
+                    check_name,
+                    label,
+                    response.status_code,
+                    title,
+                    f"edge case: {response.text[:300]}",
+                    curl or case.as_curl_command(headers=headers, base_url=base)[:1500],
+                )
+            return
         for check in checks:
             try:
                 case.validate_response(response, checks=[check], headers=headers)
@@ -470,19 +588,14 @@ def fuzz_operation(
                 failures = getattr(exc, "exceptions", [exc])
                 for failure in failures:
                     title = str(getattr(failure, "title", type(failure).__name__))
-                    key = (check.__name__, label, response.status_code, title)
-                    report.failures[check.__name__] += 1
-                    found = report.findings.get(key)
-                    if found is None:
-                        found = report.findings[key] = Finding(
-                            check.__name__,
-                            label,
-                            response.status_code,
-                            title,
-                            str(getattr(failure, "message", failure))[:800],
-                            case.as_curl_command(headers=headers, base_url=base)[:1500],
-                        )
-                    found.count += 1
+                    report.record(
+                        check.__name__,
+                        label,
+                        response.status_code,
+                        title,
+                        str(getattr(failure, "message", failure))[:800],
+                        case.as_curl_command(headers=headers, base_url=base)[:1500],
+                    )
 
     with contextlib.suppress(Unsatisfiable):  # nothing negative for an operation without inputs
         run()
@@ -507,6 +620,7 @@ def fuzz(
     max_seconds: float,
     run_seed: int,
     plain_fastapi_document: bool = False,
+    modes: tuple[str, ...] = ("positive", "negative", "edge"),
 ) -> Report:
     import schemathesis
     from schemathesis import GenerationMode
@@ -520,7 +634,8 @@ def fuzz(
             cli(env, "migrate")
             a = register(env, "fuzz-a", workdir)
             b = register(env, "fuzz-b", workdir)
-            with serve(env) as base:
+            with serve(env, workdir) as server:
+                base = server.base
                 if plain_fastapi_document:
                     schema = schemathesis.openapi.from_dict(plain_document(env))
                 else:
@@ -536,21 +651,30 @@ def fuzz(
                     for operation in operations:
                         known = seed_objects(base, a, b)
                         label = f"{operation.method.upper()} {operation.path}"
-                        runs: list[tuple[Any, str | None, int]] = [
-                            (GenerationMode.POSITIVE, None, examples),
-                            (GenerationMode.NEGATIVE, None, examples),
-                        ]
-                        if label == EXECUTE:  # and every task type's context, one run each
+                        runs: list[tuple[Any, str | None, int, bool]] = []
+                        if "positive" in modes:
+                            runs.append((GenerationMode.POSITIVE, None, examples, False))
+                        if "negative" in modes:
+                            runs.append((GenerationMode.NEGATIVE, None, examples, False))
+                        if "edge" in modes:
+                            runs.append((GenerationMode.POSITIVE, None, examples, True))
+                        if label == EXECUTE and "positive" in modes:  # every task type's context
                             runs += [
-                                (GenerationMode.POSITIVE, task_type, max(examples // 2, 1))
+                                (GenerationMode.POSITIVE, task_type, max(examples // 2, 1), False)
                                 for task_type in sorted(TASK_CONTEXTS)
                             ]
-                        for mode, variant, count in runs:
+                        if label == EXECUTE and "edge" in modes:
+                            runs += [
+                                (GenerationMode.POSITIVE, task_type, max(examples // 2, 1), True)
+                                for task_type in sorted(TASK_CONTEXTS)
+                            ]
+                        for mode, variant, count, edge in runs:
                             fuzz_operation(
                                 operation,
                                 mode,
                                 variant=variant,
-                                base=base,
+                                edge=edge,
+                                server=server,
                                 identities=identities,
                                 known=known,
                                 examples=count,
@@ -565,6 +689,7 @@ def fuzz(
 
 def print_report(report: Report, verbose: bool) -> None:
     print(f"\n== {report.database}: {report.cases} cases in {report.seconds:.0f} s")
+    print("   cases: " + ", ".join(f"{k}: {v}" for k, v in sorted(report.cases_by_mode.items())))
     print("   statuses: " + ", ".join(f"{k}: {v}" for k, v in sorted(report.statuses.items())))
     if verbose:
         for label, statuses in sorted(report.operation_statuses.items()):
@@ -572,7 +697,7 @@ def print_report(report: Report, verbose: bool) -> None:
             print(f"   {label}: {counts}")
     if report.transport_errors:
         print(f"   not sendable by the client (skipped): {dict(report.transport_errors)}")
-    for name in [c.__name__ for c in _checks()]:
+    for name in [c.__name__ for c in _checks()] + ["problem_json", "loop_stall"]:
         print(f"   {name}: {report.failures.get(name, 0)} failures")
     for finding in report.findings.values():
         print(
@@ -591,6 +716,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--verbose", action="store_true", help="statuses per operation")
     parser.add_argument(
+        "--modes", default="positive,negative,edge", help="which kinds of cases to send"
+    )
+    parser.add_argument(
         "--plain-fastapi-document",
         action="store_true",
         help="check against FastAPI's document without our problem responses (before figures)",
@@ -598,7 +726,14 @@ def main() -> int:
     args = parser.parse_args()
     began = time.monotonic()
     reports = [
-        fuzz(kind.strip(), args.examples, args.max_seconds, args.seed, args.plain_fastapi_document)
+        fuzz(
+            kind.strip(),
+            args.examples,
+            args.max_seconds,
+            args.seed,
+            args.plain_fastapi_document,
+            tuple(mode.strip() for mode in args.modes.split(",") if mode.strip()),
+        )
         for kind in args.databases.split(",")
         if kind.strip()
     ]

@@ -136,8 +136,7 @@ def serve(
     SIGTERM: stop accepting, let in-flight requests finish within GRACEFUL_TIMEOUT_SECONDS, stop
     background loops after their current unit, close pools, then exit 0 (a clean stop, not a crash).
     """
-    import uvicorn
-
+    from stateless.kit import draining
     from stateless.kit.logging import configure_logging
     from stateless.kit.serving import PortUnavailable, announce_address_on, check_port_available
 
@@ -161,7 +160,7 @@ def serve(
     # uvicorn re-raises the captured SIGTERM after its graceful shutdown; this handler turns
     # that into exit status 0 so orchestrators record a clean stop.
     signal.signal(signal.SIGTERM, _exit_after_graceful_stop)
-    uvicorn.run(
+    draining.run(
         "stateless.main:app",
         host=host,
         port=port,

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # steady load (a TCP + auth handshake each); a fixed pool queues the excess instead.
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
+    # Longest a statement may wait for Postgres before the request answers 503 (a frozen or
+    # overloaded server must not hold requests for asyncpg's default 30 s or longer).
+    db_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
 
     apns_production_url: str = "https://api.push.apple.com"
     apns_sandbox_url: str = "https://api.sandbox.push.apple.com"
@@ -110,6 +113,9 @@ class Settings(BaseSettings):
     rate_limit_default: str = "600/minute"
     rate_limit_health: str = "10/minute"
     rate_limit_bots_execute: str = "30/minute"
+    # Failed authentications (401s) per client address, per app id and overall (SPEC 2).
+    auth_failure_limit_per_app: str = "20/minute"
+    auth_failure_limit: str = "60/minute"
 
     @field_validator("database_url")
     @classmethod
@@ -120,6 +126,18 @@ class Settings(BaseSettings):
                 return "postgresql+asyncpg://" + value[len(prefix) :]
         if value.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        return value
+
+    @field_validator("auth_failure_limit_per_app", "auth_failure_limit")
+    @classmethod
+    def _limit_text(cls, value: str) -> str:
+        """Refuse a malformed limit at start-up, not on the first failed authentication."""
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"invalid rate limit {value!r} (expected e.g. 20/minute)") from exc
         return value
 
     @field_validator("previous_secret_keys", mode="before")

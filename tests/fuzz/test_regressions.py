@@ -12,9 +12,14 @@ async def test_stats_until_the_first_day_there_is_does_not_overflow(
     client: Client, tenant: TenantHandle
 ) -> None:
     """`until=0001-01-01` without `since`: the default 90-day window used to start before
-    date.min and the server answered 500 (OverflowError)."""
+    date.min and the server answered 500 (OverflowError). Dates are now bounded to years
+    1970-9999 (SPEC 1); the earliest allowed day works with the default window."""
     r = await client.get(
         "/api/v1/affiliate/stats", params={"until": "0001-01-01"}, headers=tenant.sk
+    )
+    assert_problem(r, 422, "validation_error")
+    r = await client.get(
+        "/api/v1/affiliate/stats", params={"until": "1970-01-01"}, headers=tenant.sk
     )
     assert r.status_code == 200, r.text
     assert r.json()["days"] == []

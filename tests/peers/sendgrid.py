@@ -1,6 +1,7 @@
 """A local peer speaking SendGrid's v3 Mail Send API: POST /v3/mail/send.
 
-Checks the Bearer key like SendGrid (401 with SendGrid's error shape otherwise), answers 202
+Checks the Bearer key like SendGrid (401 with SendGrid's error shape otherwise), refuses an empty
+content value with 400 as SendGrid's v3 schema does, answers 202
 with an X-Message-Id, or what the test scripted (400/429/500...). Records each request body.
 """
 
@@ -52,8 +53,17 @@ class SendGridPeer:
                 ]
             }
             return Answer(401, json.dumps(body).encode(), {"Content-Type": "application/json"})
-        self.requests.append(json.loads(request.body))
+        body = json.loads(request.body)
+        self.requests.append(body)
         self.headers.append(request.headers)
+        empty = [i for i, part in enumerate(body.get("content", [])) if not part.get("value")]
+        if empty:  # SendGrid's v3 schema: a content value must be at least one character
+            self._accepted.append(False)
+            return sendgrid_error(
+                400,
+                f"content.{empty[0]}.value",
+                "The content value must be a string at least one character in length.",
+            )
         if self.script:
             answer = self.script.pop(0)
             self._accepted.append(answer.status == 202)

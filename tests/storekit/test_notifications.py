@@ -322,11 +322,13 @@ async def test_body_schema(sk_client: Client, app: TenantHandle) -> None:
     assert response.json()["code"] == "validation_error"
 
 
-async def test_unknown_app_is_404(sk_client: Client, app: TenantHandle, pki: TestPKI) -> None:
+async def test_unknown_app_answers_like_an_unverifiable_payload(
+    sk_client: Client, app: TenantHandle, pki: TestPKI, settings: Settings
+) -> None:
+    """SPEC 5: no tenant enumeration; a genuine payload of another app id is refused alike."""
     token = signed_notification(pki.trusted, "REFUND", transaction(BUNDLE_ID))
     response = await send(sk_client, token, app_id="no-such-app")
-    assert response.status_code == 404
-    assert response.json()["code"] == "app_not_found"
+    await _assert_rejected(response, settings, "wrong_bundle_id")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -34,6 +33,7 @@ from stateless.affiliate.service import (
 from stateless.affiliate.wiring import affiliate_service
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService
+from stateless.kit.bounds import BoundedDate
 from stateless.kit.context import TenantContext
 from stateless.kit.openapi import problems
 
@@ -115,10 +115,12 @@ async def conversion_stats(
         str | None, Query(max_length=64, description="One code; all of this app's when omitted.")
     ] = None,
     since: Annotated[
-        date | None, Query(description="First UTC day (YYYY-MM-DD); default until - 89 days.")
+        BoundedDate | None,
+        Query(description="First UTC day (YYYY-MM-DD); default until - 89 days."),
     ] = None,
     until: Annotated[
-        date | None, Query(description="Last UTC day, inclusive (YYYY-MM-DD); default today.")
+        BoundedDate | None,
+        Query(description="Last UTC day, inclusive (YYYY-MM-DD); default today."),
     ] = None,
 ) -> StatsOut:
     """Per-day conversion counts and exact value sums, with totals per event and currency.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
+
+from stateless.kit.bounds import BoundedDecimal, BoundedInput
 
 MAX_CODE_ID_LENGTH = 128
 MAX_EVENT_ID_LENGTH = 256
@@ -22,7 +23,7 @@ _CODE_ID_DOC = (
 )
 
 
-class GenerateIn(BaseModel):
+class GenerateIn(BoundedInput):
     code_id: str = Field(
         min_length=1,
         max_length=MAX_CODE_ID_LENGTH,
@@ -36,7 +37,7 @@ class GenerateOut(BaseModel):
     tenant: str
 
 
-class ConversionIn(BaseModel):
+class ConversionIn(BoundedInput):
     code: str = Field(
         min_length=1,
         max_length=64,
@@ -49,7 +50,7 @@ class ConversionIn(BaseModel):
         pattern=EVENT_PATTERN,
         description="Event name: letters, digits, `_ . : -` (e.g. `signup`, `purchase`).",
     )
-    value: Decimal | None = Field(
+    value: BoundedDecimal | None = Field(
         default=None,
         description=(
             "Amount, >= 0, at most the currency's decimal places (JPY 0, USD 2, KWD 3). "

@@ -34,6 +34,7 @@ from stateless.affiliate.schemas import (
     StatsRow,
     StatsTotal,
 )
+from stateless.kit.bounds import check_decimal
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, Unprocessable
@@ -54,7 +55,7 @@ _EVENT = re.compile(EVENT_PATTERN)
 class InvalidCode(BadRequest):
     """Malformed, forged, another tenant's, or not the code of the given code_id: one answer."""
 
-    code, title = "invalid_code", "Invalid referral code"
+    code = "invalid_code"
 
 
 class InvalidField(Unprocessable):
@@ -179,8 +180,10 @@ class AffiliateService:
             raise InvalidCurrency("currency", "currency must be an ISO 4217 code")
         if value is None:
             raise ValueRequired("value", "currency was sent without value; send both or neither")
-        if not value.is_finite():
-            raise InvalidValue("value", "value must be a finite number")
+        try:  # digits and exponent first: nothing below may compute 10**exponent unbounded
+            check_decimal(value)
+        except ValueError as exc:
+            raise InvalidValue("value", f"value: {exc}") from None
         if value.is_signed() and value != 0:
             raise NegativeValue("value", "value must not be negative")
         if value > MAX_VALUE:

@@ -6,18 +6,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stateless.kit.bounds import BoundedInput, FreeFormObject
 from stateless.kit.timestamps import Timestamp
 
 MAX_CONTEXT_BYTES = 1024 * 1024
 TaskStatus = Literal["queued", "running", "success", "failed", "timeout"]
 
 
-class ExecuteIn(BaseModel):
+class ExecuteIn(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     task_type: str = Field(min_length=1, max_length=64, description="One of the task types.")
-    context: dict[str, Any] = Field(
-        default_factory=dict, description="The task's input (schema per task type), at most 1 MiB."
+    context: FreeFormObject = Field(
+        default_factory=dict,
+        description="The task's input (schema per task type), at most 1 MiB and 32 levels deep.",
     )
     mode: Literal["sync", "async"] = Field(
         default="sync", description="sync waits for the result; async queues and answers 202."

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from stateless.kit.bounds import BoundedInput
 from stateless.kit.timestamps import Timestamp
 
 MAX_DRAFT_BYTES = 1024 * 1024
 
 
-class DraftIn(BaseModel):
+class DraftIn(BoundedInput):
     content: str = Field(description="UTF-8 text, at most 1 MiB once encoded.")
     ttl_seconds: int | None = Field(
         default=None, description="Lifetime in seconds (default 24 h, at most 7 d)."

@@ -57,9 +57,10 @@ def mail_send_body(message: EmailMessage, recipients: list[Recipient]) -> dict[s
         "subject": message.subject,
     }
     content = []
-    if message.text is not None:
+    # SendGrid's v3 schema refuses an empty `value`: an empty part is left out, not sent.
+    if message.text:
         content.append({"type": "text/plain", "value": message.text})
-    if message.html is not None:
+    if message.html:
         content.append({"type": "text/html", "value": message.html})
     if content:
         body["content"] = content
@@ -74,12 +75,13 @@ def _rejection_detail(response: httpx.Response) -> str:
     detail = _PERMANENT.get(response.status_code, "SendGrid refused the request")
     fields: list[str] = []
     try:
-        errors = response.json().get("errors", [])
+        answer = response.json()
+        errors = answer.get("errors", []) if isinstance(answer, dict) else []
         for error in errors if isinstance(errors, list) else []:
             field = error.get("field") if isinstance(error, dict) else None
             if isinstance(field, str) and _FIELD_NAME.match(field) and field not in fields:
                 fields.append(field)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's reach
         pass
     suffix = f" (fields: {', '.join(fields[:5])})" if fields else ""
     return f"{detail} ({response.status_code}){suffix}"

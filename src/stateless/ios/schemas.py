@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stateless.kit.bounds import MAX_EPOCH_MS, BoundedInput, FreeFormObject, HeaderText
 from stateless.kit.timestamps import Timestamp
 
 TOKEN_PATTERN = re.compile(r"^[0-9a-fA-F]{64,200}$")
@@ -17,7 +18,7 @@ PushType = Literal["alert", "background"]
 ResultStatus = Literal["sent", "removed", "failed", "not_registered"]
 
 
-class RegisterTokenIn(BaseModel):
+class RegisterTokenIn(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     token: str = Field(description="The APNs device token as hex (64-200 characters).")
@@ -29,11 +30,13 @@ class RegisterTokenIn(BaseModel):
     environment: Environment = Field(
         default="production", description="Which APNs environment issued the token."
     )
-    topic: str | None = Field(
+    topic: HeaderText | None = Field(
         default=None,
         min_length=1,
         max_length=255,
-        description="apns-topic for this device; defaults to the app's bundle id.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="apns-topic for this device (a bundle id, optionally with a suffix such as "
+        "`.voip`); defaults to the app's bundle id.",
     )
     ttl_seconds: int | None = Field(
         default=None, description="How long to keep the token (default 30 d, at most 60 d)."
@@ -53,7 +56,7 @@ class RegisterTokenOut(BaseModel):
     expires_at: Timestamp
 
 
-class UnregisterTokenIn(BaseModel):
+class UnregisterTokenIn(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     device_id: str = Field(min_length=1, max_length=256)
@@ -63,7 +66,7 @@ class UnregisterTokenOut(BaseModel):
     status: Literal["unregistered"] = "unregistered"
 
 
-class Alert(BaseModel):
+class Alert(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(max_length=1024)
@@ -71,7 +74,7 @@ class Alert(BaseModel):
     body: str = Field(max_length=4096)
 
 
-class PushIn(BaseModel):
+class PushIn(BoundedInput):
     """One notification to listed devices or to every live device of the app (exactly one)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -88,17 +91,21 @@ class PushIn(BaseModel):
     alert: Alert | None = None
     badge: int | None = Field(default=None, ge=0, le=1_000_000)
     sound: str | None = Field(default=None, min_length=1, max_length=256)
-    data: dict[str, Any] | None = Field(
-        default=None, description="Custom keys, placed beside `aps` in the payload."
+    data: FreeFormObject | None = Field(
+        default=None,
+        description="Custom keys, placed beside `aps` in the payload (at most 32 levels deep).",
     )
     push_type: PushType = "alert"
     priority: Literal[1, 5, 10] | None = Field(
         default=None, description="apns-priority; default 10 for alert, 5 for background."
     )
-    collapse_id: str | None = Field(default=None, min_length=1, max_length=64)
+    collapse_id: HeaderText | None = Field(
+        default=None, min_length=1, max_length=64, description="apns-collapse-id (printable ASCII)."
+    )
     expiration: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_EPOCH_MS // 1000,
         description="apns-expiration: UNIX time until which APNs retries delivery; 0 = once.",
     )
 
@@ -123,8 +130,9 @@ class PushIn(BaseModel):
         if self.collapse_id is not None and len(self.collapse_id.encode()) > 64:
             raise ValueError("collapse_id must be at most 64 bytes")
         if self.push_type == "background":
-            if self.alert is not None or self.sound is not None:
-                raise ValueError("background pushes carry no alert or sound")
+            # Apple: a background notification's `aps` holds only `content-available`.
+            if self.alert is not None or self.sound is not None or self.badge is not None:
+                raise ValueError("background pushes carry no alert, badge or sound")
             if self.priority == 10:
                 raise ValueError("background pushes must use priority 5 or 1")
         elif self.alert is None and self.badge is None and self.sound is None:

@@ -89,7 +89,10 @@ def postgres_connect_args(settings: Settings, url: URL) -> dict[str, Any]:
     a server that offers TLS, a handshake per connection, for nothing; elsewhere the default
     stays, and `?ssl=require` (or `sslmode=...`) in DATABASE_URL always wins.
     """
-    args: dict[str, Any] = {"timeout": settings.db_pool_timeout, "command_timeout": 30}
+    args: dict[str, Any] = {
+        "timeout": settings.db_pool_timeout,
+        "command_timeout": settings.db_statement_timeout_seconds,
+    }
     explicit_tls = "ssl" in url.query or "sslmode" in url.query
     host = url.host or ""
     if not explicit_tls and (not host or host in _LOCAL_HOSTS or host.startswith("/")):

@@ -21,14 +21,39 @@ PROBLEM_TYPE_BASE = "/problems/"
 log = structlog.get_logger("stateless.errors")
 
 
+# RFC 9457: a title summarises its problem type and does not change between occurrences. The
+# first class that names a code with a title fixes that code's title; a class naming the same
+# code again (a subclass of another status family, say) gets it too, and a class naming a code
+# without a title reads as its words ("webhook_not_configured" -> "Webhook not configured").
+_TITLES: dict[str, str] = {}
+
+
+def title_for(code: str) -> str:
+    """The one title of a problem code."""
+    title = _TITLES.get(code)
+    if title is None:
+        words = code.replace("_", " ").strip()
+        title = words[:1].upper() + words[1:] if words else "Error"
+    return title
+
+
 class ProblemError(Exception):
     """Base for every error a client may see. Each problem type is one subclass that sets its
     status, code and title (a new code is a new class); routes list the classes they may
-    raise (`kit.openapi.problems`) and the OpenAPI document is derived from that."""
+    raise (`kit.openapi.problems`) and the OpenAPI document is derived from that. A code has
+    one title wherever it is raised (see title_for)."""
 
     status: int = 400
     code: str = "bad_request"
     title: str = "Bad request"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return
+        if "title" in cls.__dict__ and cls.code not in _TITLES:
+            _TITLES[cls.code] = cls.title
+        cls.title = title_for(cls.code)
 
     def __init__(
         self,
@@ -284,7 +309,29 @@ def is_database_unavailable(exc: BaseException) -> bool:
     )
 
 
+# Text Postgres cannot hold (a NUL character, bytes not in the encoding): the client's value,
+# not our fault, whichever route it reached the database through (a path id, say).
+_UNSTORABLE_TEXT_SQLSTATES = ("22021", "22P05")
+
+
+def _unstorable_text(exc: BaseException) -> bool:
+    cause = getattr(exc, "orig", None)
+    for error in (cause, getattr(cause, "__cause__", None)):
+        if getattr(error, "sqlstate", None) in _UNSTORABLE_TEXT_SQLSTATES:
+            return True
+    return False
+
+
 async def _handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    if _unstorable_text(exc):
+        log.warning("unstorable_text", error_type=type(exc).__name__)
+        return problem_response(
+            422,
+            request_id=request_id_of(request.scope),
+            code="validation_error",
+            title="Validation error",
+            detail="The request holds text that cannot be stored (a NUL character, for one)",
+        )
     if not is_database_unavailable(exc):
         return await _handle_unexpected(request, exc)
     log.warning("database_unavailable", error_type=type(exc).__name__)

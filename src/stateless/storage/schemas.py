@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from stateless.kit.bounds import BoundedInput
 from stateless.kit.timestamps import Timestamp
 
 MAX_FILENAME_CHARS = 255
@@ -44,7 +45,7 @@ def sanitize_filename(raw: str | None) -> str | None:
     return name[:MAX_FILENAME_CHARS] or None
 
 
-class CreateObjectIn(BaseModel):
+class CreateObjectIn(BoundedInput):
     content_type: str = Field(description="Media type the upload will carry, e.g. image/png.")
     content_length: int = Field(ge=0, description="Exact size of the upload in bytes.")
     ttl_seconds: int | None = Field(

@@ -65,7 +65,7 @@ class VerifyReceiptClient:
             raise ProviderError(f"Apple's receipt service answered HTTP {response.status_code}")
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's reach
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("status"), int):
             log.warning("verify_receipt_bad_body", environment=environment)

@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from stateless.kit.bounds import BoundedInput
 from stateless.kit.timestamps import Timestamp
 from stateless.storekit.verifier import MAX_JWS_CHARS
 
@@ -13,7 +14,7 @@ MAX_RECEIPT_CHARS = 2 * 1024 * 1024
 ValidationStatus = Literal["valid", "expired", "revoked", "invalid"]
 
 
-class ValidateReceiptIn(BaseModel):
+class ValidateReceiptIn(BoundedInput):
     signed_transaction: str | None = Field(
         default=None,
         max_length=MAX_JWS_CHARS,
@@ -54,7 +55,7 @@ class ValidateReceiptOut(BaseModel):
     )
 
 
-class NotificationIn(BaseModel):
+class NotificationIn(BoundedInput):
     signedPayload: str = Field(max_length=MAX_JWS_CHARS)  # Apple's field name
 
 

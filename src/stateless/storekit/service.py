@@ -9,7 +9,7 @@ transaction (refund, renewal, expiry, grace period) overrides the proof the app 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate.currencies import minor_units
 from stateless.affiliate.service import AffiliateService, InvalidCode
+from stateless.kit.bounds import datetime_from_epoch_ms
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadRequest, ProblemError
@@ -46,6 +47,11 @@ log = structlog.get_logger("stateless.storekit")
 
 TRANSACTION_PURPOSE = "storekit-original-transaction"
 NOTIFICATION_PURPOSE = "storekit-notification"
+# StoreKit 2 prices are milli-units; anything above a trillion units is not a real price.
+MAX_PRICE_MILLIS = 10**15
+_MAX_UPSTREAM_TEXT = 256
+_NO_BUNDLE_ID = "invalid.stateless.no-such-app"
+_NO_APP_APPLE_ID = 0
 
 # Notification types that change what validate-receipt answers, and the state they set.
 STATE_BY_NOTIFICATION: dict[str, str] = {
@@ -108,16 +114,24 @@ def invalid(reason: str) -> Verdict:
 
 
 def from_ms(value: object) -> datetime | None:
-    """Apple's millisecond timestamps (int, or digit strings in legacy receipts)."""
-    if value is None or isinstance(value, bool):
+    """Apple's millisecond timestamps (int, or digit strings in legacy receipts); ValueError
+    for anything outside years 1970-9999, so an odd upstream answer reads as `invalid`."""
+    return datetime_from_epoch_ms(value)
+
+
+def _upstream_text(value: object) -> str | None:
+    """A short identifier from Apple's JSON (digits may come as numbers); None for anything
+    else, so an odd answer cannot break the response or the hashing of ids."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
         return None
-    if isinstance(value, str):
-        if not value.strip().isdigit():
-            raise ValueError("not a millisecond timestamp")
-        value = int(value)
-    if not isinstance(value, int | float):
-        raise ValueError("not a millisecond timestamp")
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
+    text = str(value)
+    return text if 0 < len(text) <= _MAX_UPSTREAM_TEXT and text.isprintable() else None
+
+
+def _ms_key(value: object) -> int:
+    """Sort key of an upstream millisecond timestamp, bounded before int() sees it."""
+    stamp = from_ms(value)
+    return int(stamp.timestamp() * 1000) if stamp is not None else 0
 
 
 def _environment(raw: object) -> Environment:
@@ -249,7 +263,7 @@ class StoreKitService:
             entitlement=await self._entitlement(tx.originalTransactionId),
         )
         verdict.transaction_id = tx.transactionId
-        if isinstance(tx.price, int) and tx.currency:
+        if isinstance(tx.price, int) and 0 <= tx.price <= MAX_PRICE_MILLIS and tx.currency:
             verdict.price = Decimal(tx.price) / 1000  # StoreKit 2 prices are milli-units
             verdict.currency = tx.currency
         return verdict
@@ -298,9 +312,9 @@ class StoreKitService:
             return invalid("no_purchases")
         subscriptions = [e for e in entries if e.get("expires_date_ms")]
         if subscriptions:
-            latest = max(subscriptions, key=lambda e: int(e["expires_date_ms"]))
+            latest = max(subscriptions, key=lambda e: _ms_key(e["expires_date_ms"]))
         else:
-            latest = max(entries, key=lambda e: int(e.get("purchase_date_ms") or 0))
+            latest = max(entries, key=lambda e: _ms_key(e.get("purchase_date_ms") or None))
         original = latest.get("original_transaction_id")
         grace = None
         for renewal in data.get("pending_renewal_info") or []:
@@ -308,7 +322,7 @@ class StoreKitService:
                 grace = from_ms(renewal.get("grace_period_expires_date_ms"))
         verdict = evaluate(
             utcnow(),
-            product_id=latest.get("product_id"),
+            product_id=_upstream_text(latest.get("product_id")),
             subscription_expires_at=from_ms(latest.get("expires_date_ms")),
             revoked_at=from_ms(latest.get("cancellation_date_ms")),
             environment=_environment(data.get("environment")),
@@ -321,7 +335,7 @@ class StoreKitService:
                 False,
                 "subscription_expired",
             )
-        verdict.transaction_id = latest.get("transaction_id")
+        verdict.transaction_id = _upstream_text(latest.get("transaction_id"))
         return verdict
 
 
@@ -360,9 +374,13 @@ class NotificationService:
 
     async def receive(self, signed_payload: str) -> NotificationOut:
         """Verify the notification's JWS (unverifiable: 400, nothing recorded), then apply it."""
+        # An unknown or unconfigured app is verified against ids no genuine payload names: the
+        # chain is checked all the same and the answer is a known app's for a foreign payload.
+        bundle_id = self.config.bundle_id or _NO_BUNDLE_ID
+        app_apple_id = self.config.app_apple_id or _NO_APP_APPLE_ID
         try:
             verified = await self.providers.verifier.verify_notification(
-                signed_payload, self.config.bundle_id, self.config.app_apple_id
+                signed_payload, bundle_id, app_apple_id
             )
         except SignedDataInvalid as exc:
             self.metrics.storekit_notifications.labels(outcome="rejected").inc()
@@ -393,7 +411,12 @@ class NotificationService:
         if state is None or tx is None or not tx.originalTransactionId:
             await self.session.flush()
             return NotificationOut(status="ignored", notification_type=kind)
-        await self._apply(kind, state, tx, verified.renewal, payload.signedDate, now)
+        try:
+            await self._apply(kind, state, tx, verified.renewal, payload.signedDate, now)
+        except ValueError:  # signed by Apple, yet a date outside 1970-9999: nothing to apply
+            log.warning("storekit_notification_unreadable_dates", notification_type=kind)
+            await self.session.flush()
+            return NotificationOut(status="ignored", notification_type=kind)
         await self.session.flush()
         return NotificationOut(status="processed", notification_type=kind)
 

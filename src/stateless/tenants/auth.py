@@ -29,6 +29,7 @@ from stateless.tenants.schemas import (
     VerifiedAppId,
 )
 from stateless.tenants.service import hash_api_key, split_api_key
+from stateless.tenants.throttle import record_failed_authentication
 
 # One text for every failure (SPEC 2: no tenant enumeration) that still says what to send and
 # where keys come from.
@@ -45,11 +46,11 @@ _KIND_BY_PREFIX: dict[str, Literal["publishable", "secret"]] = {
 
 
 class MissingAppId(BadRequest):
-    code = "missing_app_id"
+    code, title = "missing_app_id", "Missing X-App-ID"
 
 
 class InvalidAppId(BadRequest):
-    code = "invalid_app_id"
+    code, title = "invalid_app_id", "Invalid X-App-ID"
 
 
 def _unauthorized() -> Unauthorized:
@@ -81,23 +82,25 @@ def parse_app_id_path(app_id: str) -> str:
 
 
 # What the by-path and by-signed-URL checkpoints may answer.
-PATH_TENANT_PROBLEMS: tuple[type[ProblemError], ...] = (InvalidAppId, AppNotFound, RateLimited)
+PATH_TENANT_PROBLEMS: tuple[type[ProblemError], ...] = (InvalidAppId, RateLimited)
 
 
 async def tenant_from_path(request: Request, container: Container, app_id: str) -> TenantContext:
     """The tenant named by the path (App Store notifications: the signed payload is the proof,
-    checked by the service), rate limited like its keyed requests. Unknown app: 404."""
+    checked by the service), rate limited like its keyed requests. An unknown app gets an empty
+    configuration, so its payload fails verification exactly as a known app's foreign payload
+    does (SPEC 5: the endpoint does not reveal which app ids exist)."""
     snapshot = await container.directory.get(parse_app_id_path(app_id))
-    if snapshot is None:
-        raise AppNotFound(f"No app {app_id}")
-    request.state.tenant = snapshot.app_id
-    await enforce_rate_limit(request, container, snapshot.app_id, snapshot.config.rate_limits)
+    config = snapshot.config if snapshot is not None else TenantConfig()
+    if snapshot is not None:
+        request.state.tenant = snapshot.app_id
+    await enforce_rate_limit(request, container, app_id, config.rate_limits)
     return TenantContext(
-        app_id=VerifiedAppId(snapshot.app_id),
+        app_id=VerifiedAppId(app_id),
         scope="publishable",
         key_id="path",
-        config=snapshot.config,
-        secrets_sealed=snapshot.secrets_sealed,
+        config=config,
+        secrets_sealed=snapshot.secrets_sealed if snapshot is not None else None,
     )
 
 
@@ -201,7 +204,11 @@ class TenantAuth:
 
     async def __call__(self, request: Request) -> TenantContext:
         container: Container = request.app.state.container
-        tenant = await authenticate(request, container)
+        try:
+            tenant = await authenticate(request, container)
+        except Unauthorized:  # only failures are counted; a valid key never reaches this
+            await record_failed_authentication(request, container, request.headers.get("x-app-id"))
+            raise
         if self.required == "secret" and tenant.scope != "secret":
             raise Forbidden("This endpoint requires the secret key (sk_...)")
         await enforce_rate_limit(request, container, tenant.app_id, tenant.config.rate_limits)

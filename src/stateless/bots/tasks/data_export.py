@@ -12,10 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
+from stateless.kit.bounds import BoundedInput
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.timestamps import format_timestamp
 
@@ -27,7 +28,7 @@ class UnknownKind(TaskRejected):
     code = "unknown_kind"
 
 
-class DataExportContext(BaseModel):
+class DataExportContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     kinds: list[str] | None = Field(

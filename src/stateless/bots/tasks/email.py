@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field, model_validator
 
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 from stateless.email.base import EmailError, EmailMessage, EmailProvider, Recipient
+from stateless.kit.bounds import BoundedInput, FreeFormObject
+
+if TYPE_CHECKING:
+    from stateless.bots.tasks.email_campaign import EmailCampaignContext
 
 MAX_RECIPIENTS = 50  # larger audiences belong in email_campaign
 
@@ -20,7 +24,7 @@ class NoRecipient(TaskRejected):
     code = "no_recipient"
 
 
-class EmailContext(BaseModel):
+class EmailContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     to: (
@@ -31,7 +35,22 @@ class EmailContext(BaseModel):
     html: str | None = None
     reply_to: EmailStr | None = None
     template_id: str | None = Field(default=None, min_length=1, max_length=128)
-    dynamic_template_data: dict[str, Any] | None = None
+    dynamic_template_data: FreeFormObject | None = None
+
+    @model_validator(mode="after")
+    def _content_left(self) -> EmailContext:
+        drop_empty_parts(self)
+        return self
+
+
+def drop_empty_parts(ctx: EmailContext | EmailCampaignContext) -> None:
+    """Empty `text` / `html` parts are left out (providers refuse empty content); sent parts
+    that were all empty, with no template, leave nothing to send: a 422."""
+    sent = ctx.text is not None or ctx.html is not None
+    ctx.text = ctx.text or None
+    ctx.html = ctx.html or None
+    if sent and ctx.text is None and ctx.html is None and ctx.template_id is None:
+        raise ValueError("text and html are empty: give non-empty content or a template_id")
 
 
 def provider_of(deps: TaskDeps) -> EmailProvider:

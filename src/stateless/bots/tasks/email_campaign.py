@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field, model_validator
 
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType
-from stateless.bots.tasks.email import check_template, email_failed, provider_of, sender_of
+from stateless.bots.tasks.email import (
+    check_template,
+    drop_empty_parts,
+    email_failed,
+    provider_of,
+    sender_of,
+)
 from stateless.email.base import EmailError, EmailMessage, Recipient, batches
+from stateless.kit.bounds import BoundedInput, FreeFormObject
 
 MAX_CAMPAIGN_RECIPIENTS = 10_000
 
@@ -22,14 +29,14 @@ class NoContent(TaskRejected):
     code = "no_content"
 
 
-class CampaignRecipient(BaseModel):
+class CampaignRecipient(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     to: EmailStr
     substitutions: dict[str, str] = Field(default_factory=dict, max_length=50)
 
 
-class EmailCampaignContext(BaseModel):
+class EmailCampaignContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     subject: str = Field(min_length=1, max_length=998)
@@ -37,8 +44,13 @@ class EmailCampaignContext(BaseModel):
     html: str | None = None
     reply_to: EmailStr | None = None
     template_id: str | None = Field(default=None, min_length=1, max_length=128)
-    dynamic_template_data: dict[str, Any] | None = None
+    dynamic_template_data: FreeFormObject | None = None
     recipients: list[CampaignRecipient] = Field(min_length=1, max_length=MAX_CAMPAIGN_RECIPIENTS)
+
+    @model_validator(mode="after")
+    def _content_left(self) -> EmailCampaignContext:
+        drop_empty_parts(self)
+        return self
 
 
 async def prepare(ctx: EmailCampaignContext, deps: TaskDeps) -> None:

@@ -11,7 +11,7 @@ import io
 from datetime import date, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from sqlalchemy import func
 
 from stateless.affiliate.service import AffiliateService
@@ -19,6 +19,7 @@ from stateless.bots.models import BotTask
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
 from stateless.ios.service import DeviceTokenService
+from stateless.kit.bounds import BoundedDate, BoundedInput
 from stateless.kit.db import session_scope, utcnow
 
 DEFAULT_DAYS = 30
@@ -32,11 +33,13 @@ class RangeTooLong(TaskRejected):
     code = "range_too_long"
 
 
-class ReportContext(BaseModel):
+class ReportContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
-    since: date | None = Field(default=None, description="First day (UTC), default 30 days ago.")
-    until: date | None = Field(default=None, description="Last day (UTC), default today.")
+    since: BoundedDate | None = Field(
+        default=None, description="First day (UTC), default 30 days ago."
+    )
+    until: BoundedDate | None = Field(default=None, description="Last day (UTC), default today.")
     ttl_seconds: int | None = Field(default=None, description="Lifetime of the file.")
 
     @model_validator(mode="after")

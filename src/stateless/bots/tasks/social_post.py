@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
+from stateless.kit.bounds import BoundedInput
 
 ATTEMPTS_PER_RUN = 3
 ATTEMPT_TIMEOUT_SECONDS = 15.0
@@ -23,7 +24,7 @@ class MastodonNotConfigured(TaskRejected):
     code = "mastodon_not_configured"
 
 
-class SocialPostContext(BaseModel):
+class SocialPostContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     status: str = Field(min_length=1, max_length=5000)

@@ -16,10 +16,11 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
+from stateless.kit.bounds import BoundedInput, FreeFormValue
 from stateless.kit.db import utcnow
 from stateless.kit.timestamps import format_timestamp
 
@@ -33,13 +34,13 @@ class WebhookNotConfigured(TaskRejected):
     code = "webhook_not_configured"
 
 
-class WebhookContext(BaseModel):
+class WebhookContext(BoundedInput):
     model_config = ConfigDict(extra="forbid")
 
     event_type: str = Field(
         default="bot.webhook", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"
     )
-    data: dict[str, Any] | list[Any] = Field(default_factory=dict)
+    data: FreeFormValue = Field(default_factory=dict)
 
 
 def signing_key(secret: str) -> bytes:

@@ -522,7 +522,7 @@ def tenants_configure(
             "--webpush-generate-keys",
             help="Create a new VAPID key pair for Web Push and print its public key (the "
             "private key is stored encrypted). Subscriptions made with the old key stop "
-            "working. Example: --webpush-generate-keys",
+            "working. E.g. --webpush-generate-keys",
         ),
     ] = False,
     webpush_contact: Annotated[
@@ -530,7 +530,7 @@ def tenants_configure(
         typer.Option(
             "--webpush-contact",
             help="Contact push services may reach you by (VAPID `sub`): a mailto: address or "
-            "an https: URL. Example: --webpush-contact mailto:ops@example.com",
+            "an https: URL. E.g. --webpush-contact mailto:ops@example.com",
         ),
     ] = None,
 ) -> None:

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from stateless.kit.problems import CATALOGUE
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # A relative reference: it resolves against the API's own base URL to a page this app serves
 # (GET /problems/<code>, kit/problems.py), whatever host or proxy the API is reached through.
@@ -29,8 +31,9 @@ _TITLES: dict[str, str] = {}
 
 
 def title_for(code: str) -> str:
-    """The one title of a problem code."""
-    title = _TITLES.get(code)
+    """The one title of a problem code: its page's (kit/problems.py), else its class's."""
+    doc = CATALOGUE.get(code)
+    title = doc.title if doc else _TITLES.get(code)
     if title is None:
         words = code.replace("_", " ").strip()
         title = words[:1].upper() + words[1:] if words else "Error"

@@ -36,6 +36,9 @@ from tests.conftest import Client, TenantHandle
 STALL_LIMIT_SECONDS = 0.25
 VALUES_PER_POSITION = 6
 HEX_TOKEN = "ab" * 32
+# A subscription key pair as a browser sends it: an uncompressed P-256 point, a 16-byte secret.
+P256DH = "BFJiYB867S2v7EgEnYTDe9MP4PEi-BRuAzLxHtBWGhENUCuHNfXktZEDtBynckEFVYSup-K5ZuCZd0Zd5dubeOo"
+AUTH_SECRET = "AAECAwQFBgcICQoLDA0ODw"
 
 
 class LoopStallDetector:
@@ -141,6 +144,24 @@ def baselines(code: str, draft_id: str, app_id: str) -> dict[tuple[str, str], di
             "affiliate_code": code,
         },
         ("POST", f"/api/v1/ios/notifications/{app_id}"): {"signedPayload": "a.b.c"},
+        ("POST", "/api/v1/web/subscribe"): {
+            "subscription": {
+                "endpoint": "https://push.example.com/send/abc",
+                "keys": {"p256dh": P256DH, "auth": AUTH_SECRET},
+                "expirationTime": None,
+            },
+            "subscriber_id": "user-1",
+            "ttl_seconds": 60,
+        },
+        ("POST", "/api/v1/web/unsubscribe"): {"subscriber_id": "user-1"},
+        ("POST", "/api/v1/web/push"): {
+            "subscriber_ids": ["user-1"],
+            "notification": {"title": "t", "body": "b", "url": "https://example.com/", "tag": "x"},
+            "data": {"k": "v"},
+            "ttl": 60,
+            "urgency": "normal",
+            "topic": "t1",
+        },
         ("POST", "/api/v1/storage/objects"): {
             "content_type": "text/plain",
             "content_length": 3,

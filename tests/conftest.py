@@ -169,7 +169,9 @@ async def make_client(settings: Settings) -> AsyncIterator[ClientFactory]:
         current = base or settings
         app_settings = current.model_copy(update=overrides) if overrides else current
         app = create_app(app_settings)
-        manager = await stack.enter_async_context(LifespanManager(app, shutdown_timeout=30))
+        manager = await stack.enter_async_context(
+            LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
+        )
         client = Client(
             transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
             base_url="http://testserver",

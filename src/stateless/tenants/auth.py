@@ -207,7 +207,14 @@ class TenantAuth:
         try:
             tenant = await authenticate(request, container)
         except Unauthorized:  # only failures are counted; a valid key never reaches this
-            await record_failed_authentication(request, container, request.headers.get("x-app-id"))
+            await record_failed_authentication(
+                request,
+                request.headers.get("x-app-id"),
+                settings=container.settings,
+                privacy=container.privacy,
+                limiter=container.limiter,
+                metrics=container.metrics,
+            )
             raise
         if self.required == "secret" and tenant.scope != "secret":
             raise Forbidden("This endpoint requires the secret key (sk_...)")

@@ -11,47 +11,52 @@ never the address itself.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from stateless.config import Settings
+from stateless.kit.crypto import PrivacyKit
 from stateless.kit.errors import RateLimited
-
-if TYPE_CHECKING:
-    from stateless.container import Container
+from stateless.kit.metrics import Metrics
+from stateless.kit.ratelimit import RateLimiter
 
 PER_APP_ROUTE = "auth.failed.app"
 OVERALL_ROUTE = "auth.failed"
 _ADDRESS_PURPOSE = "auth-throttle-ip"
 
 
-def client_bucket(request: Request, container: Container) -> str:
+def client_bucket(request: Request, privacy: PrivacyKit) -> str:
     """The client address as a keyed hash (rate-limit storage never holds a plaintext IP)."""
     address = request.client.host if request.client else "unknown"
-    return container.privacy.keyed_hash(_ADDRESS_PURPOSE, "", address)[:22]
+    return privacy.keyed_hash(_ADDRESS_PURPOSE, "", address)[:22]
 
 
 async def record_failed_authentication(
-    request: Request, container: Container, app_id: str | None
+    request: Request,
+    app_id: str | None,
+    *,
+    settings: Settings,
+    privacy: PrivacyKit,
+    limiter: RateLimiter,
+    metrics: Metrics,
 ) -> None:
     """Count one failed authentication; raise a 429 problem once this address is past either
     limit. The caller raises its own 401 when this returns."""
-    settings = container.settings
     limits = {
         PER_APP_ROUTE: settings.auth_failure_limit_per_app,
         OVERALL_ROUTE: settings.auth_failure_limit,
     }
-    address = client_bucket(request, container)
-    hits = [container.limiter.hit(OVERALL_ROUTE, address, limits)]
+    address = client_bucket(request, privacy)
+    hits = [limiter.hit(OVERALL_ROUTE, address, limits)]
     if app_id:
-        hits.append(container.limiter.hit(PER_APP_ROUTE, f"{address}:{app_id}", limits))
+        hits.append(limiter.hit(PER_APP_ROUTE, f"{address}:{app_id}", limits))
     # gathered: both counters go out in the limiter's one pipeline round trip
     outcomes = await asyncio.gather(*hits)
     refused = [outcome for outcome in outcomes if outcome is not None and not outcome.allowed]
     if not refused:
         return
     worst = max(refused, key=lambda outcome: outcome.reset_seconds)
-    container.metrics.rate_limit_rejections.labels(route=worst.route).inc()
+    metrics.rate_limit_rejections.labels(route=worst.route).inc()
     raise RateLimited(
         "Too many failed authentication attempts from this address; "
         f"retry in {max(1, worst.reset_seconds)} s",

@@ -26,7 +26,17 @@ from stateless.ios import lifecycle as ios_lifecycle
 from stateless.ios.wiring import build_apns_client
 from stateless.kit.background import BackgroundJobs, Job
 from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_read_engine, build_sessionmaker, dispose_engines
+from stateless.kit.db import (
+    AutocommitWriter,
+    LoneWriter,
+    build_engine,
+    build_read_engine,
+    build_sessionmaker,
+    dispose_engines,
+    orm_pool_size,
+    postgres_connect_args,
+)
+from stateless.kit.direct import PostgresDirect
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
 from stateless.lifecycle.leader import Leadership
@@ -84,9 +94,22 @@ async def open_container(
 ) -> AsyncIterator[Container]:
     """Build every shared resource and provider, and close them all on the way out."""
     async with AsyncExitStack() as stack:
-        engine = build_engine(settings)
+        direct: LoneWriter | None = None
+        if settings.is_sqlite:
+            engine = build_engine(settings)
+        else:
+            engine = build_engine(settings, pool_size=orm_pool_size(settings))
         read_engine = build_read_engine(settings, engine)
         stack.push_async_callback(dispose_engines, engine, read_engine)
+        if not settings.is_sqlite:
+            pg = await PostgresDirect.open(
+                settings,
+                engine.dialect,
+                AutocommitWriter(engine),
+                postgres_connect_args(settings, engine.url),
+            )
+            stack.push_async_callback(pg.close)
+            direct = pg
         metrics = metrics or Metrics()
         redis = (
             Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -98,7 +121,7 @@ async def open_container(
         limiter = RateLimiter(settings, metrics)
         stack.push_async_callback(limiter.close)
         kit = PrivacyKit(settings.secret_key, settings.previous_secret_keys)
-        sessionmaker = build_sessionmaker(engine)
+        sessionmaker = build_sessionmaker(engine, direct)
         storage = build_backend(settings, kit)
         stack.push_async_callback(storage.close)
         email = build_email_provider(settings)
@@ -115,7 +138,7 @@ async def open_container(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
-            read_sessionmaker=build_sessionmaker(read_engine),
+            read_sessionmaker=build_sessionmaker(read_engine, direct),
             privacy=kit,
             metrics=metrics,
             directory=TenantDirectory(read_engine, settings.auth_cache_seconds),

@@ -47,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "data has an expiry, is invisible once expired and is deleted within about a minute."
         ),
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics) and logs our own JSON lines; FastAPI's OpenTelemetry
+        # hooks would cost every request a provider lookup for exporters nobody configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         docs_url=None,  # kit/docs.py serves /docs and /redoc without any CDN
         redoc_url=None,
         middleware=[

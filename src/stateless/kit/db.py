@@ -100,7 +100,13 @@ def postgres_connect_args(settings: Settings, url: URL) -> dict[str, Any]:
     return args
 
 
-def build_engine(settings: Settings) -> AsyncEngine:
+def orm_pool_size(settings: Settings) -> int:
+    """The SQLAlchemy pool's share when lone statements have a direct pool of their own
+    (kit/direct.py, DB_POOL_SIZE connections): transactions, admin work and cleanup."""
+    return max(2, settings.db_pool_size // 4)
+
+
+def build_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
     """The engine every write goes through (and, on Postgres, every read too).
 
     SQLite: one writer connection. Writers queue for it in the pool, in arrival order, instead of
@@ -113,7 +119,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
         return _sqlite_engine(url, pool_size=1, timeout=settings.db_pool_timeout)
     return create_async_engine(
         url,
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         # No pre-ping: it costs a round trip per checkout. A connection broken by a database
@@ -257,14 +263,17 @@ def lone_writer(engine: AsyncEngine) -> LoneWriter:
     return SqliteWriter(engine) if engine.dialect.name == "sqlite" else AutocommitWriter(engine)
 
 
-def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions on `engine`; their `info` carries the writer a repository runs a lone write
-    with when no transaction is open (kit/tenancy.py `run_write`)."""
+def build_sessionmaker(
+    engine: AsyncEngine, writer: LoneWriter | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `engine`; their `info` carries the writer a repository runs a lone statement
+    with when no transaction is open (kit/tenancy.py `run_write`): `writer` (the direct path,
+    kit/direct.py) when given, else SQLAlchemy's own for the engine."""
     return async_sessionmaker(
         engine,
         expire_on_commit=False,
         autoflush=False,
-        info={LONE_WRITER: lone_writer(engine)},
+        info={LONE_WRITER: writer or lone_writer(engine)},
     )
 
 

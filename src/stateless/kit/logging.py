@@ -282,6 +282,9 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).disabled = True
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class AccessLog:
     """One line per request. In JSON format it is rendered here, directly (orjson, after
     `redact_processor`), not through a stdlib LogRecord and the processor chain: that machinery
@@ -291,6 +294,16 @@ class AccessLog:
         self.enabled = logging.getLevelName(level.upper()) <= logging.INFO
         self.direct = fmt == "json"
         self._logger = structlog.get_logger("stateless.access")
+        self._tenants: dict[str, str] = {}
+
+    def _tenant_text(self, tenant: str) -> str:
+        """App ids are few and fixed: each is redacted once, then remembered."""
+        text = self._tenants.get(tenant)
+        if text is None:
+            if len(self._tenants) > 10_000:
+                self._tenants.clear()
+            text = self._tenants[tenant] = redact_text(tenant)
+        return text
 
     def request(
         self,
@@ -315,17 +328,19 @@ class AccessLog:
                 request_id=request_id,
             )
             return
+        # Redaction where it can find something: the method is an HTTP token (no '@', no
+        # spaces), the route a template, the numbers and generated request ids ours; tenant
+        # ids and a request id a client chose pass through redact_text.
         line: dict[str, Any] = {
-            "method": method,
+            "method": method if method in _METHODS else redact_text(method),
             "route": route,
             "status": status,
             "duration_ms": duration_ms,
-            "tenant": tenant,
-            "request_id": request_id,
+            "tenant": self._tenant_text(tenant) if tenant is not None else None,
+            "request_id": request_id if _UUID_ONLY.match(request_id) else redact_text(request_id),
             "event": "request",
             "level": "info",
             "logger": "stateless.access",
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
-        redact_processor(None, "info", line)
-        sys.stdout.write(orjson.dumps(line, default=repr).decode() + "\n")
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")

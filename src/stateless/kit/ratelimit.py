@@ -5,6 +5,13 @@ checks are batched: every check waiting in the same event-loop turn goes out in 
 (`SET key 0 EX window NX`, `INCR key`, `PTTL key` each), so a busy replica pays one round
 trip for many requests instead of one (or, through the library's strategy API, three) each.
 
+High limits are counted in leases: a replica reserves a run of slots in the window with one
+`INCRBY` and hands them out locally (`LeasedCounter`), so a tenant allowed 100,000 requests a
+minute costs Redis one command per few dozen requests instead of one each. Slots are numbered
+globally and a request passes only with a slot inside the limit, so a lease can never admit
+more than the limit; unused reserved slots can only refuse a little early. Limits under 2,000
+per window, and any window close to its limit, are counted one request at a time (exact).
+
 When Redis is unreachable the API keeps serving (fail open): the check is skipped, logged
 and counted, because refusing every request would turn a cache outage into a full outage.
 """
@@ -60,9 +67,24 @@ def parse_limit(text: str) -> RateLimitItem:
         raise ValueError(f"invalid rate limit {text!r} (expected e.g. 30/minute)") from exc
 
 
+# Leases: limits from this size up are counted in runs of slots, at most this many at a time.
+LEASE_FROM_LIMIT = 2000
+MAX_LEASE = 64
+_MAX_LEASES = 50_000
+
+
+def lease_size(limit: int, used: int) -> int:
+    """Slots to reserve at once: about 0.1 % of the limit (at most MAX_LEASE), and never more
+    than a sixteenth of what is left of the window, so counting turns exact near the limit."""
+    if limit < LEASE_FROM_LIMIT:
+        return 1
+    return max(1, min(MAX_LEASE, limit // 1000, (limit - used) // 16))
+
+
 class WindowCounter(Protocol):
-    async def incr(self, key: str, window_seconds: int) -> tuple[int, float]:
-        """Add one to the key's current window; return the count and the window's reset time."""
+    async def incr(self, key: str, window_seconds: int, amount: int = 1) -> tuple[int, float]:
+        """Add `amount` to the key's current window; return the new count and the window's
+        reset time."""
         ...
 
     async def reset(self) -> None: ...
@@ -77,9 +99,9 @@ class MemoryWindowCounter:
         self._storage = MemoryStorage()
         self._reset_at: dict[str, float] = {}
 
-    async def incr(self, key: str, window_seconds: int) -> tuple[int, float]:
+    async def incr(self, key: str, window_seconds: int, amount: int = 1) -> tuple[int, float]:
         now = time.time()
-        count = await self._storage.incr(key, window_seconds)
+        count = await self._storage.incr(key, window_seconds, amount)
         reset_at = self._reset_at.get(key)
         if count == 1 or reset_at is None or reset_at <= now:
             reset_at = now + window_seconds if count == 1 else await self._storage.get_expiry(key)
@@ -102,14 +124,14 @@ class PipelinedRedisCounter:
     def __init__(self, url: str, prefix: str) -> None:
         self._client: Redis = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self._prefix = prefix
-        self._pending: list[tuple[str, int, asyncio.Future[tuple[int, float]]]] = []
+        self._pending: list[tuple[str, int, int, asyncio.Future[tuple[int, float]]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def incr(self, key: str, window_seconds: int) -> tuple[int, float]:
+    async def incr(self, key: str, window_seconds: int, amount: int = 1) -> tuple[int, float]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, float]] = loop.create_future()
-        self._pending.append((f"{self._prefix}:{key}", window_seconds, future))
+        self._pending.append((f"{self._prefix}:{key}", window_seconds, amount, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._start_flush)
@@ -122,21 +144,23 @@ class PipelinedRedisCounter:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, batch: list[tuple[str, int, asyncio.Future[tuple[int, float]]]]) -> None:
+    async def _flush(
+        self, batch: list[tuple[str, int, int, asyncio.Future[tuple[int, float]]]]
+    ) -> None:
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, window, _ in batch:
+            for key, window, amount, _ in batch:
                 pipe.set(key, 0, ex=window, nx=True)
-                pipe.incr(key)
+                pipe.incrby(key, amount)
                 pipe.pttl(key)
             results = await pipe.execute()
         except Exception as exc:  # handed to every waiter, who fails open
-            for _, _, future in batch:
+            for _, _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         now = time.time()
-        for index, (_, window, future) in enumerate(batch):
+        for index, (_, window, _, future) in enumerate(batch):
             count, pttl = int(results[3 * index + 1]), int(results[3 * index + 2])
             reset_at = now + (pttl / 1000 if pttl > 0 else window)
             if not future.done():
@@ -151,6 +175,57 @@ class PipelinedRedisCounter:
         await self._client.aclose()
 
 
+@dataclass(slots=True)
+class _Lease:
+    next: int  # the next slot to hand out
+    last: int  # the last slot reserved
+    reset_at: float
+
+
+class LeasedCounter:
+    """Hands out a window's slots from runs reserved in the shared counter (see the module
+    docstring); one reservation per key is in flight at a time, the others wait for it."""
+
+    def __init__(self, shared: WindowCounter) -> None:
+        self._shared = shared
+        self._leases: dict[str, _Lease] = {}
+        self._reserving: dict[str, asyncio.Future[None]] = {}
+
+    async def take(self, key: str, window_seconds: int, limit: int) -> tuple[int, float]:
+        while True:
+            now = time.time()
+            lease = self._leases.get(key)
+            if lease is not None and now < lease.reset_at and lease.next <= lease.last:
+                lease.next += 1
+                return lease.next - 1, lease.reset_at
+            used = lease.last if lease is not None and now < lease.reset_at else 0
+            size = lease_size(limit, used)
+            if size == 1:
+                return await self._shared.incr(key, window_seconds)
+            reserving = self._reserving.get(key)
+            if reserving is not None:
+                await asyncio.shield(reserving)
+                continue
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._reserving[key] = done
+            try:
+                last, reset_at = await self._shared.incr(key, window_seconds, size)
+            finally:
+                del self._reserving[key]
+                done.set_result(None)
+            if len(self._leases) > _MAX_LEASES:
+                self._leases.clear()
+            self._leases[key] = _Lease(next=last - size + 2, last=last, reset_at=reset_at)
+            return last - size + 1, reset_at
+
+    async def reset(self) -> None:
+        self._leases.clear()
+        await self._shared.reset()
+
+    async def close(self) -> None:
+        await self._shared.close()
+
+
 class RateLimiter:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -161,7 +236,7 @@ class RateLimiter:
         self._fallback = parse_limit(settings.rate_limit_default)
         self._parsed: dict[str, RateLimitItem] = {}
         self.uses_redis = bool(settings.redis_url)
-        self._counter: WindowCounter = (
+        self._counter = LeasedCounter(
             PipelinedRedisCounter(settings.redis_url, f"{settings.redis_key_prefix}:rl")
             if settings.redis_url
             else MemoryWindowCounter()
@@ -186,7 +261,9 @@ class RateLimiter:
         window = int(item.get_expiry())
         now = time.time()
         try:
-            count, reset_at = await self._counter.incr(item.key_for(route, bucket), window)
+            count, reset_at = await self._counter.take(
+                item.key_for(route, bucket), window, item.amount
+            )
         except Exception as exc:  # isolation boundary: Redis down must not take the API down
             self._metrics.redis_fail_open.inc()
             if now - self._last_fail_log > 5:

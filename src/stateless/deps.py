@@ -1,21 +1,24 @@
 """FastAPI dependencies shared by every router.
 
 Each route group has one dependency (`KeyedService`, `PathService`) that authenticates,
-rate-limits, opens the request's transaction and hands the handler its service: one call for
-FastAPI to solve, no nested chains (a test keeps it so).
+rate-limits, opens the request's session and hands the handler its service: one plain call
+for FastAPI to solve, no nested chains and no generator (a test keeps it so). The routers'
+route class, `TransactionRoute`, settles that session when the handler returns, before the
+response leaves: committed on success, rolled back on any exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Generic, Literal, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.container import Container
 from stateless.kit.context import TenantContext
-from stateless.kit.db import session_scope
+from stateless.kit.db import settle
 from stateless.tenants.auth import PATH_TENANT_PROBLEMS, TenantAuth, tenant_from_path
 
 # Routers carry the full prefix themselves, so route templates in logs and metrics are whole.
@@ -35,16 +38,65 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def _sessionmaker(request: Request, container: Container) -> async_sessionmaker[AsyncSession]:
-    """Reads (GET, HEAD) run in autocommit: a lone SELECT needs no BEGIN/COMMIT around it."""
+# Where the request's session waits for `TransactionRoute` (the request's own state).
+_SESSION = "db_session"
+
+
+def _session(request: Request, container: Container) -> AsyncSession:
+    """The request's session. Reads (GET, HEAD) run in autocommit: a lone SELECT needs no
+    BEGIN/COMMIT around it."""
     read_only = request.method in ("GET", "HEAD")
-    return container.read_sessionmaker if read_only else container.sessionmaker
+    maker: async_sessionmaker[AsyncSession] = (
+        container.read_sessionmaker if read_only else container.sessionmaker
+    )
+    session = maker()
+    request.scope["state"][_SESSION] = session
+    return session
+
+
+class TransactionRoute(APIRoute):
+    """Settles the session a route-group dependency opened, after the handler and before the
+    response is sent: a failed commit still answers a problem, never a false success."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def settled(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except BaseException:
+                session = request.scope["state"].pop(_SESSION, None)
+                if session is not None:
+                    await settle(session, failed=True)
+                raise
+            session = request.scope["state"].pop(_SESSION, None)
+            if session is not None:
+                await settle(session, failed=False)
+            return response
+
+        return settled
+
+
+def api_router(prefix: str, tags: list[str]) -> APIRouter:
+    """A route group whose handlers' sessions are settled by `TransactionRoute`."""
+    return APIRouter(prefix=prefix, tags=list(tags), route_class=TransactionRoute)
+
+
+def assert_transactional(app: FastAPI) -> None:
+    """At startup: every route that opens a session through a route-group dependency is a
+    `TransactionRoute`, so no session is ever left unsettled."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or isinstance(route, TransactionRoute):
+            continue
+        for dependency in route.dependant.dependencies:
+            if isinstance(dependency.call, (KeyedService, PathService)):
+                raise RuntimeError(f"{route.path} opens a session but is not a TransactionRoute")
 
 
 class KeyedService(Generic[S]):
     """Route-group dependency for X-App-ID + key routes: authenticate, check the key's scope,
     rate-limit, open the request's transaction (committed before the response) and build the
-    group's service. Use through `Depends(..., scope="function")`."""
+    group's service. Routes using it are `TransactionRoute`s (see `api_router`)."""
 
     def __init__(self, build: ServiceBuilder[S], key: Literal["any", "secret"]) -> None:
         self.build = build
@@ -53,11 +105,10 @@ class KeyedService(Generic[S]):
         self.required_key_scope = key
         self.raises = self.auth.raises
 
-    async def __call__(self, request: Request) -> AsyncIterator[S]:
+    async def __call__(self, request: Request) -> S:
         tenant = await self.auth(request)
         container: Container = request.app.state.container
-        async with session_scope(_sessionmaker(request, container)) as session:
-            yield self.build(container, session, tenant, request)
+        return self.build(container, _session(request, container), tenant, request)
 
 
 class PathService(Generic[S]):
@@ -68,8 +119,7 @@ class PathService(Generic[S]):
         self.build = build
         self.raises = PATH_TENANT_PROBLEMS
 
-    async def __call__(self, request: Request, app_id: str) -> AsyncIterator[S]:
+    async def __call__(self, request: Request, app_id: str) -> S:
         container: Container = request.app.state.container
         tenant = await tenant_from_path(request, container, app_id)
-        async with session_scope(_sessionmaker(request, container)) as session:
-            yield self.build(container, session, tenant, request)
+        return self.build(container, _session(request, container), tenant, request)

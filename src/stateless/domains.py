@@ -28,7 +28,6 @@ from stateless.kit.background import BackgroundJobs, Job
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import (
     AutocommitWriter,
-    LoneWriter,
     build_engine,
     build_read_engine,
     build_sessionmaker,
@@ -36,7 +35,7 @@ from stateless.kit.db import (
     orm_pool_size,
     postgres_connect_args,
 )
-from stateless.kit.direct import PostgresDirect
+from stateless.kit.direct import LoneWriter, PostgresDirect
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
 from stateless.lifecycle.leader import Leadership
@@ -56,15 +55,17 @@ from stateless.webpush import endpoints as webpush_endpoints
 from stateless.webpush import lifecycle as webpush_lifecycle
 from stateless.webpush.wiring import build_webpush_client
 
+# FastAPI tries routes in order, every route of every router before the match: the busiest
+# groups (device tokens, drafts, push) come first, admin last.
 ROUTERS: list[APIRouter] = [
-    drafts_endpoints.router,
-    admin_endpoints.router,
-    affiliate_endpoints.router,
     ios_endpoints.router,
-    storekit_endpoints.router,
-    storage_endpoints.router,
-    bots_endpoints.router,
+    drafts_endpoints.router,
     webpush_endpoints.router,
+    affiliate_endpoints.router,
+    bots_endpoints.router,
+    storage_endpoints.router,
+    storekit_endpoints.router,
+    admin_endpoints.router,
 ]
 
 # Run while the app runs when RUN_BACKGROUND_JOBS is true (web process), always by the worker;

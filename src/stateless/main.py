@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from stateless import __version__, domains
 from stateless.config import Settings
-from stateless.deps import API_V1
+from stateless.deps import API_V1, assert_transactional
 from stateless.health.endpoints import router as health_router
 from stateless.kit.docs import install_docs
 from stateless.kit.errors import install_problem_handlers
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     for router in domains.ROUTERS:
         app.include_router(router)
+    assert_transactional(app)
     install_openapi(app)
     install_docs(app)
     return app

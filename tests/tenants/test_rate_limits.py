@@ -89,3 +89,57 @@ async def test_concurrent_checks_in_one_pipeline_are_counted_exactly(services: S
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_high_limits_counted_in_leases_never_admit_more_than_the_limit(
+    services: Services,
+) -> None:
+    """Two replicas, a limit high enough to be leased (20,000/minute: runs of up to 20 slots),
+    25,000 checks at once: at most the limit passes, at most a lease per replica less, and
+    Redis is asked far fewer times than there were checks (its counter is the slots reserved)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from stateless.config import Settings
+    from stateless.kit.metrics import Metrics
+    from stateless.kit.ratelimit import RateLimiter, lease_size
+    from tests.services import unique_name
+
+    prefix = unique_name("rl")
+    settings = Settings(_env_file=None, redis_url=services.redis_url, redis_key_prefix=prefix)
+    replicas = [RateLimiter(settings, Metrics()), RateLimiter(settings, Metrics())]
+    limit = {"drafts.create": "20000/minute"}
+    try:
+        outcomes = await asyncio.gather(
+            *(replicas[i % 2].hit("drafts.create", "tenant-l", limit) for i in range(25_000))
+        )
+        assert all(o is not None for o in outcomes)
+        admitted = sum(o.allowed for o in outcomes if o is not None)
+        assert 20_000 - 2 * lease_size(20_000, 0) <= admitted <= 20_000
+        # remaining never goes below zero and counts down to it
+        assert min(o.remaining for o in outcomes if o is not None) == 0
+        redis = Redis.from_url(services.redis_url)
+        try:
+            keys = [key async for key in redis.scan_iter(match=f"{prefix}:rl:*")]
+            assert len(keys) == 1
+            reserved = int(await redis.get(keys[0]) or 0)
+        finally:
+            await redis.aclose()
+        # every check took a slot from a reserved run; no slot was handed out twice
+        assert reserved >= admitted
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+def test_lease_sizes_are_exact_for_ordinary_limits_and_near_the_edge() -> None:
+    from stateless.kit.ratelimit import MAX_LEASE, lease_size
+
+    assert lease_size(600, 0) == 1
+    assert lease_size(1999, 0) == 1
+    assert lease_size(20_000, 0) == 20
+    assert lease_size(100_000_000, 0) == MAX_LEASE
+    # close to the limit the runs shrink to single slots
+    assert lease_size(20_000, 19_990) == 1
+    assert lease_size(20_000, 19_700) == 18

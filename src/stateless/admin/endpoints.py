@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.admin.service import AdminService
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.context import TenantContext
 from stateless.kit.timestamps import Timestamp
 from stateless.lifecycle.scheduler import cleanup_service
 
-router = APIRouter(prefix=f"{API_V1}/admin", tags=["admin"])
+router = api_router(f"{API_V1}/admin", ["admin"])
 
 
 class CleanupOut(BaseModel):
@@ -83,7 +83,7 @@ def _build(
     )
 
 
-Service = Annotated[AdminService, Depends(KeyedService(_build, "secret"), scope="function")]
+Service = Annotated[AdminService, Depends(KeyedService(_build, "secret"))]
 
 
 @router.post("/cleanup", name="admin.cleanup", response_model=CleanupOut)

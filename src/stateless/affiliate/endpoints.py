@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate.schemas import (
@@ -32,12 +32,12 @@ from stateless.affiliate.service import (
 )
 from stateless.affiliate.wiring import affiliate_service
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.bounds import BoundedDate
 from stateless.kit.context import TenantContext
 from stateless.kit.openapi import problems
 
-router = APIRouter(prefix=f"{API_V1}/affiliate", tags=["affiliate"])
+router = api_router(f"{API_V1}/affiliate", ["affiliate"])
 
 
 def _build(
@@ -47,10 +47,8 @@ def _build(
 
 
 # One service dependency per key scope, so a request authenticates (and is rate limited) once.
-AnyKeyService = Annotated[AffiliateService, Depends(KeyedService(_build, "any"), scope="function")]
-SecretKeyService = Annotated[
-    AffiliateService, Depends(KeyedService(_build, "secret"), scope="function")
-]
+AnyKeyService = Annotated[AffiliateService, Depends(KeyedService(_build, "any"))]
+SecretKeyService = Annotated[AffiliateService, Depends(KeyedService(_build, "secret"))]
 
 
 @router.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,12 +27,12 @@ from stateless.bots.tasks.social_post import MastodonNotConfigured
 from stateless.bots.tasks.webhook import WebhookNotConfigured
 from stateless.bots.wiring import bot_service
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.context import TenantContext
 from stateless.kit.errors import BadGateway, Unprocessable
 from stateless.kit.openapi import problems
 
-router = APIRouter(prefix=f"{API_V1}/bots", tags=["bots"])
+router = api_router(f"{API_V1}/bots", ["bots"])
 
 
 def _build(
@@ -43,7 +43,7 @@ def _build(
     return bot_service(container, tenant, base_url.rstrip("/"))
 
 
-Service = Annotated[BotService, Depends(KeyedService(_build, "secret"), scope="function")]
+Service = Annotated[BotService, Depends(KeyedService(_build, "secret"))]
 
 
 @router.post(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.drafts.models import Draft
 from stateless.drafts.schemas import Deleted, DraftIn, DraftList, DraftOut, DraftSummary
 from stateless.drafts.service import DraftNotFound, DraftService
@@ -17,7 +17,7 @@ from stateless.kit.errors import PayloadTooLarge
 from stateless.kit.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
 
-router = APIRouter(prefix=f"{API_V1}/drafts", tags=["drafts"])
+router = api_router(f"{API_V1}/drafts", ["drafts"])
 
 
 def _build(
@@ -26,8 +26,8 @@ def _build(
     return DraftService(session, tenant, container.privacy, container.lifecycle.policy)
 
 
-Service = Annotated[DraftService, Depends(KeyedService(_build, "any"), scope="function")]
-SecretService = Annotated[DraftService, Depends(KeyedService(_build, "secret"), scope="function")]
+Service = Annotated[DraftService, Depends(KeyedService(_build, "any"))]
+SecretService = Annotated[DraftService, Depends(KeyedService(_build, "secret"))]
 
 
 def _out(service: DraftService, draft: Draft) -> DraftOut:

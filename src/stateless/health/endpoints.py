@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from stateless import __version__
+from stateless.config import Settings
+from stateless.container import Container
 from stateless.deps import ContainerDep
 from stateless.health.checks import dependency_checks
 from stateless.kit.errors import NotFound, RateLimited, ServiceUnavailable, Unauthorized
@@ -49,23 +51,32 @@ async def root(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/health", name=HEALTH_ROUTE, response_model=HealthResponse, responses=problems(RateLimited)
-)
-async def health(request: Request, container: ContainerDep) -> dict[str, str]:
+class HealthGate:
+    """Route dependency of /health: its rate limit, per X-App-ID (or per keyed-hashed client
+    address when none is sent), before the handler runs."""
+
+    raises = (RateLimited,)
+
+    async def __call__(self, request: Request) -> Settings:
+        container: Container = request.app.state.container
+        app_id = valid_app_id_or_none(request.headers.get("x-app-id"))
+        if app_id is not None:
+            snapshot = await container.directory.get(app_id)
+            overrides = snapshot.config.rate_limits if snapshot else None
+            bucket = "app:" + app_id
+        else:
+            client = request.client.host if request.client else "unknown"
+            # keyed hash: rate-limit buckets in Redis never hold a plaintext address
+            bucket = "ip:" + container.privacy.keyed_hash("ratelimit-ip", "", client)[:22]
+            overrides = None
+        await enforce_rate_limit(request, container, bucket, overrides, route=HEALTH_ROUTE)
+        return container.settings
+
+
+@router.get("/health", name=HEALTH_ROUTE, response_model=HealthResponse)
+async def health(settings: Annotated[Settings, Depends(HealthGate())]) -> dict[str, str]:
     """Liveness. Limited to 10/min per X-App-ID (or per client address when none is sent)."""
-    app_id = valid_app_id_or_none(request.headers.get("x-app-id"))
-    if app_id is not None:
-        snapshot = await container.directory.get(app_id)
-        overrides = snapshot.config.rate_limits if snapshot else None
-        bucket = "app:" + app_id
-    else:
-        client = request.client.host if request.client else "unknown"
-        # keyed hash: rate-limit buckets in Redis never hold a plaintext address
-        bucket = "ip:" + container.privacy.keyed_hash("ratelimit-ip", "", client)[:22]
-        overrides = None
-    await enforce_rate_limit(request, container, bucket, overrides, route=HEALTH_ROUTE)
-    return {"status": "ok", "env": container.settings.environment}
+    return {"status": "ok", "env": settings.environment}
 
 
 @router.get(

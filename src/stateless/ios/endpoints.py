@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.ios.schemas import (
     PushIn,
     PushOut,
@@ -27,7 +27,7 @@ from stateless.kit.context import TenantContext
 from stateless.kit.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
 
-router = APIRouter(prefix=f"{API_V1}/ios", tags=["ios"])
+router = api_router(f"{API_V1}/ios", ["ios"])
 
 
 def _tokens(
@@ -42,8 +42,8 @@ def _push(
     return PushService(session, tenant, container.privacy, container.apns, container.metrics)
 
 
-Tokens = Annotated[DeviceTokenService, Depends(KeyedService(_tokens, "any"), scope="function")]
-Push = Annotated[PushService, Depends(KeyedService(_push, "secret"), scope="function")]
+Tokens = Annotated[DeviceTokenService, Depends(KeyedService(_tokens, "any"))]
+Push = Annotated[PushService, Depends(KeyedService(_push, "secret"))]
 
 
 @router.post(

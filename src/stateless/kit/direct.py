@@ -22,7 +22,7 @@ import json
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import Executable, Insert
@@ -30,7 +30,16 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, make_url
 
 from stateless.config import Settings
-from stateless.kit.db import LoneWriter
+
+
+class LoneWriter(Protocol):
+    """Runs one statement that no open transaction waits for, on its own connection, without
+    holding any connection afterwards: a write (returns its rowcount) or a read (its rows)."""
+
+    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int: ...
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]: ...
+
 
 # Compiled plans kept per process: statements are module constants, so this bounds only a
 # misuse (a statement built per call), never the normal set.
@@ -101,9 +110,7 @@ def compile_plan(statement: Executable, dialect: Dialect, keys: Sequence[str]) -
     SQLAlchemy (expanding parameters, non-Python defaults)."""
     is_insert = isinstance(statement, Insert)
     clause: Any = statement
-    compiled: Any = clause.compile(
-        dialect=dialect, column_keys=sorted(keys) if is_insert else None
-    )
+    compiled: Any = clause.compile(dialect=dialect, column_keys=sorted(keys) if is_insert else None)
     names = tuple(compiled.positiontup or ())
     sql = str(compiled.string)
     if "POSTCOMPILE" in sql or any(compiled.binds[name].expanding for name in names):
@@ -118,7 +125,9 @@ def compile_plan(statement: Executable, dialect: Dialect, keys: Sequence[str]) -
         bind = compiled.binds[name]
         if name not in defaults and not bind.required:
             defaults[name] = _constant(bind.effective_value)
-    binders = tuple(compiled.binds[name].type.bind_processor(dialect) for name in names)
+    binders = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
     row: type | None = None
     readers: tuple[Callable[[Any], Any] | None, ...] = ()
     if getattr(compiled, "effective_returning", None):
@@ -130,7 +139,9 @@ def compile_plan(statement: Executable, dialect: Dialect, keys: Sequence[str]) -
         keys_out = [str(column.key) for column in columns]
         base: Any = namedtuple("DirectRow", tuple(keys_out), rename=True)  # type: ignore[misc]
         row = type("DirectRow", (base,), {"__slots__": (), "_mapping": property(_mapping)})
-        readers = tuple(column.type.result_processor(dialect, None) for column in columns)
+        readers = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
     return _Plan(statement, sql, names, binders, defaults, row, readers)
 
 
@@ -145,7 +156,8 @@ def _translated(exc: BaseException, sql: str) -> BaseException:
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return sa_exc.IntegrityError(sql, None, exc)
     if isinstance(exc, asyncpg.DataError) or (
-        isinstance(exc, asyncpg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith("22")
+        isinstance(exc, asyncpg.PostgresError)
+        and str(getattr(exc, "sqlstate", "")).startswith("22")
     ):
         return sa_exc.DataError(sql, None, exc)
     if isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
@@ -171,7 +183,11 @@ class PostgresDirect:
 
     @classmethod
     async def open(
-        cls, settings: Settings, dialect: Dialect, fallback: LoneWriter, connect_args: dict[str, Any]
+        cls,
+        settings: Settings,
+        dialect: Dialect,
+        fallback: LoneWriter,
+        connect_args: dict[str, Any],
     ) -> PostgresDirect:
         url = make_url(settings.database_url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -177,46 +178,71 @@ class PipelinedRedisCounter:
 
 @dataclass(slots=True)
 class _Lease:
-    next: int  # the next slot to hand out
-    last: int  # the last slot reserved
-    reset_at: float
+    next: int = 1  # the next slot to hand out
+    last: int = 0  # the last slot reserved
+    reset_at: float = 0.0
+    reserving: bool = False
+    waiting: deque[asyncio.Future[tuple[int, float]]] = field(default_factory=deque)
 
 
 class LeasedCounter:
     """Hands out a window's slots from runs reserved in the shared counter (see the module
-    docstring); one reservation per key is in flight at a time, the others wait for it."""
+    docstring). Per key, one reservation is in flight at a time; checks that find the run
+    empty queue for the next one and are served in arrival order."""
 
     def __init__(self, shared: WindowCounter) -> None:
         self._shared = shared
         self._leases: dict[str, _Lease] = {}
-        self._reserving: dict[str, asyncio.Future[None]] = {}
+        self._reserving: set[asyncio.Task[None]] = set()
 
     async def take(self, key: str, window_seconds: int, limit: int) -> tuple[int, float]:
-        while True:
-            now = time.time()
-            lease = self._leases.get(key)
-            if lease is not None and now < lease.reset_at and lease.next <= lease.last:
-                lease.next += 1
-                return lease.next - 1, lease.reset_at
-            used = lease.last if lease is not None and now < lease.reset_at else 0
-            size = lease_size(limit, used)
-            if size == 1:
-                return await self._shared.incr(key, window_seconds)
-            reserving = self._reserving.get(key)
-            if reserving is not None:
-                await asyncio.shield(reserving)
-                continue
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._reserving[key] = done
-            try:
-                last, reset_at = await self._shared.incr(key, window_seconds, size)
-            finally:
-                del self._reserving[key]
-                done.set_result(None)
+        lease = self._leases.get(key)
+        now = time.time()
+        if lease is not None and now >= lease.reset_at and not lease.reserving:
+            lease.next, lease.last = 1, 0  # a new window: nothing reserved in it yet
+        if lease is not None and lease.next <= lease.last and not lease.waiting:
+            lease.next += 1
+            return lease.next - 1, lease.reset_at
+        used = lease.last if lease is not None and now < lease.reset_at else 0
+        if lease_size(limit, used) == 1 and (lease is None or not lease.reserving):
+            return await self._shared.incr(key, window_seconds)
+        if lease is None:
             if len(self._leases) > _MAX_LEASES:
                 self._leases.clear()
-            self._leases[key] = _Lease(next=last - size + 2, last=last, reset_at=reset_at)
-            return last - size + 1, reset_at
+            lease = self._leases[key] = _Lease()
+        waiter: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
+        lease.waiting.append(waiter)
+        if not lease.reserving:
+            lease.reserving = True
+            task = asyncio.get_running_loop().create_task(
+                self._reserve(key, lease, window_seconds, limit)
+            )
+            self._reserving.add(task)
+            task.add_done_callback(self._reserving.discard)
+        return await waiter
+
+    async def _reserve(self, key: str, lease: _Lease, window_seconds: int, limit: int) -> None:
+        """Reserve runs until every queued check has its slot (or the shared counter failed:
+        each queued check then fails open, as an unleased one would)."""
+        try:
+            while lease.waiting:
+                now = time.time()
+                used = lease.last if now < lease.reset_at else 0
+                size = lease_size(limit, used)
+                last, reset_at = await self._shared.incr(key, window_seconds, size)
+                lease.next, lease.last, lease.reset_at = last - size + 1, last, reset_at
+                while lease.waiting and lease.next <= lease.last:
+                    waiter = lease.waiting.popleft()
+                    if not waiter.done():
+                        waiter.set_result((lease.next, reset_at))
+                    lease.next += 1
+        except Exception as exc:  # handed to every queued check, which fails open
+            while lease.waiting:
+                waiter = lease.waiting.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+        finally:
+            lease.reserving = False
 
     async def reset(self) -> None:
         self._leases.clear()

@@ -38,7 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from stateless.kit.context import TenantContext, VerifiedAppId
-from stateless.kit.db import LONE_WRITER, LoneWriter, UTCDateTime, utcnow
+from stateless.kit.db import LONE_WRITER, UTCDateTime, utcnow
+from stateless.kit.direct import LoneWriter
 
 
 class TenantOwned:

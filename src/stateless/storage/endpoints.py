@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.context import TenantContext
 from stateless.kit.errors import NotFound, RateLimited
 from stateless.kit.openapi import problems
@@ -49,7 +49,7 @@ from stateless.storage.service import (
 from stateless.storage.wiring import signed_url_service, storage_service
 from stateless.tenants.auth import tenant_from_signed_url
 
-router = APIRouter(prefix=f"{API_V1}/storage", tags=["storage"])
+router = api_router(f"{API_V1}/storage", ["storage"])
 
 
 def _build(
@@ -58,7 +58,7 @@ def _build(
     return storage_service(container, session, tenant, str(request.base_url))
 
 
-Service = Annotated[StorageService, Depends(KeyedService(_build, "any"), scope="function")]
+Service = Annotated[StorageService, Depends(KeyedService(_build, "any"))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService, PathService
+from stateless.deps import API_V1, KeyedService, PathService, api_router
 from stateless.kit.context import TenantContext
 from stateless.kit.openapi import problems
 from stateless.storekit.receipts import ProviderError
@@ -22,7 +22,7 @@ from stateless.storekit.schemas import (
 from stateless.storekit.service import InvalidSignedPayload, NotificationService, StoreKitService
 from stateless.storekit.wiring import notification_service, storekit_service
 
-router = APIRouter(prefix=f"{API_V1}/ios", tags=["storekit"])
+router = api_router(f"{API_V1}/ios", ["storekit"])
 
 
 def _validation(
@@ -37,11 +37,9 @@ def _notifications(
     return notification_service(container, session, tenant)
 
 
-Validation = Annotated[StoreKitService, Depends(KeyedService(_validation, "any"), scope="function")]
+Validation = Annotated[StoreKitService, Depends(KeyedService(_validation, "any"))]
 # The app id in the path names the tenant; the signed payload is the proof.
-Notifications = Annotated[
-    NotificationService, Depends(PathService(_notifications), scope="function")
-]
+Notifications = Annotated[NotificationService, Depends(PathService(_notifications))]
 
 
 @router.post(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
-from stateless.deps import API_V1, KeyedService
+from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.context import TenantContext
 from stateless.kit.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
@@ -32,7 +32,7 @@ from stateless.webpush.service import (
     public_key_of,
 )
 
-router = APIRouter(prefix=f"{API_V1}/web", tags=["web push"])
+router = api_router(f"{API_V1}/web", ["web push"])
 
 
 def _subscriptions(
@@ -56,10 +56,8 @@ def _push(
     )
 
 
-Subscriptions = Annotated[
-    SubscriptionService, Depends(KeyedService(_subscriptions, "any"), scope="function")
-]
-Push = Annotated[WebPushService, Depends(KeyedService(_push, "secret"), scope="function")]
+Subscriptions = Annotated[SubscriptionService, Depends(KeyedService(_subscriptions, "any"))]
+Push = Annotated[WebPushService, Depends(KeyedService(_push, "secret"))]
 
 
 @router.get(

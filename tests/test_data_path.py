@@ -116,3 +116,47 @@ async def test_erase_data_takes_only_the_callers_rows(
 def test_no_tls_attempt_on_loopback_only(url: str, tls_left_to_driver: bool) -> None:
     args = postgres_connect_args(base_settings(url), make_url(url))
     assert ("ssl" not in args) is tls_left_to_driver
+
+
+async def test_lone_statements_on_the_direct_path_keep_types_and_errors(
+    settings: Settings, make_tenant: TenantFactory
+) -> None:
+    """Lone statements run as compiled plans on the raw driver (kit/direct.py on Postgres, the
+    writer's sqlite3 connection on SQLite): rows come back typed like SQLAlchemy's (UTC-aware
+    datetimes, attribute, index and mapping access), and a unique violation is the
+    IntegrityError the app answers 409 for, without the statement's parameters."""
+    from sqlalchemy.exc import IntegrityError
+
+    from stateless.domains import open_container
+    from stateless.drafts.repository import _BY_ID
+
+    await make_tenant("app-a")
+    expires_at = datetime.now(UTC).replace(microsecond=123456) + timedelta(hours=1)
+    async with open_container(settings) as container:
+        async with container.sessionmaker() as session:
+            repo = DraftRepository(session, VerifiedAppId("app-a"))
+            draft = Draft(
+                draft_id="e" * 32, content_sealed="sealed-1", size_bytes=8, expires_at=expires_at
+            )
+            await repo.insert(draft)
+            assert not session.in_transaction()  # it ran alone, in autocommit
+            with pytest.raises(IntegrityError) as raised:
+                await repo.insert(
+                    Draft(
+                        draft_id="e" * 32,
+                        content_sealed="sealed-2",
+                        size_bytes=8,
+                        expires_at=expires_at,
+                    )
+                )
+            assert "sealed-2" not in str(raised.value)
+        async with container.read_sessionmaker() as session:
+            repo = DraftRepository(session, VerifiedAppId("app-a"))
+            row = await repo.run_row(_BY_ID, {"draft_id": "e" * 32})
+            assert row is not None
+            assert row.content_sealed == "sealed-1"
+            assert row._mapping["size_bytes"] == 8
+            assert row.expires_at == expires_at and row.expires_at.tzinfo is not None
+            assert row.expires_at.utcoffset() == timedelta(0)
+            other = DraftRepository(session, VerifiedAppId("app-b"))
+            assert await other.run_row(_BY_ID, {"draft_id": "e" * 32}) is None

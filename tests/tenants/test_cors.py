@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Client
+from tests.test_core import assert_problem
 
 ORIGIN = "https://app.example.com"
 
@@ -146,4 +147,25 @@ async def test_problems_before_a_tenant_is_known_are_readable_by_listed_origins_
         "/api/v1/drafts", headers={**other.pk, "Origin": ORIGIN}, json={"content": 5}
     )
     assert r.status_code == 422
+    assert "access-control-allow-origin" not in r.headers
+
+
+async def test_a_500_the_app_could_not_answer_is_readable_by_a_listed_origin(
+    make_client, make_tenant
+) -> None:
+    """An unexpected failure is answered by the edge; a page on a listed origin still reads
+    the problem (it holds no tenant data), an unlisted origin gets no CORS headers."""
+    await make_tenant("web-app", cors_origins=["https://app.example"])
+    client = await make_client()
+
+    async def explode() -> None:
+        raise RuntimeError("boom")
+
+    client.app.add_api_route("/explode", explode)
+    r = await client.get("/explode", headers={"Origin": "https://app.example"})
+    assert_problem(r, 500, "internal_error")
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "X-Request-ID" in r.headers["access-control-expose-headers"]
+    r = await client.get("/explode", headers={"Origin": "https://evil.example"})
+    assert_problem(r, 500, "internal_error")
     assert "access-control-allow-origin" not in r.headers

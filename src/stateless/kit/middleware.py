@@ -65,6 +65,36 @@ class EdgeMiddleware:
         self.max_body_bytes = max_body_bytes
         self.overrides = tuple(body_limit_overrides)
         self.cors = cors
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def _answer(
+        self, response: ASGIApp, scope: Scope, receive: Receive, send: Send, has_origin: bool
+    ) -> None:
+        """A problem the app could not answer, readable by a page as its own problems are:
+        through the same CORS policy (it holds no tenant data), else plain."""
+        if has_origin and self.cors is not None:
+            try:
+                await self.cors(scope, receive, send, response)
+                return
+            except Exception as exc:  # the policy needs the tenant directory, maybe down too
+                log.warning("cors_on_error_failed", error_type=type(exc).__name__)
+        await response(scope, receive, send)
+
+    def _series(self, method: str, route: str, status_class: int) -> tuple[Any, Any]:
+        """The request counter and duration histogram children of this label set, looked up
+        once: `.labels()` costs more than the increment it returns."""
+        key = (method, route, status_class)
+        series = self._children.get(key)
+        if series is None:
+            if len(self._children) > 10_000:  # methods are free text: stay bounded
+                self._children.clear()
+            series = self._children[key] = (
+                self.metrics.requests.labels(
+                    method=method, route=route, status_class=f"{status_class}xx"
+                ),
+                self.metrics.request_seconds.labels(route=route),
+            )
+        return series
 
     def _limit_for(self, path: str) -> int:
         for prefix, limit in self.overrides:
@@ -133,15 +163,14 @@ class EdgeMiddleware:
                     if unavailable
                     else internal_error_response(request_id)
                 )
-                await response(scope, receive, send_wrapper)
+                await self._answer(response, scope, receive, send_wrapper, has_origin)
         finally:
             duration = time.perf_counter() - started
             route = route_template(scope)
             status = status_holder[0]
-            self.metrics.requests.labels(
-                method=scope["method"], route=route, status_class=f"{status // 100}xx"
-            ).inc()
-            self.metrics.request_seconds.labels(route=route).observe(duration)
+            count, seconds = self._series(scope["method"], route, status // 100)
+            count.inc()
+            seconds.observe(duration)
             self.access_log.request(
                 method=scope["method"],
                 route=route,

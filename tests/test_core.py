@@ -143,3 +143,38 @@ async def test_metrics_requires_token_when_configured(make_client: ClientFactory
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs"])
 async def test_docs_are_served(client: Client, path: str) -> None:
     assert (await client.get(path)).status_code == 200
+
+
+async def test_the_served_app_settles_its_startup_heap(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path
+) -> None:
+    """What servers run (`stateless.main:app`) moves the heap built at startup out of the
+    garbage collector's scans once startup completed, and still answers requests."""
+    import gc
+
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from stateless.main import _LazyApp
+    from tests.conftest import TEST_AFFILIATE_SALT, TEST_SECRET_KEY
+
+    for name, value in {
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "AFFILIATE_SALT": TEST_AFFILIATE_SALT,
+        "RUN_BACKGROUND_JOBS": "false",
+        "STORAGE_LOCAL_PATH": str(tmp_path / "storage"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    gc.unfreeze()
+    served = _LazyApp()
+    try:
+        async with LifespanManager(served, startup_timeout=30) as manager:
+            assert gc.get_freeze_count() > 10_000
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                assert (await client.get("/")).status_code == 200
+    finally:
+        gc.unfreeze()

@@ -32,12 +32,15 @@ from stateless.drafts.repository import DraftRepository
 from stateless.ios.repository import DeviceTokenRepository
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import (
+    AutocommitWriter,
     build_engine,
     build_read_engine,
     build_sessionmaker,
     dispose_engines,
+    postgres_connect_args,
     session_scope,
 )
+from stateless.kit.direct import PostgresDirect
 from stateless.migrations.runner import upgrade
 from stateless.tenants.schemas import VerifiedAppId
 
@@ -66,9 +69,18 @@ async def run(url: str, floor_url: str, label: str, ops: int, concurrency: int) 
     )
     await asyncio.to_thread(upgrade, settings)
     kit = PrivacyKit(settings.secret_key)
-    engine = build_engine(settings)
+    # Wired as the app wires it (domains.open_container): lone statements on the direct path.
+    engine = build_engine(settings, pool_size=None if settings.is_sqlite else 2)
     read_engine = build_read_engine(settings, engine)
-    write, read = build_sessionmaker(engine), build_sessionmaker(read_engine)
+    direct: PostgresDirect | None = None
+    if not settings.is_sqlite:
+        direct = await PostgresDirect.open(
+            settings,
+            engine.dialect,
+            AutocommitWriter(engine),
+            postgres_connect_args(settings, engine.url),
+        )
+    write, read = build_sessionmaker(engine, direct), build_sessionmaker(read_engine, direct)
     tenant = VerifiedAppId(APP)
     floor = (
         SqliteFloor(floor_url.split("///", 1)[1])
@@ -195,6 +207,8 @@ async def run(url: str, floor_url: str, label: str, ops: int, concurrency: int) 
     finally:
         await floor.close()
         await dispose_engines(engine, read_engine)
+        if direct is not None:
+            await direct.close()
 
 
 async def main(ops: int, concurrency: int) -> None:

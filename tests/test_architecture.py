@@ -108,3 +108,42 @@ def test_only_entry_points_import_domains() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "stateless":
                 assert "domains" not in {alias.name for alias in node.names}, name
         assert "stateless.domains" not in set(_imports(tree)), name
+
+
+def test_route_group_dependencies_are_plain_calls_settled_by_their_route() -> None:
+    """No generator dependency (FastAPI's exit-stack machinery per request); every route that
+    opens a session is a TransactionRoute, and the app refuses to start otherwise."""
+    import inspect
+
+    import pytest
+    from fastapi import Depends, FastAPI
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from stateless.config import Settings
+    from stateless.deps import KeyedService, TransactionRoute, assert_transactional
+    from stateless.main import create_app
+
+    app = create_app(Settings(_env_file=None))
+    keyed = 0
+    for context in iter_route_contexts(list(app.routes)):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        for dependency in route.dependant.dependencies:
+            call = dependency.call
+            target = getattr(call, "__call__", call) if not inspect.isfunction(call) else call
+            assert not inspect.isasyncgenfunction(target), route.path
+            assert not inspect.isgeneratorfunction(target), route.path
+            if isinstance(call, KeyedService):
+                keyed += 1
+                assert isinstance(route, TransactionRoute), route.path
+    assert keyed > 20
+
+    plain = FastAPI()
+
+    async def endpoint(service: object = Depends(KeyedService(lambda *a: None, "any"))) -> None:
+        return None
+
+    plain.add_api_route("/unsettled", endpoint)
+    with pytest.raises(RuntimeError, match="TransactionRoute"):
+        assert_transactional(plain)

@@ -13,8 +13,10 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.routing import Match
+from starlette.types import Scope
 
 from stateless.container import Container
 from stateless.kit.context import TenantContext
@@ -77,15 +79,31 @@ class TransactionRoute(APIRoute):
         return settled
 
 
+class RouteGroup(APIRouter):
+    """A router that declines a path outside its prefix at once. FastAPI tries every route of
+    every included router in turn (a regular-expression match each), so without this a request
+    to the last group paid for matching every route of the groups before it."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if not path.startswith(self.prefix):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def api_router(prefix: str, tags: list[str]) -> APIRouter:
     """A route group whose handlers' sessions are settled by `TransactionRoute`."""
-    return APIRouter(prefix=prefix, tags=list(tags), route_class=TransactionRoute)
+    return RouteGroup(prefix=prefix, tags=list(tags), route_class=TransactionRoute)
 
 
 def assert_transactional(app: FastAPI) -> None:
     """At startup: every route that opens a session through a route-group dependency is a
     `TransactionRoute`, so no session is ever left unsettled."""
-    for route in app.routes:
+    for context in iter_route_contexts(list(app.routes)):
+        route = context.original_route
         if not isinstance(route, APIRoute) or isinstance(route, TransactionRoute):
             continue
         for dependency in route.dependant.dependencies:

@@ -38,9 +38,10 @@ router = api_router(f"{API_V1}/bots", ["bots"])
 def _build(
     container: Container, session: AsyncSession, tenant: TenantContext, request: Request
 ) -> BotService:
-    """Task records are written in their own short transactions; the request's is unused."""
+    """Queueing writes on the request's session (one lone INSERT); sync runs write their task
+    records in short transactions of their own."""
     base_url = container.settings.public_base_url or str(request.base_url)
-    return bot_service(container, tenant, base_url.rstrip("/"))
+    return bot_service(container, tenant, base_url.rstrip("/"), session)
 
 
 Service = Annotated[BotService, Depends(KeyedService(_build, "secret"))]

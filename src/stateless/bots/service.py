@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 import structlog
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.idempotency import PENDING_ABANDON_GRACE_SECONDS, IdempotencyKeys, Outcome
 from stateless.bots.models import BotTask
@@ -78,8 +80,12 @@ class BotService:
         *,
         providers: TaskProviders,
         wakeup: asyncio.Event,
+        session: AsyncSession | None = None,
     ) -> None:
         self.providers = providers
+        # The request's session: queueing is one lone INSERT, which runs on it without a
+        # transaction (kit/tenancy.py); sync runs and reads use short sessions of their own.
+        self.session = session
         self.settings = providers.settings
         self.metrics = providers.metrics
         self.tenant = tenant
@@ -170,7 +176,10 @@ class BotService:
     ) -> Outcome:
         now = utcnow()
         sealed = self.kit.encrypt_text(CONTEXT_PURPOSE, self.tenant.app_id, ctx.model_dump_json())
-        async with session_scope(self.maker) as session:
+        async with AsyncExitStack() as stack:
+            session = self.session
+            if session is None:
+                session = await stack.enter_async_context(session_scope(self.maker))
             await BotTaskRepository(session, self.tenant).insert(
                 {
                     "task_id": task_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.runner import TaskWorker
 from stateless.bots.service import BotService
@@ -61,12 +62,18 @@ def task_providers(container: Container) -> TaskProviders:
     )
 
 
-def bot_service(container: Container, tenant: TenantContext, base_url: str) -> BotService:
+def bot_service(
+    container: Container,
+    tenant: TenantContext,
+    base_url: str,
+    session: AsyncSession | None = None,
+) -> BotService:
     return BotService(
         tenant,
         base_url,
         providers=task_providers(container),
         wakeup=container.background.task_wakeup,
+        session=session,
     )
 
 

@@ -30,10 +30,12 @@ Service = Annotated[DraftService, Depends(KeyedService(_build, "any"))]
 SecretService = Annotated[DraftService, Depends(KeyedService(_build, "secret"))]
 
 
-def _out(service: DraftService, draft: Draft) -> DraftOut:
+def _out(service: DraftService, draft: Draft, content: str | None = None) -> DraftOut:
+    """The draft as answered; `content` when the caller already holds it in the clear (a
+    create or replace), so nothing just sealed is unsealed again."""
     return DraftOut(
         id=draft.draft_id,
-        content=service.open(draft),
+        content=service.open(draft) if content is None else content,
         size_bytes=draft.size_bytes,
         created_at=draft.created_at,
         expires_at=draft.expires_at,
@@ -51,7 +53,7 @@ def _out(service: DraftService, draft: Draft) -> DraftOut:
 async def create_draft(body: DraftIn, service: Service) -> DraftOut:
     """Store a draft for `ttl_seconds` (default 24 h, max 7 d). Keep the returned id."""
     draft = await service.create(body.content, body.ttl_seconds)
-    return _out(service, draft)
+    return _out(service, draft, body.content)
 
 
 @router.get("", name="drafts.list", response_model=DraftList)

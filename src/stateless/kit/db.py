@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     DateTime,
@@ -199,26 +202,41 @@ class AutocommitWriter:
             return (await conn.execute(statement, params)).all()
 
 
-class SqliteWriter:
-    """SQLite: the statement runs on the one writer connection (writers queue for it in its
-    pool) in a single trip to that connection's thread: execute and commit together.
+@dataclass(slots=True)
+class _Queued:
+    job: Callable[..., Any]
+    plan: Any
+    statement: Executable
+    params: Mapping[str, Any]
+    done: asyncio.Future[Any]
 
-    Through the async driver the same write is four trips (cursor, execute, close, commit),
-    and the writer connection is held across each wait for the busy event loop, which is what
-    capped SQLite writes. The statement is compiled once (kit/direct.py `compile_plan`) and runs
-    on the writer's own sqlite3 connection inside its thread, without SQLAlchemy's execution
-    context; one the plan cannot express runs through a synchronous engine around the same
-    connection, in the same thread.
+
+class SqliteWriter:
+    """SQLite: lone statements queue here and run in batches, one trip to a connection's
+    thread per batch: each statement executed and committed on its own (WAL with
+    synchronous=NORMAL makes a commit cheap), so one failing statement fails only its request.
+
+    On the writer engine (one connection) this is the single writer queue: under 64 concurrent
+    writers a batch holds dozens of writes for the price of one pool checkout and one thread
+    trip, where one trip per write (as the async driver does) capped SQLite writes. On the
+    reader engine as many batches run at once as it has connections. Statements run as plans
+    compiled once (kit/direct.py `compile_plan`) on the connection's own sqlite3 handle; one a
+    plan cannot express runs through a synchronous engine around that handle, in that thread.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sync: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
         self._plans: dict[tuple[int, frozenset[str] | None], Any] = {}
+        self._queue: deque[_Queued] = deque()
+        self._drains: set[asyncio.Task[None]] = set()
+        self._active = 0
+        pool: Any = engine.sync_engine.pool
+        self._max_drains = max(1, int(getattr(pool, "size", lambda: 1)()))
 
     def _sync_engine(self, driver: Any, dbapi_connection: Any) -> Engine:
-        """One per writer connection (keyed by the aiosqlite connection, which is weak-
-        referenceable where sqlite3's is not), gone when that connection goes."""
+        """One per connection (keyed by the aiosqlite connection, which is weak-referenceable
+        where sqlite3's is not), gone when that connection goes."""
         sync = self._sync.get(driver)
         if sync is None:
             sync = create_engine(
@@ -234,7 +252,7 @@ class SqliteWriter:
         keys = frozenset(params) if isinstance(statement, Insert) else None
         key = (id(statement), keys)
         plan = self._plans.get(key)
-        if plan is None or plan is False or plan.statement is not statement:
+        if plan is None or (plan is not False and plan.statement is not statement):
             if len(self._plans) > 512:
                 self._plans.clear()
             plan = compile_plan(statement, self._engine.dialect, sorted(keys or ())) or False
@@ -271,37 +289,101 @@ class SqliteWriter:
         )
         return rows
 
-    async def _in_thread(
-        self, job: Callable[..., T], statement: Executable, params: Mapping[str, Any]
-    ) -> T:
-        plan = self._plan(statement, params)
-        async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            run_in_thread = getattr(driver, "_execute", None)
-            dbapi_connection = getattr(driver, "_conn", None)
-            if run_in_thread is None or dbapi_connection is None:  # another aiosqlite: plain path
-                result: Any = await conn.execute(statement, params)
-                value: Any = result.all() if result.returns_rows else result.rowcount
-                await conn.commit()
-                return cast(T, value)
-            sync = self._sync_engine(driver, dbapi_connection)
+    @staticmethod
+    def _run_batch(
+        dbapi_connection: Any, sync: Engine, batch: list[_Queued]
+    ) -> list[tuple[bool, Any]]:
+        """In the connection's thread: every queued statement, each on its own."""
+        outcomes: list[tuple[bool, Any]] = []
+        for item in batch:
             try:
-                return cast(
-                    T, await run_in_thread(job, dbapi_connection, sync, plan, statement, params)
-                )
-            except sqlite3.IntegrityError as exc:
-                raise sa_exc.IntegrityError(getattr(plan, "sql", ""), None, exc) from exc
-            except sqlite3.OperationalError as exc:
-                raise sa_exc.OperationalError(getattr(plan, "sql", ""), None, exc) from exc
-            except sqlite3.DatabaseError as exc:
-                raise sa_exc.DBAPIError(getattr(plan, "sql", ""), None, exc) from exc
+                value = item.job(dbapi_connection, sync, item.plan, item.statement, item.params)
+                outcomes.append((True, value))
+            except Exception as exc:  # handed to that statement's own request
+                outcomes.append((False, exc))
+        return outcomes
+
+    async def _submit(
+        self, job: Callable[..., Any], statement: Executable, params: Mapping[str, Any]
+    ) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(job, self._plan(statement, params), statement, params, done))
+        if self._active < self._max_drains:
+            # Counted here and uncounted by the drain itself with no await in between its last
+            # look at the queue and the decrement, so no queued statement is ever left behind.
+            self._active += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        return await done
+
+    async def _drain(self) -> None:
+        batch: list[_Queued] = []
+        try:
+            while self._queue:
+                async with self._engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver: Any = raw.driver_connection
+                    run_in_thread = getattr(driver, "_execute", None)
+                    dbapi_connection = getattr(driver, "_conn", None)
+                    batch = [self._queue.popleft() for _ in range(len(self._queue))]
+                    if not batch:
+                        return
+                    if run_in_thread is None or dbapi_connection is None:
+                        outcomes = [await self._plain(conn, item) for item in batch]
+                    else:
+                        sync = self._sync_engine(driver, dbapi_connection)
+                        outcomes = await run_in_thread(
+                            self._run_batch, dbapi_connection, sync, batch
+                        )
+                for item, (ok, value) in zip(batch, outcomes, strict=True):
+                    if item.done.done():
+                        continue
+                    if ok:
+                        item.done.set_result(value)
+                    else:
+                        item.done.set_exception(_as_sqlalchemy_error(value, item.plan))
+                batch = []
+        except BaseException as exc:  # the connection itself failed: every waiter hears it
+            for item in [*batch, *self._queue]:
+                if not item.done.done():
+                    item.done.set_exception(_as_sqlalchemy_error(exc, item.plan))
+            self._queue.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._active -= 1
+
+    @staticmethod
+    async def _plain(conn: Any, item: _Queued) -> tuple[bool, Any]:
+        """Another aiosqlite build without the thread hooks: SQLAlchemy's async path."""
+        try:
+            result: Any = await conn.execute(item.statement, item.params)
+            value: Any = result.all() if result.returns_rows else result.rowcount
+            await conn.commit()
+            return True, value
+        except Exception as exc:
+            await conn.rollback()
+            return False, exc
 
     async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
-        return await self._in_thread(self._write, statement, params)
+        return int(await self._submit(self._write, statement, params))
 
     async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
-        return await self._in_thread(self._read, statement, params)
+        rows: Sequence[Any] = await self._submit(self._read, statement, params)
+        return rows
+
+
+def _as_sqlalchemy_error(exc: BaseException, plan: Any) -> BaseException:
+    """sqlite3's errors as the SQLAlchemy classes the app maps to problems, without params."""
+    sql = getattr(plan, "sql", "")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return sa_exc.IntegrityError(sql, None, exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return sa_exc.OperationalError(sql, None, exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        return sa_exc.DBAPIError(sql, None, exc)
+    return exc
 
 
 def lone_writer(engine: AsyncEngine) -> LoneWriter:

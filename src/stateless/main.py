@@ -74,9 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_problem_handlers(app)
-    app.include_router(health_router)
     for router in domains.ROUTERS:
         app.include_router(router)
+    # Last: API requests would otherwise try its routes first; the API groups decline a path
+    # outside their prefix at once (deps.RouteGroup), so /health pays little for coming later.
+    app.include_router(health_router)
     assert_transactional(app)
     install_openapi(app)
     install_docs(app)

@@ -64,6 +64,7 @@ class Result:
     rss_before_mb: float
     rss_peak_mb: float
     delivered: int
+    peer_verified: str = ""  # what the peer checked in this run, when it says
 
     @property
     def pushes_per_second(self) -> float:
@@ -458,6 +459,8 @@ def print_result(result: Result) -> None:
         f"(+{result.rss_peak_mb - result.rss_before_mb:4.1f}){lost}",
         flush=True,
     )
+    if result.peer_verified:
+        print(f"{'':8} {result.peer_verified}", flush=True)
 
 
 def run(scenarios: Iterable[Scenario], runners: Mapping[str, Runner]) -> list[Result]:

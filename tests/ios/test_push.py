@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stateless.config import Settings
-from stateless.ios.apns import ApnsClient, build_verify
+from stateless.ios.apns import APNS_RETRY, ApnsClient, build_verify
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.ios.conftest import BUNDLE_ID, HIGH_LIMITS, KEY_ID, TEAM_ID, ApnsKey, hex_token, sql
 from tests.peers.apns import ApnsPeer, free_port
@@ -351,7 +351,7 @@ async def test_expired_provider_token_is_resigned_but_not_within_twenty_minutes(
         sandbox_url=sandbox_peer.url,
         verify=build_verify(container.settings.apns_ca_file),
         clock=lambda: now[0],
-        backoff_seconds=0.001,
+        retry=APNS_RETRY.without_sleep(),
     )
     original = container.apns
     container.apns = apns

@@ -288,7 +288,7 @@ def _start_profilers(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
         if not pid:
             continue
         out = Path(args.profile) / f"{name}-{args.subscribers}.txt"
-        command = [str(spy), "record", "-r", "250", "--nonblocking", "--format", "raw"]
+        command = [str(spy), "record", "-r", "500", "--format", "raw"]
         procs.append(
             subprocess.Popen(
                 [*command, "-o", str(out), "-p", str(pid)],

@@ -55,10 +55,36 @@ class EngineError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A subscription's endpoint split once: `origin` (https://host[:port], the VAPID `aud`)
+    and `path` (with its query)."""
+
+    origin: str
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """EngineError("EndpointNotAllowed") unless an https URL without credentials."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise EngineError("EndpointNotAllowed") from None
+        if parts.scheme != "https" or not host or parts.username or parts.password:
+            raise EngineError("EndpointNotAllowed")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(f"https://{parts.netloc}", path)
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.path
+
+
 class PushEngine(Protocol):
     """Posts one encrypted message to a push service endpoint and returns its status."""
 
-    async def post(self, url: str, body: bytes, headers: Headers) -> EngineResponse: ...
+    async def post(self, endpoint: Endpoint, body: bytes, headers: Headers) -> EngineResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -143,13 +169,11 @@ class HttpcoreEngine:
             "pool": timeout_seconds,
         }
 
-    async def post(self, url: str, body: bytes, headers: Headers) -> EngineResponse:
-        if not url.startswith("https://"):
-            raise EngineError("EndpointNotAllowed")
+    async def post(self, endpoint: Endpoint, body: bytes, headers: Headers) -> EngineResponse:
         try:
             response = await self._pool.request(
                 "POST",
-                url,
+                endpoint.url,
                 headers=list(headers),
                 content=body,
                 extensions={"timeout": self._timeouts},
@@ -222,17 +246,13 @@ class H2Engine:
             self._clients[origin] = client
         return client
 
-    async def post(self, url: str, body: bytes, headers: Headers) -> EngineResponse:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise EngineError("EndpointNotAllowed")
-        origin = f"https://{parts.netloc}"
+    async def post(self, endpoint: Endpoint, body: bytes, headers: Headers) -> EngineResponse:
+        origin = endpoint.origin
         client = self._client(origin)
         if client is None:
-            return await self.fallback.post(url, body, headers)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            return await self.fallback.post(endpoint, body, headers)
         try:
-            response = await client.request("POST", path, headers, body)
+            response = await client.request("POST", endpoint.path, headers, body)
         except H2ConnectError as exc:
             if "does not offer HTTP/2" not in str(exc):
                 raise EngineError("ConnectionError") from None
@@ -241,7 +261,7 @@ class H2Engine:
             stale = self._clients.pop(origin, None)
             if stale is not None:
                 await stale.aclose()
-            return await self.fallback.post(url, body, headers)
+            return await self.fallback.post(endpoint, body, headers)
         except H2Timeout:
             raise EngineError("Timeout") from None
         except H2Error:
@@ -300,7 +320,7 @@ class WebPushSender:
         await self.engine.aclose()
 
     async def send(
-        self, app_id: str, url: str, body: bytes, headers: Callable[[], Headers]
+        self, app_id: str, endpoint: Endpoint, body: bytes, headers: Callable[[], Headers]
     ) -> PushOutcome:
         """Deliver one message; `headers()` is called per attempt (the VAPID token may renew)."""
         policy = self.retry
@@ -312,7 +332,7 @@ class WebPushSender:
                 retry_after: float | None = None
                 async with gate.semaphore, self._semaphore:
                     try:
-                        answer = await self.engine.post(url, body, headers())
+                        answer = await self.engine.post(endpoint, body, headers())
                     except EngineError as exc:
                         outcome = PushOutcome(0, exc.reason, attempt)
                     except Exception as exc:  # isolation boundary: one message, counted, no URL

@@ -42,6 +42,7 @@ from stateless.tenants.service import open_secrets
 from stateless.webpush.crypto import (
     MAX_PLAINTEXT_BYTES,
     InvalidSubscriptionKey,
+    UserAgentKeys,
     VapidKeys,
     VapidSigner,
     encrypt_payload,
@@ -55,7 +56,7 @@ from stateless.webpush.schemas import (
     WebPushOut,
     WebPushResult,
 )
-from stateless.webpush.sender import PushOutcome, WebPushSender
+from stateless.webpush.sender import Endpoint, EngineError, PushOutcome, WebPushSender
 
 SUBSCRIBER_PURPOSE = "webpush-subscriber-id"
 SUBSCRIPTION_PURPOSE = "webpush-subscription"
@@ -262,11 +263,6 @@ def build_payload(request: WebPushIn) -> bytes:
     return orjson.dumps(payload)
 
 
-def origin_of(endpoint: str) -> str:
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
-
-
 def _subscriber_hash(row: SubscriptionRow) -> str:
     return str(row.subscriber_hash)
 
@@ -369,23 +365,20 @@ class WebPushService:
                 opened = orjson.loads(
                     kit.decrypt(SUBSCRIPTION_PURPOSE, app_id, row.subscription_sealed)
                 )
-                endpoint = str(opened["endpoint"])
+                endpoint = Endpoint.parse(str(opened["endpoint"]))
                 # Parsed once per message; a retry sends the same body.
-                body = encrypt_payload(
-                    payload,
-                    load_user_agent_key(str(opened["p256dh"])),
-                    load_auth_secret(str(opened["auth"])),
-                )
+                ua_keys = UserAgentKeys.load(str(opened["p256dh"]), str(opened["auth"]))
+                body = encrypt_payload(payload, ua_keys)
+            except EngineError as exc:
+                return PushOutcome(0, exc.reason)
             except (DecryptionError, InvalidSubscriptionKey, KeyError, orjson.JSONDecodeError):
                 return PushOutcome(0, "SubscriptionUnreadable")
-            origin = origin_of(endpoint)
+            origin = endpoint.origin
 
             def request_headers() -> list[tuple[str, str]]:
                 # Per attempt: the cached VAPID token may have been renewed meanwhile.
-                return [
-                    *headers,
-                    ("authorization", signer.authorization(app_id, keys, contact, origin)),
-                ]
+                vapid = signer.authorization(app_id, keys, contact, origin)
+                return [*headers, ("authorization", vapid)]
 
             return await self.sender.send(app_id, endpoint, body, request_headers)
 

@@ -46,9 +46,8 @@ from stateless.kit.pushing import (
     SenderPool,
     Settled,
     Status,
+    deliver,
     names_by_hash,
-    push_listed,
-    push_pages,
 )
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
@@ -200,24 +199,20 @@ class PushService:
         if request.device_ids is not None:
             app_id = self.tenant.app_id
             names = names_by_hash(request.device_ids, lambda d: device_hash(self.kit, app_id, d))
-        settle = functools.partial(self._settle, tally=tally, names=names)
-        try:
-            if names is None:
-                await push_pages(self.repo.page_after, _device_hash, pool, settle, self.batch_size)
-            else:
-                found = await push_listed(
-                    list(names), self.repo.by_hashes, _device_hash, pool, settle, self.batch_size
-                )
-                tally.finish_listed(
-                    names,
-                    found,
-                    lambda device_id: PushResult(
-                        device_id=device_id, status="not_registered", reason="NotRegistered"
-                    ),
-                    lambda result: result.device_id,
-                )
-        finally:
-            await pool.cancel()  # only does something when the push stopped early
+        await deliver(
+            pool,
+            names=names,
+            page_after=self.repo.page_after,
+            by_hashes=self.repo.by_hashes,
+            key=_device_hash,
+            settle=functools.partial(self._settle, tally=tally, names=names),
+            batch_size=self.batch_size,
+            tally=tally,
+            missing=lambda device_id: PushResult(
+                device_id=device_id, status="not_registered", reason="NotRegistered"
+            ),
+            name_of=lambda result: result.device_id,
+        )
         log.info(
             "push_sent",
             tenant=self.tenant.app_id,

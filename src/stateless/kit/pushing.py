@@ -123,6 +123,32 @@ async def push_listed(
     return found
 
 
+async def deliver(
+    pool: SenderPool[RowT, OutcomeT],
+    *,
+    names: dict[str, str] | None,
+    page_after: Callable[[str | None, int], Awaitable[Sequence[RowT]]],
+    by_hashes: Callable[[Sequence[str]], Awaitable[Sequence[RowT]]],
+    key: Callable[[RowT], str],
+    settle: Settle[RowT, OutcomeT],
+    batch_size: int,
+    tally: PushTally[ResultT],
+    missing: Callable[[str], ResultT],
+    name_of: Callable[[ResultT], str],
+) -> None:
+    """One push: every row (`names` None) or the listed ones (hash -> caller's id), whose
+    missing ids end as `missing(id)` results in the caller's order. The pool's workers are
+    stopped however the push ends."""
+    try:
+        if names is None:
+            await push_pages(page_after, key, pool, settle, batch_size)
+        else:
+            found = await push_listed(list(names), by_hashes, key, pool, settle, batch_size)
+            tally.finish_listed(names, found, missing, name_of)
+    finally:
+        await pool.cancel()  # only does something when the push stopped early
+
+
 def names_by_hash(ids: Iterable[str], hash_of: Callable[[str], str]) -> dict[str, str]:
     """hash -> the caller's id, in the caller's order; a repeated id is pushed once."""
     names: dict[str, str] = {}

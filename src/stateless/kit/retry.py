@@ -72,6 +72,18 @@ class RetryPolicy:
         backoff += random.uniform(0, self.jitter_seconds)  # jitter, not crypto
         return max(min(backoff, self.maximum_seconds), retry_after)
 
+    def next_wait(
+        self, attempt: int, retry_after: float | None, max_retry_after: float
+    ) -> float | None:
+        """For a loop of its own: the wait before try `attempt + 1`, or None to stop there,
+        when the tries are used up or the server asks for more than `max_retry_after` seconds
+        (holding the caller that long is worse than reporting the answer)."""
+        if attempt >= self.attempts:
+            return None
+        if retry_after is not None and retry_after > max_retry_after:
+            return None
+        return self.delay(attempt, retry_after or 0.0)
+
     def _wait(self) -> Callable[[RetryCallState], float]:
         def wait(state: RetryCallState) -> float:
             failed = state.outcome.exception() if state.outcome is not None else None

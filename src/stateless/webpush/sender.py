@@ -349,10 +349,9 @@ class WebPushSender:
                     or outcome.status >= 500
                     or (outcome.status == 0 and outcome.reason in ("ConnectionError", "Timeout"))
                 )
-                if not retryable or attempt >= policy.attempts:
+                wait = policy.next_wait(attempt, retry_after, self.max_retry_after_seconds)
+                if not retryable or wait is None:
                     return outcome
-                if retry_after is not None and retry_after > self.max_retry_after_seconds:
-                    return outcome  # honouring it would hold the request too long: report it
-                await policy.sleep(policy.delay(attempt, retry_after or 0.0))
+                await policy.sleep(wait)
         finally:
             self._gates.leave(app_id, gate)

@@ -32,9 +32,8 @@ from stateless.kit.pushing import (
     SenderPool,
     Settled,
     Status,
+    deliver,
     names_by_hash,
-    push_listed,
-    push_pages,
 )
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
@@ -318,31 +317,20 @@ class WebPushService:
             names = names_by_hash(
                 request.subscriber_ids, lambda s: subscriber_hash(self.kit, app_id, s)
             )
-        settle = functools.partial(self._settle, tally=tally, names=names)
-        try:
-            if names is None:
-                await push_pages(
-                    self.repo.page_after, _subscriber_hash, pool, settle, self.batch_size
-                )
-            else:
-                found = await push_listed(
-                    list(names),
-                    self.repo.by_hashes,
-                    _subscriber_hash,
-                    pool,
-                    settle,
-                    self.batch_size,
-                )
-                tally.finish_listed(
-                    names,
-                    found,
-                    lambda subscriber_id: WebPushResult(
-                        subscriber_id=subscriber_id, status="not_subscribed", reason="NotSubscribed"
-                    ),
-                    lambda result: result.subscriber_id,
-                )
-        finally:
-            await pool.cancel()  # only does something when the push stopped early
+        await deliver(
+            pool,
+            names=names,
+            page_after=self.repo.page_after,
+            by_hashes=self.repo.by_hashes,
+            key=_subscriber_hash,
+            settle=functools.partial(self._settle, tally=tally, names=names),
+            batch_size=self.batch_size,
+            tally=tally,
+            missing=lambda subscriber_id: WebPushResult(
+                subscriber_id=subscriber_id, status="not_subscribed", reason="NotSubscribed"
+            ),
+            name_of=lambda result: result.subscriber_id,
+        )
         log.info(
             "webpush_sent",
             tenant=self.tenant.app_id,

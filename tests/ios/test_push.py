@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -380,6 +381,28 @@ async def test_expired_provider_token_is_resigned_but_not_within_twenty_minutes(
     finally:
         container.apns = original
         await apns.aclose()
+
+
+async def test_retry_after_is_honoured_and_a_long_one_is_reported_not_waited_for(
+    ios_client: Client, ios_tenant: TenantHandle, apns_peer: ApnsPeer
+) -> None:
+    await register(ios_client, ios_tenant, "d", hex_token(1))
+    push = {"device_ids": ["d"], "badge": 1}
+    apns_peer.retry_after = "1"
+    apns_peer.answer(hex_token(1), (429, "TooManyRequests"), (200, None))
+    started = time.monotonic()
+    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json=push)
+    assert r.json()["sent"] == 1, r.text
+    assert time.monotonic() - started >= 1.0  # the peer's Retry-After: 1 was waited for
+    assert apns_peer.attempts(hex_token(1)) == 2
+    # An hour: reported at once (the caller may try later), never a request held that long.
+    apns_peer.retry_after = "3600"
+    apns_peer.answer(hex_token(1), (429, "TooManyRequests"), (200, None))
+    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json=push)
+    assert r.json()["results"] == [
+        {"device_id": "d", "status": "failed", "reason": "TooManyRequests"}
+    ]
+    assert apns_peer.attempts(hex_token(1)) == 3
 
 
 async def test_unreachable_apns_is_a_502_not_a_hang(

@@ -110,6 +110,8 @@ class ApnsPeer:
     # Seconds to wait before answering, per token (used in order, the last repeats) or for all.
     delays: dict[str, list[float]] = field(default_factory=dict)
     delay_seconds: float = 0.0
+    # Retry-After (seconds, as text) sent with every 429 and 503 answer, when set.
+    retry_after: str | None = None
     # Misbehaviour per connection, after this many requests answered on it (None: never).
     goaway_after: int | None = None  # graceful GOAWAY(NO_ERROR, last_stream_id=that stream)
     goaway_abrupt_after: int | None = None  # GOAWAY(INTERNAL_ERROR) and close at once
@@ -370,6 +372,8 @@ class _PeerConnection(asyncio.Protocol):
         # Apple echoes the client's apns-id (clients match answers by it), else makes one up.
         apns_id = headers.get("apns-id", "00000000-0000-0000-0000-000000000000")
         response = [(":status", str(status)), ("apns-id", apns_id)]
+        if self.peer.retry_after is not None and status in (429, 503):
+            response.append(("retry-after", self.peer.retry_after))
         try:
             self.h2.send_headers(stream_id, response, end_stream=not content)
             if content:

@@ -107,6 +107,7 @@ class ApnsPeer:
     # What the peer advertises (h2 enforces it on every connection).
     max_concurrent_streams: int = 1000  # what Apple allows per connection
     initial_window_size: int = 65535
+    header_table_size: int = 4096  # the HPACK table a client may fill (SETTINGS_HEADER_TABLE_SIZE)
     # Seconds to wait before answering, per token (used in order, the last repeats) or for all.
     delays: dict[str, list[float]] = field(default_factory=dict)
     delay_seconds: float = 0.0
@@ -275,6 +276,7 @@ class _PeerConnection(asyncio.Protocol):
             initial_values={
                 SettingCodes.MAX_CONCURRENT_STREAMS: peer.max_concurrent_streams,
                 SettingCodes.INITIAL_WINDOW_SIZE: peer.initial_window_size,
+                SettingCodes.HEADER_TABLE_SIZE: peer.header_table_size,
                 SettingCodes.MAX_HEADER_LIST_SIZE: 16384,
             },
         )

@@ -260,25 +260,36 @@ class ApnsPeer:
             await server.wait_closed()
 
 
+def server_h2(
+    max_concurrent_streams: int = 1000,
+    initial_window_size: int = 65535,
+    header_table_size: int = 4096,
+) -> H2Connection:
+    """The server side of one HTTP/2 connection, checking what clients send (h2 validates
+    every inbound header) and advertising these SETTINGS, which h2 then enforces."""
+    h2 = H2Connection(
+        H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=True)
+    )
+    h2.local_settings = Settings(
+        client=False,
+        initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: initial_window_size,
+            SettingCodes.HEADER_TABLE_SIZE: header_table_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: 16384,
+        },
+    )
+    return h2
+
+
 class _PeerConnection(asyncio.Protocol):
     """One client connection: h2 server side, requests answered (maybe later), misbehaviour."""
 
     def __init__(self, peer: ApnsPeer) -> None:
         self.peer = peer
         self.loop = asyncio.get_running_loop()
-        self.h2 = H2Connection(
-            H2Configuration(
-                client_side=False, header_encoding="utf-8", validate_inbound_headers=True
-            )
-        )
-        self.h2.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: peer.max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: peer.initial_window_size,
-                SettingCodes.HEADER_TABLE_SIZE: peer.header_table_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: 16384,
-            },
+        self.h2 = server_h2(
+            peer.max_concurrent_streams, peer.initial_window_size, peer.header_table_size
         )
         self.transport: asyncio.Transport | None = None
         self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}

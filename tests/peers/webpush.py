@@ -40,14 +40,11 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 from h2.exceptions import ProtocolError, StreamClosedError
-from h2.settings import SettingCodes, Settings
 from hypercorn.asyncio import serve
 
-from tests.peers.apns import free_port, tls_config, tls_context, wait_for_port
+from tests.peers.apns import free_port, server_h2, tls_config, tls_context, wait_for_port
 
 MAX_BODY_BYTES = 4096
 
@@ -313,18 +310,7 @@ class _H2PeerConnection(asyncio.Protocol):
 
     def __init__(self, peer: WebPushPeer) -> None:
         self.peer = peer
-        self.h2 = H2Connection(
-            H2Configuration(
-                client_side=False, header_encoding="utf-8", validate_inbound_headers=True
-            )
-        )
-        self.h2.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
-                SettingCodes.MAX_HEADER_LIST_SIZE: 16384,
-            },
-        )
+        self.h2 = server_h2()
         self.transport: asyncio.Transport | None = None
         self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}
 

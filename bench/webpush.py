@@ -6,11 +6,14 @@ is sent, RFC 8291 encryption and a VAPID JWT per message, HTTPS to the peer runn
 process) and prints pushes/s, CPU per push and RSS. RSS should stay flat in the number of
 subscribers: the push streams pages and never loads every subscription at once.
 
-The peer verifies every VAPID header but skips decryption (`--no-decrypt`) so that its own CPU
-is not what is measured; the tests decrypt every message with http_ece instead.
+The peer (tests/peers/webpush.py, raw h2 in this mode) checks every request's VAPID header
+(known key, `aud`, `exp`, `sub`; each distinct JWT's signature once) and decrypts one payload in
+`--decrypt-every` (default 20) with http_ece, so that its own CPU is not what is measured; the
+tests decrypt every message. What it verified is printed after the figures.
 
 Target: >= 2,000 pushes/s on one process. Options: --sizes 1000 10000 100000,
---loop asyncio|uvloop, --http1 (the peer offers HTTP/1.1 only).
+--loop asyncio|uvloop, --http1 (the peer offers HTTP/1.1 only), --profile DIR (py-spy of the
+app and the peer over the measured window only).
 
 `push_runner()` is the hook `python -m bench.push` looks for: it then measures Web Push beside
 APNs (`Scenario("webpush", "app", "ours", n)`) and prints both in one table.
@@ -23,16 +26,21 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTACT = "mailto:bench@example.com"
+# The peer decrypts one payload in this many with http_ece (tests decrypt every one): its
+# ~0.4 ms per decryption would otherwise be what a 2-core machine measures.
+DECRYPT_EVERY = 20
 
 
 def _vapid_files(directory: Path) -> tuple[Path, str]:
@@ -44,7 +52,31 @@ def _vapid_files(directory: Path) -> tuple[Path, str]:
     return private_file, keys.public_key
 
 
-def _start_peer(directory: Path, public_key: str, http1: bool) -> tuple[Any, str, str]:
+def _subscription_files(directory: Path) -> tuple[Path, str]:
+    """One browser key pair for every bench subscriber (encrypting costs the same for any key):
+    its private key file (the peer decrypts a sample with it) and its auth secret."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key_file = directory / "subscription.pem"
+    key_file.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return key_file, base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+def _start_peer(
+    directory: Path,
+    public_key: str,
+    subscription: tuple[Path, str],
+    http1: bool,
+    decrypt_every: int,
+) -> tuple[Any, str, str]:
+    """The push service in its own process, holding the bench subscription's private key."""
     command = [
         sys.executable,
         "-m",
@@ -53,7 +85,11 @@ def _start_peer(directory: Path, public_key: str, http1: bool) -> tuple[Any, str
         str(directory / "peer"),
         "--vapid-key",
         public_key,
-        "--no-decrypt",
+        "--subscription-key",
+        str(subscription[0]),
+        "--auth",
+        subscription[1],
+        f"--decrypt-every={decrypt_every}",
     ]
     if http1:
         command.append("--http1")
@@ -66,19 +102,44 @@ def _start_peer(directory: Path, public_key: str, http1: bool) -> tuple[Any, str
     return proc, ready[1], ready[2]
 
 
-def _subscription_keys() -> tuple[str, str]:
-    """One browser key pair for every subscriber: the peer does not decrypt, the cost of
-    encrypting is the same for any key."""
+def _stop_peer(proc: Any) -> dict[str, Any]:
+    """Stop the peer and return what it verified (its `verified <json>` line)."""
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    for line in out.splitlines():
+        if line.startswith("verified "):
+            report: dict[str, Any] = json.loads(line.removeprefix("verified "))
+            return report
+    return {}
+
+
+def describe_verified(report: dict[str, Any]) -> str:
+    """One line: what the peer checked while the figures were taken."""
+    if not report:
+        return "peer verified: (no report)"
+    answered = {
+        k.removeprefix("answered_"): v for k, v in report.items() if k.startswith("answered_")
+    }
+    return (
+        f"peer verified: {report.get('served', 0)} requests answered {answered}, "
+        f"{report.get('vapid_checked', 0)} VAPID headers checked (key, aud, exp, sub), "
+        f"{report.get('jwt_signatures_verified', 0)} distinct JWT signatures verified, "
+        f"{report.get('decrypted_with_http_ece', 0)} payloads decrypted with http_ece "
+        f"(1 in {report.get('decrypt_every', '?')}), rejections {report.get('rejections', {})}"
+    )
+
+
+def _subscription_keys(key_file: Path) -> str:
+    """The p256dh (base64url uncompressed point) of the bench subscription."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    point = (
-        ec.generate_private_key(ec.SECP256R1())
-        .public_key()
-        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    b64 = base64.urlsafe_b64encode
-    return b64(point).rstrip(b"=").decode(), b64(os.urandom(16)).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(point).rstrip(b"=").decode()
 
 
 async def _child(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,7 +196,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         sealed.webpush_vapid_private_pem = Path(args.private_file).read_text()
         tenant.config_json = config.model_dump_json(exclude_defaults=True)
         tenant.secrets_sealed = seal_secrets(kit, "bench", sealed)
-    p256dh, auth = _subscription_keys()
+    p256dh, auth = _subscription_keys(Path(args.subscription_file)), args.auth
     now = utcnow()
     expires = now + timedelta(days=30)
     chunk = 5000
@@ -186,6 +247,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.01)
 
         sampler = asyncio.create_task(sample())
+        profilers = _start_profilers(args)
         cpu_start = time.process_time()
         peer_start = peer_cpu()
         start_time = time.perf_counter()
@@ -195,6 +257,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - start_time
         cpu = time.process_time() - cpu_start
         peer_seconds = peer_cpu() - peer_start
+        _stop_profilers(profilers)
         done.set()
         await sampler
         peak = max(peak, process.memory_info().rss)
@@ -215,11 +278,55 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _run_size(
-    size: int, directory: Path, peer: tuple[Any, str, str], keys: tuple[Path, str], loop: str
-) -> dict[str, Any]:
-    proc, url, ca_file = peer
-    workdir = directory / f"run-{size}-{time.monotonic_ns()}"
+def _start_profilers(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """py-spy on this process and the peer for the measured window only (--profile DIR)."""
+    if not args.profile:
+        return []
+    spy = Path(sys.executable).with_name("py-spy")
+    procs = []
+    for name, pid in (("app", os.getpid()), ("peer", args.peer_pid)):
+        if not pid:
+            continue
+        out = Path(args.profile) / f"{name}-{args.subscribers}.txt"
+        command = [str(spy), "record", "-r", "500", "--format", "raw"]
+        procs.append(
+            subprocess.Popen(
+                [*command, "-o", str(out), "-p", str(pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    time.sleep(1.0)  # py-spy attaches before the window opens
+    return procs
+
+
+def _stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        proc.wait(timeout=60)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every size shares: a directory, the VAPID pair, the bench subscription, the peer."""
+
+    directory: Path
+    vapid: tuple[Path, str]  # private key file, public key (base64url)
+    subscription: tuple[Path, str]  # private key file, auth secret (base64url)
+    peer: tuple[Any, str, str]  # process, url, CA file
+
+    @classmethod
+    def start(cls, directory: Path, http1: bool, decrypt_every: int) -> _Setup:
+        vapid = _vapid_files(directory)
+        subscription = _subscription_files(directory)
+        peer = _start_peer(directory, vapid[1], subscription, http1, decrypt_every)
+        return cls(directory, vapid, subscription, peer)
+
+
+def _run_size(size: int, setup: _Setup, loop: str, profile: str | None = None) -> dict[str, Any]:
+    proc, url, ca_file = setup.peer
+    workdir = setup.directory / f"run-{size}-{time.monotonic_ns()}"
     workdir.mkdir()
     done = subprocess.run(
         [
@@ -232,9 +339,12 @@ def _run_size(
             f"--peer-url={url}",
             f"--peer-pid={proc.pid}",
             f"--ca-file={ca_file}",
-            f"--private-file={keys[0]}",
-            f"--public-key={keys[1]}",
+            f"--private-file={setup.vapid[0]}",
+            f"--public-key={setup.vapid[1]}",
+            f"--subscription-file={setup.subscription[0]}",
+            f"--auth={setup.subscription[1]}",
             f"--loop={loop}",
+            *([f"--profile={profile}"] if profile else []),
         ],
         check=True,
         capture_output=True,
@@ -246,20 +356,17 @@ def _run_size(
     return result
 
 
-def push_runner(loop: str = "uvloop") -> Any:
+def push_runner(loop: str = "uvloop", decrypt_every: int = DECRYPT_EVERY) -> Any:
     """The Runner bench.push uses for `webpush` scenarios: a fresh peer and child per run."""
     from bench.push import Result, Scenario
 
     def run_one(scenario: Scenario) -> Result:
         with tempfile.TemporaryDirectory(prefix="bench-webpush-") as tmp:
-            directory = Path(tmp)
-            keys = _vapid_files(directory)
-            peer = _start_peer(directory, keys[1], http1=False)
+            setup = _Setup.start(Path(tmp), http1=False, decrypt_every=decrypt_every)
             try:
-                data = _run_size(scenario.recipients, directory, peer, keys, loop)
+                data = _run_size(scenario.recipients, setup, loop)
             finally:
-                peer[0].terminate()
-                peer[0].wait(timeout=30)
+                verified = _stop_peer(setup.peer[0])
         return Result(
             scenario=scenario,
             seconds=data["seconds"],
@@ -268,6 +375,7 @@ def push_runner(loop: str = "uvloop") -> Any:
             rss_before_mb=data["rss_before_mb"],
             rss_peak_mb=data["rss_peak_mb"],
             delivered=data["delivered"],
+            peer_verified=describe_verified(verified),
         )
 
     return run_one
@@ -288,6 +396,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--http1", action="store_true", help="the peer offers HTTP/1.1 only")
+    parser.add_argument(
+        "--decrypt-every",
+        type=int,
+        default=DECRYPT_EVERY,
+        metavar="N",
+        help=f"the peer decrypts every Nth payload with http_ece (default {DECRYPT_EVERY})",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record py-spy profiles (raw) of the app and the peer during the push window",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--subscribers", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -296,18 +416,19 @@ def main() -> None:
     parser.add_argument("--ca-file", help=argparse.SUPPRESS)
     parser.add_argument("--private-file", help=argparse.SUPPRESS)
     parser.add_argument("--public-key", help=argparse.SUPPRESS)
+    parser.add_argument("--subscription-file", help=argparse.SUPPRESS)
+    parser.add_argument("--auth", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _run_child(args)
         return
 
+    profile = str(Path(args.profile).resolve()) if args.profile else None
     with tempfile.TemporaryDirectory(prefix="bench-webpush-") as tmp:
-        directory = Path(tmp)
-        keys = _vapid_files(directory)
-        peer = _start_peer(directory, keys[1], args.http1)
+        setup = _Setup.start(Path(tmp), args.http1, args.decrypt_every)
         try:
             for size in args.sizes:
-                result = _run_size(size, directory, peer, keys, args.loop)
+                result = _run_size(size, setup, args.loop, profile)
                 print(
                     f"webpush {size} subscribers ({args.loop}"
                     f"{', HTTP/1.1' if args.http1 else ''}): "
@@ -319,8 +440,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            peer[0].terminate()
-            peer[0].wait(timeout=30)
+            print(describe_verified(_stop_peer(setup.peer[0])), flush=True)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,16 @@ async def test_test_mode_does_not_sleep() -> None:
     started = time.monotonic()
     assert await _run(policy, [Retryable("x")] * 4 + ["ok"]) == ("ok", 5)
     assert time.monotonic() - started < 0.5
+
+
+def test_next_wait_for_loops_of_their_own() -> None:
+    """The push engines' own loops: the same backoff, a Retry-After honoured up to a cap, and
+    None when the tries are used up or the server asks for longer than the cap."""
+    policy = RetryPolicy(attempts=3, initial_seconds=0.1, maximum_seconds=2.0, jitter_seconds=0.1)
+    first = policy.next_wait(1, None, 10.0)
+    assert first is not None and 0.1 <= first <= 0.2
+    second = policy.next_wait(2, None, 10.0)
+    assert second is not None and 0.2 <= second <= 0.3
+    assert policy.next_wait(1, 5.0, 10.0) == 5.0  # Retry-After beats the backoff
+    assert policy.next_wait(1, 3600.0, 10.0) is None  # too long to hold a request: report it
+    assert policy.next_wait(3, None, 10.0) is None  # the last try was the third

@@ -107,3 +107,49 @@ async def test_an_origin_without_h2_is_a_connect_error() -> None:
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("table_size", [0, 300, 4096])
+async def test_headers_stay_exact_whatever_hpack_table_the_peer_allows(
+    apns_peer: ApnsPeer, apns_key: ApnsKey, table_size: int
+) -> None:
+    """The encoder reuses its last constant header block while the table is unchanged: with a
+    table too small for the token (every request evicts), or none at all, or room for all, and
+    the token and topic changing midway, the peer must read every header as sent."""
+    apns_peer.header_table_size = table_size
+    apns_peer.keys["OTHERKEY01"] = apns_peer.keys[KEY_ID]
+    assert apns_peer.ca_file is not None
+    client = H2Client(
+        apns_peer.url, ssl_context=ssl.create_default_context(cafile=str(apns_peer.ca_file))
+    )
+    first = apns_headers(apns_key)
+    second = [
+        (
+            "authorization",
+            "bearer "
+            + jwt.encode(
+                {"iss": TEAM_ID, "iat": int(time.time())},
+                apns_key.private_pem,
+                algorithm="ES256",
+                headers={"kid": "OTHERKEY01"},
+            ),
+        ),
+        ("apns-topic", BUNDLE_ID),
+    ]
+    try:
+        for i in range(60):
+            headers = first if i < 20 or i >= 40 else second
+            extra = [("apns-collapse-id", f"c{i % 3}")] if i % 7 == 0 else []
+            response = await client.request(
+                "POST", f"/3/device/{hex_token(i)}", [*headers, *extra], b'{"aps":{}}'
+            )
+            assert response.status == 200, response.body
+        seen = apns_peer.received
+        assert [r.token for r in seen] == [hex_token(i) for i in range(60)]
+        assert {r.jwt for r in seen[20:40]} == {second[0][1].removeprefix("bearer ")}
+        assert {r.jwt for r in seen[:20] + seen[40:]} == {first[0][1].removeprefix("bearer ")}
+        assert [r.collapse_id for r in seen] == [
+            f"c{i % 3}" if i % 7 == 0 else None for i in range(60)
+        ]
+    finally:
+        await client.aclose()

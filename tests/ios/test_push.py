@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from stateless.config import Settings
-from stateless.ios.apns import ApnsClient, build_verify
+from stateless.ios.apns import APNS_RETRY, ApnsClient, build_verify
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.ios.conftest import BUNDLE_ID, HIGH_LIMITS, KEY_ID, TEAM_ID, ApnsKey, hex_token, sql
 from tests.peers.apns import ApnsPeer, free_port
@@ -351,7 +352,7 @@ async def test_expired_provider_token_is_resigned_but_not_within_twenty_minutes(
         sandbox_url=sandbox_peer.url,
         verify=build_verify(container.settings.apns_ca_file),
         clock=lambda: now[0],
-        backoff_seconds=0.001,
+        retry=APNS_RETRY.without_sleep(),
     )
     original = container.apns
     container.apns = apns
@@ -380,6 +381,28 @@ async def test_expired_provider_token_is_resigned_but_not_within_twenty_minutes(
     finally:
         container.apns = original
         await apns.aclose()
+
+
+async def test_retry_after_is_honoured_and_a_long_one_is_reported_not_waited_for(
+    ios_client: Client, ios_tenant: TenantHandle, apns_peer: ApnsPeer
+) -> None:
+    await register(ios_client, ios_tenant, "d", hex_token(1))
+    push = {"device_ids": ["d"], "badge": 1}
+    apns_peer.retry_after = "1"
+    apns_peer.answer(hex_token(1), (429, "TooManyRequests"), (200, None))
+    started = time.monotonic()
+    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json=push)
+    assert r.json()["sent"] == 1, r.text
+    assert time.monotonic() - started >= 1.0  # the peer's Retry-After: 1 was waited for
+    assert apns_peer.attempts(hex_token(1)) == 2
+    # An hour: reported at once (the caller may try later), never a request held that long.
+    apns_peer.retry_after = "3600"
+    apns_peer.answer(hex_token(1), (429, "TooManyRequests"), (200, None))
+    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json=push)
+    assert r.json()["results"] == [
+        {"device_id": "d", "status": "failed", "reason": "TooManyRequests"}
+    ]
+    assert apns_peer.attempts(hex_token(1)) == 3
 
 
 async def test_unreachable_apns_is_a_502_not_a_hang(

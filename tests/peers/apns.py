@@ -107,9 +107,12 @@ class ApnsPeer:
     # What the peer advertises (h2 enforces it on every connection).
     max_concurrent_streams: int = 1000  # what Apple allows per connection
     initial_window_size: int = 65535
+    header_table_size: int = 4096  # the HPACK table a client may fill (SETTINGS_HEADER_TABLE_SIZE)
     # Seconds to wait before answering, per token (used in order, the last repeats) or for all.
     delays: dict[str, list[float]] = field(default_factory=dict)
     delay_seconds: float = 0.0
+    # Retry-After (seconds, as text) sent with every 429 and 503 answer, when set.
+    retry_after: str | None = None
     # Misbehaviour per connection, after this many requests answered on it (None: never).
     goaway_after: int | None = None  # graceful GOAWAY(NO_ERROR, last_stream_id=that stream)
     goaway_abrupt_after: int | None = None  # GOAWAY(INTERNAL_ERROR) and close at once
@@ -257,24 +260,36 @@ class ApnsPeer:
             await server.wait_closed()
 
 
+def server_h2(
+    max_concurrent_streams: int = 1000,
+    initial_window_size: int = 65535,
+    header_table_size: int = 4096,
+) -> H2Connection:
+    """The server side of one HTTP/2 connection, checking what clients send (h2 validates
+    every inbound header) and advertising these SETTINGS, which h2 then enforces."""
+    h2 = H2Connection(
+        H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=True)
+    )
+    h2.local_settings = Settings(
+        client=False,
+        initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: initial_window_size,
+            SettingCodes.HEADER_TABLE_SIZE: header_table_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: 16384,
+        },
+    )
+    return h2
+
+
 class _PeerConnection(asyncio.Protocol):
     """One client connection: h2 server side, requests answered (maybe later), misbehaviour."""
 
     def __init__(self, peer: ApnsPeer) -> None:
         self.peer = peer
         self.loop = asyncio.get_running_loop()
-        self.h2 = H2Connection(
-            H2Configuration(
-                client_side=False, header_encoding="utf-8", validate_inbound_headers=True
-            )
-        )
-        self.h2.local_settings = Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: peer.max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: peer.initial_window_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: 16384,
-            },
+        self.h2 = server_h2(
+            peer.max_concurrent_streams, peer.initial_window_size, peer.header_table_size
         )
         self.transport: asyncio.Transport | None = None
         self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}
@@ -370,6 +385,8 @@ class _PeerConnection(asyncio.Protocol):
         # Apple echoes the client's apns-id (clients match answers by it), else makes one up.
         apns_id = headers.get("apns-id", "00000000-0000-0000-0000-000000000000")
         response = [(":status", str(status)), ("apns-id", apns_id)]
+        if self.peer.retry_after is not None and status in (429, 503):
+            response.append(("retry-after", self.peer.retry_after))
         try:
             self.h2.send_headers(stream_id, response, end_stream=not content)
             if content:

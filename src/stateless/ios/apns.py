@@ -2,8 +2,9 @@
 
 Provider tokens (ES256 JWTs) are cached per tenant and re-signed after 50 minutes (Apple
 rejects them after 60 and refuses refreshes more often than every 20). 429 and 5xx answers,
-timeouts and lost connections are retried with exponential backoff; everything else is
-returned to the caller as an outcome. The transport is `kit.h2client` (see docs/apns.md for why
+timeouts and lost connections are retried by the shared policy (kit/retry.py: exponential
+backoff with jitter, a Retry-After honoured unless longer than `max_retry_after_seconds`, when
+the answer is reported instead); everything else is returned to the caller as an outcome. The transport is `kit.h2client` (see docs/apns.md for why
 not httpx or aioapns); in-flight requests are capped per process and per tenant.
 """
 
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +24,8 @@ import orjson
 import structlog
 
 from stateless.kit.h2client import H2Client, H2Error, H2Timeout
+from stateless.kit.pushing import TenantGates
+from stateless.kit.retry import RetryPolicy, retry_after_seconds
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_REFRESH_AFTER_SECONDS = 50 * 60
@@ -32,9 +34,12 @@ TOKEN_MIN_REFRESH_INTERVAL_SECONDS = 20 * 60
 # 400 reasons meaning "this token is dead" (as is any 410): the app registers again on launch.
 DEAD_TOKEN_400_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
 
+# Four tries, 0.1 s then 0.2 s then 0.4 s apart (plus up to 0.1 s of jitter), 2 s at most.
+APNS_RETRY = RetryPolicy(attempts=4, initial_seconds=0.1, maximum_seconds=2.0, jitter_seconds=0.1)
+MAX_RETRY_AFTER_SECONDS = 10.0
+
 ApnsEnvironment = Literal["production", "sandbox"]
 Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 log = structlog.get_logger("stateless.ios.apns")
 
@@ -167,22 +172,13 @@ def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-class _TenantGate:
-    """One tenant's share of the APNs streams, so its broadcast cannot take all of them."""
-
-    __slots__ = ("semaphore", "users")
-
-    def __init__(self, limit: int) -> None:
-        self.semaphore = asyncio.Semaphore(limit)
-        self.users = 0
-
-
 class ApnsClient:
     """Sends notifications; safe to share by every request and task of one process.
 
     `max_concurrency` caps the requests in flight in the process, `tenant_max_concurrency` those
     of one tenant (a second tenant's push gets streams while the first one's broadcast runs);
-    `timeout_seconds` bounds each attempt, `max_attempts` the attempts per notification.
+    `timeout_seconds` bounds each attempt, `retry` the attempts per notification and the waits
+    between them (`APNS_RETRY.without_sleep()` in tests).
     """
 
     def __init__(
@@ -194,22 +190,18 @@ class ApnsClient:
         max_concurrency: int = 256,
         tenant_max_concurrency: int = 128,
         max_connections: int = 2,
-        max_attempts: int = 4,
-        backoff_seconds: float = 0.1,
-        max_backoff_seconds: float = 2.0,
+        retry: RetryPolicy = APNS_RETRY,
+        max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS,
         timeout_seconds: float = 10.0,
         clock: Clock = time.time,
-        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.tokens = ProviderTokenCache(clock)
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
+        self.retry = retry
+        self.max_retry_after_seconds = max_retry_after_seconds
         self.timeout_seconds = timeout_seconds
         self.tenant_max_concurrency = min(tenant_max_concurrency, max_concurrency)
-        self._sleep = sleep
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._tenants: dict[str, _TenantGate] = {}
+        self._gates = TenantGates(self.tenant_max_concurrency)
         # One connection carries up to the peer's MAX_CONCURRENT_STREAMS (1000 at Apple); a
         # second opens when it is full or going away.
         self._pools: dict[str, H2Client] = {
@@ -232,22 +224,6 @@ class ApnsClient:
         for pool in self._pools.values():
             await pool.aclose()
 
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
-        return delay * (0.5 + random.random() / 2)  # jitter, not crypto
-
-    def _gate(self, app_id: str) -> _TenantGate:
-        gate = self._tenants.get(app_id)
-        if gate is None:
-            gate = self._tenants[app_id] = _TenantGate(self.tenant_max_concurrency)
-        gate.users += 1
-        return gate
-
-    def _ungate(self, app_id: str, gate: _TenantGate) -> None:
-        gate.users -= 1
-        if gate.users == 0 and self._tenants.get(app_id) is gate:
-            del self._tenants[app_id]  # idle tenants hold no state
-
     async def send(
         self, app_id: str, credentials: ApnsCredentials, notification: ApnsNotification
     ) -> ApnsOutcome:
@@ -267,12 +243,15 @@ class ApnsClient:
         if notification.collapse_id is not None:
             headers.append(("apns-collapse-id", notification.collapse_id))
         path = f"/3/device/{notification.token}"
-        outcome = ApnsOutcome(0, "NotAttempted", 0)
-        gate = self._gate(app_id)
+        policy = self.retry
+        gate = self._gates.enter(app_id)
         try:
-            for attempt in range(1, self.max_attempts + 1):
+            attempt = 0
+            while True:
+                attempt += 1
                 bearer = self.tokens.bearer(app_id, credentials)
                 headers[0] = ("authorization", f"bearer {bearer}")
+                retry_after: float | None = None
                 async with gate.semaphore, self._semaphore:
                     try:
                         response = await pool.request("POST", path, headers, notification.payload)
@@ -284,18 +263,20 @@ class ApnsClient:
                         outcome = ApnsOutcome(
                             response.status, _reason(response.status, response.body), attempt
                         )
+                        if response.status != 200:
+                            retry_after = retry_after_seconds(response.header("retry-after"))
                 if outcome.delivered:
                     return outcome
                 resigned = outcome.status == 403 and outcome.reason == "ExpiredProviderToken"
                 if resigned:
                     resigned = self.tokens.expire(app_id, bearer)
                 retryable = resigned or outcome.status in (0, 429) or outcome.status >= 500
-                if not retryable or attempt == self.max_attempts:
+                wait = policy.next_wait(attempt, retry_after, self.max_retry_after_seconds)
+                if not retryable or wait is None:
                     return outcome
-                await self._sleep(self._backoff(attempt))
-            return outcome
+                await policy.sleep(wait)
         finally:
-            self._ungate(app_id, gate)
+            self._gates.leave(app_id, gate)
 
 
 def _reason(status: int, content: bytes) -> str | None:

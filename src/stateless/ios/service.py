@@ -9,10 +9,10 @@ previous one is on the wire.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, get_args
 
@@ -36,12 +36,19 @@ from stateless.ios.schemas import (
     PushOut,
     PushResult,
     RegisterTokenIn,
-    ResultStatus,
 )
 from stateless.kit.crypto import DecryptionError, PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import BadGateway, Conflict
 from stateless.kit.metrics import Metrics
+from stateless.kit.pushing import (
+    PushTally,
+    SenderPool,
+    Settled,
+    Status,
+    deliver,
+    names_by_hash,
+)
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
 from stateless.tenants.service import open_secrets
@@ -68,57 +75,12 @@ def _unreached(outcome: ApnsOutcome) -> bool:
     )
 
 
-Settled = list[tuple[PushRow, ApnsOutcome]]
-
-
-class _SenderPool:
-    """Workers (spawned as rows arrive, at most `workers`) send the rows put in a short queue.
-
-    Rows in memory: one page plus `2 * workers`. Outcomes collect in `done` until `take()`.
-    """
-
-    def __init__(self, send: Callable[[PushRow], Awaitable[ApnsOutcome]], workers: int) -> None:
-        self._send = send
-        self._workers = workers
-        self._queue: asyncio.Queue[PushRow | None] = asyncio.Queue(maxsize=workers)
-        self._tasks: list[asyncio.Task[None]] = []
-        self.done: Settled = []
-
-    async def _work(self) -> None:
-        while (row := await self._queue.get()) is not None:
-            try:
-                outcome = await self._send(row)
-            except Exception as exc:  # isolation boundary: one push, counted as failed
-                # The type only: a traceback's locals could hold the device token.
-                log.error("push_send_failed", error=type(exc).__name__)
-                outcome = ApnsOutcome(0, "InternalError")
-            self.done.append((row, outcome))
-
-    async def put(self, row: PushRow) -> None:
-        if len(self._tasks) < self._workers:
-            self._tasks.append(asyncio.create_task(self._work()))
-        await self._queue.put(row)
-
-    def take(self) -> Settled:
-        done, self.done = self.done, []
-        return done
-
-    async def finish(self) -> Settled:
-        for _ in self._tasks:
-            await self._queue.put(None)
-        await asyncio.gather(*self._tasks)
-        self._tasks = []
-        return self.take()
-
-    async def cancel(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-
-
 def device_hash(kit: PrivacyKit, app_id: str, device_id: str) -> str:
     return kit.keyed_hash(DEVICE_ID_PURPOSE, app_id, device_id)
+
+
+def _device_hash(row: PushRow) -> str:
+    return str(row.device_hash)
 
 
 class DeviceTokenService:
@@ -192,18 +154,9 @@ def build_payload(request: PushIn) -> bytes:
 
 
 @dataclass
-class PushTally:
-    sent: int = 0
-    failed: int = 0
-    removed: int = 0
-    results: list[PushResult] = field(default_factory=list)
+class _ApnsTally(PushTally[PushResult]):
     reached: bool = False  # some notification got an answer from APNs
     unreached_streak: int = 0  # outcomes in a row that never reached APNs
-
-    def out(self) -> PushOut:
-        return PushOut(
-            sent=self.sent, failed=self.failed, removed=self.removed, results=self.results
-        )
 
 
 class PushService:
@@ -228,7 +181,7 @@ class PushService:
     async def push(self, request: PushIn) -> PushOut:
         credentials = credentials_of(self.kit, self.tenant)
         payload = build_payload(request)
-        tally = PushTally()
+        tally = _ApnsTally()
         try:
             # Sign (or reuse) the provider token first: a key that cannot sign fails the push
             # before any token is read.
@@ -237,16 +190,29 @@ class PushService:
             raise ApnsNotConfigured(
                 "The stored APNs key cannot sign; configure --apns-key-file again"
             ) from exc
-        pool = _SenderPool(
-            self._sender(request, credentials, payload), self.apns.tenant_max_concurrency
+        pool: SenderPool[PushRow, ApnsOutcome] = SenderPool(
+            self._sender(request, credentials, payload),
+            self.apns.tenant_max_concurrency,
+            on_error=lambda: ApnsOutcome(0, "InternalError"),
         )
-        try:
-            if request.device_ids is not None:
-                await self._push_listed(request.device_ids, pool, tally)
-            else:
-                await self._push_all(pool, tally)
-        finally:
-            await pool.cancel()  # only does something when the push stopped early
+        names: dict[str, str] | None = None
+        if request.device_ids is not None:
+            app_id = self.tenant.app_id
+            names = names_by_hash(request.device_ids, lambda d: device_hash(self.kit, app_id, d))
+        await deliver(
+            pool,
+            names=names,
+            page_after=self.repo.page_after,
+            by_hashes=self.repo.by_hashes,
+            key=_device_hash,
+            settle=functools.partial(self._settle, tally=tally, names=names),
+            batch_size=self.batch_size,
+            tally=tally,
+            missing=lambda device_id: PushResult(
+                device_id=device_id, status="not_registered", reason="NotRegistered"
+            ),
+            name_of=lambda result: result.device_id,
+        )
         log.info(
             "push_sent",
             tenant=self.tenant.app_id,
@@ -254,44 +220,9 @@ class PushService:
             failed=tally.failed,
             removed=tally.removed,
         )
-        return tally.out()
-
-    async def _push_all(self, pool: _SenderPool, tally: PushTally) -> None:
-        after: str | None = None
-        while True:
-            rows = await self.repo.page_after(after, self.batch_size)
-            for row in rows:
-                await pool.put(row)
-            await self._settle(pool.take(), tally, names=None)
-            if len(rows) < self.batch_size:
-                break
-            after = rows[-1].device_hash
-        await self._settle(await pool.finish(), tally, names=None, last=True)
-
-    async def _push_listed(
-        self, device_ids: Sequence[str], pool: _SenderPool, tally: PushTally
-    ) -> None:
-        app_id = self.tenant.app_id
-        names: dict[str, str] = {}
-        for device_id in device_ids:  # duplicates are pushed once, reported once
-            names.setdefault(device_hash(self.kit, app_id, device_id), device_id)
-        found: set[str] = set()
-        hashes = list(names)
-        for start in range(0, len(hashes), self.batch_size):
-            rows = await self.repo.by_hashes(hashes[start : start + self.batch_size])
-            found.update(row.device_hash for row in rows)
-            for row in rows:
-                await pool.put(row)
-            await self._settle(pool.take(), tally, names=names)
-        await self._settle(await pool.finish(), tally, names=names, last=True)
-        for hashed, device_id in names.items():
-            if hashed not in found:
-                tally.failed += 1
-                tally.results.append(
-                    PushResult(device_id=device_id, status="not_registered", reason="NotRegistered")
-                )
-        order = {device_id: i for i, device_id in enumerate(names.values())}
-        tally.results.sort(key=lambda r: order[r.device_id])
+        return PushOut(
+            sent=tally.sent, failed=tally.failed, removed=tally.removed, results=tally.results
+        )
 
     def _sender(
         self, request: PushIn, credentials: ApnsCredentials, payload: bytes
@@ -327,10 +258,11 @@ class PushService:
 
     async def _settle(
         self,
-        settled: Settled,
-        tally: PushTally,
+        settled: Settled[PushRow, ApnsOutcome],
+        last: bool,
+        *,
+        tally: _ApnsTally,
         names: dict[str, str] | None,
-        last: bool = False,
     ) -> None:
         """Count outcomes, delete the tokens APNs called dead, name devices the caller listed.
 
@@ -339,7 +271,7 @@ class PushService:
         """
         dead: list[str] = []
         counts: Counter[str] = Counter()
-        status: ResultStatus
+        status: Status
         for row, outcome in settled:
             if _unreached(outcome):
                 tally.unreached_streak += 1
@@ -347,15 +279,13 @@ class PushService:
                 tally.unreached_streak = 0
                 tally.reached = True
             if outcome.delivered:
-                tally.sent += 1
                 status, reason = "sent", None
             elif outcome.token_is_dead:
-                tally.removed += 1
                 dead.append(row.device_hash)
                 status, reason = "removed", outcome.reason
             else:
-                tally.failed += 1
                 status, reason = "failed", outcome.reason or f"HTTP{outcome.status}"
+            tally.count(status)
             counts[status] += 1
             if names is not None:
                 tally.results.append(

@@ -48,13 +48,7 @@ def b64url_decode(text: str) -> bytes:
 
 
 def load_user_agent_key(p256dh: str) -> ec.EllipticCurvePublicKey:
-    raw = b64url_decode(p256dh)
-    if len(raw) != _KEY_BYTES or raw[0] != 0x04:
-        raise InvalidSubscriptionKey("p256dh must be an uncompressed P-256 point (65 bytes)")
-    try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
-    except ValueError as exc:
-        raise InvalidSubscriptionKey("p256dh is not a point on P-256") from exc
+    return _load_point(p256dh)[0]
 
 
 def load_auth_secret(auth: str) -> bytes:
@@ -74,28 +68,58 @@ def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
+_CEK_INFO = b"Content-Encoding: aes128gcm\x00"
+_NONCE_INFO = b"Content-Encoding: nonce\x00"
+_RECORD_HEADER = struct.pack("!IB", MAX_RECORD_BYTES, _KEY_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class UserAgentKeys:
+    """A subscription's keys, parsed and checked once: its P-256 point (object and raw bytes)
+    and its auth secret."""
+
+    public_key: ec.EllipticCurvePublicKey
+    raw: bytes
+    auth_secret: bytes
+
+    @classmethod
+    def load(cls, p256dh: str, auth: str) -> UserAgentKeys:
+        public_key, raw = _load_point(p256dh)
+        return cls(public_key, raw, load_auth_secret(auth))
+
+
+def _load_point(p256dh: str) -> tuple[ec.EllipticCurvePublicKey, bytes]:
+    raw = b64url_decode(p256dh)
+    if len(raw) != _KEY_BYTES or raw[0] != 0x04:
+        raise InvalidSubscriptionKey("p256dh must be an uncompressed P-256 point (65 bytes)")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw), raw
+    except ValueError as exc:
+        raise InvalidSubscriptionKey("p256dh is not a point on P-256") from exc
+
+
 def encrypt_payload(
     plaintext: bytes,
-    ua_public: ec.EllipticCurvePublicKey,
-    auth_secret: bytes,
+    keys: UserAgentKeys,
     *,
     salt: bytes | None = None,
     ephemeral: ec.EllipticCurvePrivateKey | None = None,
 ) -> bytes:
-    """The aes128gcm body for one subscription (RFC 8291 section 3.4, RFC 8188 section 2)."""
+    """The aes128gcm body for one subscription (RFC 8291 section 3.4, RFC 8188 section 2).
+
+    A fresh ephemeral key pair and salt per call (RFC 8291: never reused across messages);
+    `salt` and `ephemeral` are parameters only to reproduce the RFC's test vector."""
     if len(plaintext) > MAX_PLAINTEXT_BYTES:
         raise ValueError(f"payload exceeds {MAX_PLAINTEXT_BYTES} bytes")
     salt = salt or os.urandom(_SALT_BYTES)
     ephemeral = ephemeral or ec.generate_private_key(ec.SECP256R1())
     as_public = _raw_point(ephemeral.public_key())
-    ua_raw = _raw_point(ua_public)
-    shared = ephemeral.exchange(ec.ECDH(), ua_public)
-    ikm = _hkdf(auth_secret, shared, b"WebPush: info\x00" + ua_raw + as_public, 32)
-    cek = _hkdf(salt, ikm, b"Content-Encoding: aes128gcm\x00", 16)
-    nonce = _hkdf(salt, ikm, b"Content-Encoding: nonce\x00", 12)
+    shared = ephemeral.exchange(ec.ECDH(), keys.public_key)
+    ikm = _hkdf(keys.auth_secret, shared, b"WebPush: info\x00" + keys.raw + as_public, 32)
+    cek = _hkdf(salt, ikm, _CEK_INFO, 16)
+    nonce = _hkdf(salt, ikm, _NONCE_INFO, 12)
     record = AESGCM(cek).encrypt(nonce, plaintext + b"\x02", None)
-    header = salt + struct.pack("!IB", MAX_RECORD_BYTES, _KEY_BYTES) + as_public
-    return header + record
+    return b"".join((salt, _RECORD_HEADER, as_public, record))
 
 
 @dataclass(frozen=True, slots=True)

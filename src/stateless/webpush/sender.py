@@ -5,20 +5,17 @@ connection pools (HTTP/2 where the push service offers it, else HTTP/1.1) per or
 every connection goes to an address checked by the webhook SSRF guard after DNS resolution
 (the TLS name stays the push service's host). Redirects are never followed.
 
-`WebPushSender` adds what the protocol asks around the engine: bounded concurrency, and 429 or
-5xx answers retried after `Retry-After` (or a jittered backoff), never longer than a cap.
+`WebPushSender` adds what the protocol asks around the engine: bounded concurrency (per process
+and per tenant), and 429 or 5xx answers retried by the shared policy (kit/retry.py) after
+`Retry-After` or a jittered backoff; a Retry-After longer than a cap is reported, not awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
 import ssl
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -29,8 +26,17 @@ import structlog
 from stateless.bots.outbound import TargetRefused, resolve_checked
 from stateless.bots.tasks.base import TaskFailed
 from stateless.kit.h2client import H2Client, H2ConnectError, H2Error, H2Timeout
+from stateless.kit.pushing import TenantGates
+from stateless.kit.retry import RetryPolicy, retry_after_seconds
 
-Sleep = Callable[[float], Awaitable[None]]
+# Three tries, 0.1 s then 0.2 s apart (plus up to 0.1 s of jitter), unless Retry-After says more.
+WEBPUSH_RETRY = RetryPolicy(
+    attempts=3, initial_seconds=0.1, maximum_seconds=2.0, jitter_seconds=0.1
+)
+MAX_RETRY_AFTER_SECONDS = 10.0
+
+# Request headers: (lower-case name, value) pairs, as HTTP/2 sends them.
+Headers = Sequence[tuple[str, str]]
 
 log = structlog.get_logger("stateless.webpush.sender")
 
@@ -49,10 +55,36 @@ class EngineError(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A subscription's endpoint split once: `origin` (https://host[:port], the VAPID `aud`)
+    and `path` (with its query)."""
+
+    origin: str
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """EngineError("EndpointNotAllowed") unless an https URL without credentials."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise EngineError("EndpointNotAllowed") from None
+        if parts.scheme != "https" or not host or parts.username or parts.password:
+            raise EngineError("EndpointNotAllowed")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(f"https://{parts.netloc}", path)
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.path
+
+
 class PushEngine(Protocol):
     """Posts one encrypted message to a push service endpoint and returns its status."""
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse: ...
+    async def post(self, endpoint: Endpoint, body: bytes, headers: Headers) -> EngineResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -137,14 +169,12 @@ class HttpcoreEngine:
             "pool": timeout_seconds,
         }
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse:
-        if not url.startswith("https://"):
-            raise EngineError("EndpointNotAllowed")
+    async def post(self, endpoint: Endpoint, body: bytes, headers: Headers) -> EngineResponse:
         try:
             response = await self._pool.request(
                 "POST",
-                url,
-                headers=list(headers.items()),
+                endpoint.url,
+                headers=list(headers),
                 content=body,
                 extensions={"timeout": self._timeouts},
             )
@@ -216,19 +246,13 @@ class H2Engine:
             self._clients[origin] = client
         return client
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> EngineResponse:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise EngineError("EndpointNotAllowed")
-        origin = f"https://{parts.netloc}"
+    async def post(self, endpoint: Endpoint, body: bytes, headers: Headers) -> EngineResponse:
+        origin = endpoint.origin
         client = self._client(origin)
         if client is None:
-            return await self.fallback.post(url, body, headers)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            return await self.fallback.post(endpoint, body, headers)
         try:
-            response = await client.request(
-                "POST", path, [(k.lower(), v) for k, v in headers.items()], body
-            )
+            response = await client.request("POST", endpoint.path, headers, body)
         except H2ConnectError as exc:
             if "does not offer HTTP/2" not in str(exc):
                 raise EngineError("ConnectionError") from None
@@ -237,7 +261,7 @@ class H2Engine:
             stale = self._clients.pop(origin, None)
             if stale is not None:
                 await stale.aclose()
-            return await self.fallback.post(url, body, headers)
+            return await self.fallback.post(endpoint, body, headers)
         except H2Timeout:
             raise EngineError("Timeout") from None
         except H2Error:
@@ -269,79 +293,65 @@ class PushOutcome:
         return self.status in (404, 410)
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 10.2.3); None if absent or bad."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(int(text[:9]))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now if now is not None else time.time()
-    return max(0.0, when.timestamp() - current)
-
-
 class WebPushSender:
-    """Retries and bounded concurrency around an engine; safe to share process-wide."""
+    """Retries and bounded concurrency around an engine; safe to share process-wide.
+
+    `max_concurrency` caps the requests in flight in the process, `tenant_max_concurrency` those
+    of one tenant (a second tenant's push gets slots while the first one's broadcast runs).
+    """
 
     def __init__(
         self,
         engine: PushEngine,
         *,
         max_concurrency: int = 256,
-        max_attempts: int = 3,
-        backoff_seconds: float = 0.2,
-        max_retry_wait_seconds: float = 10.0,
-        sleep: Sleep = asyncio.sleep,
+        tenant_max_concurrency: int = 128,
+        retry: RetryPolicy = WEBPUSH_RETRY,
+        max_retry_after_seconds: float = MAX_RETRY_AFTER_SECONDS,
     ) -> None:
         self.engine = engine
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.max_retry_wait_seconds = max_retry_wait_seconds
-        self._sleep = sleep
+        self.retry = retry
+        self.max_retry_after_seconds = max_retry_after_seconds
+        self.tenant_max_concurrency = min(tenant_max_concurrency, max_concurrency)
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._gates = TenantGates(self.tenant_max_concurrency)
 
     async def aclose(self) -> None:
         await self.engine.aclose()
 
     async def send(
-        self, url: str, body: bytes, headers: Callable[[], Mapping[str, str]]
+        self, app_id: str, endpoint: Endpoint, body: bytes, headers: Callable[[], Headers]
     ) -> PushOutcome:
         """Deliver one message; `headers()` is called per attempt (the VAPID token may renew)."""
-        outcome = PushOutcome(0, "NotAttempted", 0)
-        for attempt in range(1, self.max_attempts + 1):
-            retry_after: str | None = None
-            async with self._semaphore:
-                try:
-                    answer = await self.engine.post(url, body, headers())
-                except EngineError as exc:
-                    outcome = PushOutcome(0, exc.reason, attempt)
-                except Exception as exc:  # isolation boundary: one message, counted, no URL
-                    log.warning("webpush_engine_error", error_type=type(exc).__name__)
-                    outcome = PushOutcome(0, "EngineError", attempt)
-                else:
-                    retry_after = answer.retry_after
-                    outcome = PushOutcome(
-                        answer.status,
-                        None if 200 <= answer.status < 300 else f"HTTP{answer.status}",
-                        attempt,
-                    )
-            retryable = (
-                outcome.status == 429
-                or outcome.status >= 500
-                or (outcome.status == 0 and outcome.reason in ("ConnectionError", "Timeout"))
-            )
-            if not retryable or attempt == self.max_attempts:
-                return outcome
-            wait = retry_after_seconds(retry_after)
-            if wait is None:
-                wait = self.backoff_seconds * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-            if wait > self.max_retry_wait_seconds:
-                return outcome  # honouring it would hold the request too long: report it
-            await self._sleep(wait)
-        return outcome
+        policy = self.retry
+        gate = self._gates.enter(app_id)
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                retry_after: float | None = None
+                async with gate.semaphore, self._semaphore:
+                    try:
+                        answer = await self.engine.post(endpoint, body, headers())
+                    except EngineError as exc:
+                        outcome = PushOutcome(0, exc.reason, attempt)
+                    except Exception as exc:  # isolation boundary: one message, counted, no URL
+                        log.warning("webpush_engine_error", error_type=type(exc).__name__)
+                        outcome = PushOutcome(0, "EngineError", attempt)
+                    else:
+                        status = answer.status
+                        if 200 <= status < 300:
+                            return PushOutcome(status, None, attempt)
+                        outcome = PushOutcome(status, f"HTTP{status}", attempt)
+                        retry_after = retry_after_seconds(answer.retry_after)
+                retryable = (
+                    outcome.status == 429
+                    or outcome.status >= 500
+                    or (outcome.status == 0 and outcome.reason in ("ConnectionError", "Timeout"))
+                )
+                wait = policy.next_wait(attempt, retry_after, self.max_retry_after_seconds)
+                if not retryable or wait is None:
+                    return outcome
+                await policy.sleep(wait)
+        finally:
+            self._gates.leave(app_id, gate)

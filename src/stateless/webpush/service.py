@@ -2,15 +2,17 @@
 
 Subscriber ids are stored only as keyed hashes and subscriptions (endpoint URL and keys) only
 sealed, so pushing to `all` reports counts. Subscriptions a push service calls gone (404, 410)
-are deleted as we go. Pushing streams subscribers from the database page by page, so memory
-stays flat however many there are.
+are deleted as we go. Pushing streams subscribers from the database page by page into a fixed
+pool of senders (kit/pushing.py), so memory and in-flight work stay flat however many there
+are, and the next page is read while the previous one is on the wire.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import functools
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,12 +27,21 @@ from stateless.kit.crypto import DecryptionError, PrivacyKit
 from stateless.kit.db import utcnow
 from stateless.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from stateless.kit.metrics import Metrics
+from stateless.kit.pushing import (
+    PushTally,
+    SenderPool,
+    Settled,
+    Status,
+    deliver,
+    names_by_hash,
+)
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
 from stateless.tenants.service import open_secrets
 from stateless.webpush.crypto import (
     MAX_PLAINTEXT_BYTES,
     InvalidSubscriptionKey,
+    UserAgentKeys,
     VapidKeys,
     VapidSigner,
     encrypt_payload,
@@ -39,13 +50,12 @@ from stateless.webpush.crypto import (
 )
 from stateless.webpush.repository import SubscriptionRow, WebPushSubscriptionRepository
 from stateless.webpush.schemas import (
-    ResultStatus,
     SubscribeIn,
     WebPushIn,
     WebPushOut,
     WebPushResult,
 )
-from stateless.webpush.sender import PushOutcome, WebPushSender
+from stateless.webpush.sender import Endpoint, EngineError, PushOutcome, WebPushSender
 
 SUBSCRIBER_PURPOSE = "webpush-subscriber-id"
 SUBSCRIPTION_PURPOSE = "webpush-subscription"
@@ -252,26 +262,13 @@ def build_payload(request: WebPushIn) -> bytes:
     return orjson.dumps(payload)
 
 
-def origin_of(endpoint: str) -> str:
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
-
-
-@dataclass
-class PushTally:
-    sent: int = 0
-    failed: int = 0
-    removed: int = 0
-    results: list[WebPushResult] = field(default_factory=list)
-
-    def out(self) -> WebPushOut:
-        return WebPushOut(
-            sent=self.sent, failed=self.failed, removed=self.removed, results=self.results
-        )
+def _subscriber_hash(row: SubscriptionRow) -> str:
+    return str(row.subscriber_hash)
 
 
 class WebPushService:
-    """Sends one notification to listed subscribers or to all live ones, page by page."""
+    """Sends one notification to listed subscribers or to all live ones, streaming their rows
+    through a fixed pool of senders (kit/pushing.py, as APNs does)."""
 
     def __init__(
         self,
@@ -299,20 +296,41 @@ class WebPushService:
                 f"The encrypted message would exceed 4096 bytes: keep the JSON payload at most "
                 f"{MAX_PLAINTEXT_BYTES} bytes (it is {len(payload)}); nothing was sent"
             )
-        headers = {
-            "content-encoding": "aes128gcm",
-            "content-type": "application/octet-stream",
-            "ttl": str(request.ttl if request.ttl is not None else DEFAULT_MESSAGE_TTL_SECONDS),
-        }
+        headers = [
+            ("content-encoding", "aes128gcm"),
+            ("content-type", "application/octet-stream"),
+            ("ttl", str(request.ttl if request.ttl is not None else DEFAULT_MESSAGE_TTL_SECONDS)),
+        ]
         if request.urgency is not None:
-            headers["urgency"] = request.urgency
+            headers.append(("urgency", request.urgency))
         if request.topic is not None:
-            headers["topic"] = request.topic
-        tally = PushTally()
+            headers.append(("topic", request.topic))
+        tally: PushTally[WebPushResult] = PushTally()
+        pool: SenderPool[SubscriptionRow, PushOutcome] = SenderPool(
+            self._sender(payload, headers, keys, contact),
+            self.sender.tenant_max_concurrency,
+            on_error=lambda: PushOutcome(0, "InternalError"),
+        )
+        names: dict[str, str] | None = None
         if request.subscriber_ids is not None:
-            await self._push_listed(request.subscriber_ids, payload, headers, keys, contact, tally)
-        else:
-            await self._push_all(payload, headers, keys, contact, tally)
+            app_id = self.tenant.app_id
+            names = names_by_hash(
+                request.subscriber_ids, lambda s: subscriber_hash(self.kit, app_id, s)
+            )
+        await deliver(
+            pool,
+            names=names,
+            page_after=self.repo.page_after,
+            by_hashes=self.repo.by_hashes,
+            key=_subscriber_hash,
+            settle=functools.partial(self._settle, tally=tally, names=names),
+            batch_size=self.batch_size,
+            tally=tally,
+            missing=lambda subscriber_id: WebPushResult(
+                subscriber_id=subscriber_id, status="not_subscribed", reason="NotSubscribed"
+            ),
+            name_of=lambda result: result.subscriber_id,
+        )
         log.info(
             "webpush_sent",
             tenant=self.tenant.app_id,
@@ -320,121 +338,69 @@ class WebPushService:
             failed=tally.failed,
             removed=tally.removed,
         )
-        return tally.out()
+        return WebPushOut(
+            sent=tally.sent, failed=tally.failed, removed=tally.removed, results=tally.results
+        )
 
-    async def _push_all(
-        self,
-        payload: bytes,
-        headers: dict[str, str],
-        keys: VapidKeys,
-        contact: str,
-        tally: PushTally,
-    ) -> None:
-        after: str | None = None
-        # The next page is read while the current one is being sent.
-        page = await self.repo.page_after(after, self.batch_size)
-        while page:
-            after = page[-1].subscriber_hash
-            full = len(page) == self.batch_size
-            sending = asyncio.ensure_future(self._send_rows(page, payload, headers, keys, contact))
-            try:
-                following = await self.repo.page_after(after, self.batch_size) if full else []
-            finally:
-                outcomes = await sending
-            await self._settle(page, outcomes, tally, names=None)
-            page = following
-
-    async def _push_listed(
-        self,
-        subscriber_ids: Sequence[str],
-        payload: bytes,
-        headers: dict[str, str],
-        keys: VapidKeys,
-        contact: str,
-        tally: PushTally,
-    ) -> None:
+    def _sender(
+        self, payload: bytes, headers: list[tuple[str, str]], keys: VapidKeys, contact: str
+    ) -> Callable[[SubscriptionRow], Awaitable[PushOutcome]]:
         app_id = self.tenant.app_id
-        names: dict[str, str] = {}
-        for subscriber_id in subscriber_ids:  # duplicates are pushed once, reported once
-            names.setdefault(subscriber_hash(self.kit, app_id, subscriber_id), subscriber_id)
-        found: set[str] = set()
-        hashes = list(names)
-        for start in range(0, len(hashes), self.batch_size):
-            rows = await self.repo.by_hashes(hashes[start : start + self.batch_size])
-            found.update(row.subscriber_hash for row in rows)
-            outcomes = await self._send_rows(rows, payload, headers, keys, contact)
-            await self._settle(rows, outcomes, tally, names=names)
-        for hashed, subscriber_id in names.items():
-            if hashed not in found:
-                tally.failed += 1
-                tally.results.append(
-                    WebPushResult(
-                        subscriber_id=subscriber_id, status="not_subscribed", reason="NotSubscribed"
-                    )
-                )
-        order = {subscriber_id: i for i, subscriber_id in enumerate(names.values())}
-        tally.results.sort(key=lambda r: order[r.subscriber_id])
+        kit, signer = self.kit, self.signer
 
-    async def _send_rows(
-        self,
-        rows: Sequence[SubscriptionRow],
-        payload: bytes,
-        headers: dict[str, str],
-        keys: VapidKeys,
-        contact: str,
-    ) -> list[PushOutcome]:
-        app_id = self.tenant.app_id
-
-        async def one(row: SubscriptionRow) -> PushOutcome:
+        async def send(row: SubscriptionRow) -> PushOutcome:
             try:
                 opened = orjson.loads(
-                    self.kit.decrypt(SUBSCRIPTION_PURPOSE, app_id, row.subscription_sealed)
+                    kit.decrypt(SUBSCRIPTION_PURPOSE, app_id, row.subscription_sealed)
                 )
-                endpoint = str(opened["endpoint"])
-                body = encrypt_payload(
-                    payload,
-                    load_user_agent_key(str(opened["p256dh"])),
-                    load_auth_secret(str(opened["auth"])),
-                )
+                endpoint = Endpoint.parse(str(opened["endpoint"]))
+                # Parsed once per message; a retry sends the same body.
+                ua_keys = UserAgentKeys.load(str(opened["p256dh"]), str(opened["auth"]))
+                body = encrypt_payload(payload, ua_keys)
+            except EngineError as exc:
+                return PushOutcome(0, exc.reason)
             except (DecryptionError, InvalidSubscriptionKey, KeyError, orjson.JSONDecodeError):
                 return PushOutcome(0, "SubscriptionUnreadable")
-            origin = origin_of(endpoint)
+            origin = endpoint.origin
 
-            def request_headers() -> dict[str, str]:
-                vapid = self.signer.authorization(app_id, keys, contact, origin)
-                return {**headers, "authorization": vapid}
+            def request_headers() -> list[tuple[str, str]]:
+                # Per attempt: the cached VAPID token may have been renewed meanwhile.
+                vapid = signer.authorization(app_id, keys, contact, origin)
+                return [*headers, ("authorization", vapid)]
 
-            return await self.sender.send(endpoint, body, request_headers)
+            return await self.sender.send(app_id, endpoint, body, request_headers)
 
-        return list(await asyncio.gather(*(one(row) for row in rows)))
+        return send
 
     async def _settle(
         self,
-        rows: Sequence[SubscriptionRow],
-        outcomes: Sequence[PushOutcome],
-        tally: PushTally,
+        settled: Settled[SubscriptionRow, PushOutcome],
+        last: bool,
+        *,
+        tally: PushTally[WebPushResult],
         names: dict[str, str] | None,
     ) -> None:
         """Count outcomes, delete gone subscriptions, name subscribers the caller listed."""
         gone: list[str] = []
-        status: ResultStatus
-        for row, outcome in zip(rows, outcomes, strict=True):
+        counts: Counter[str] = Counter()
+        status: Status
+        for row, outcome in settled:
             if outcome.delivered:
-                tally.sent += 1
                 status, reason = "sent", None
             elif outcome.gone:
-                tally.removed += 1
                 gone.append(row.subscriber_hash)
                 status, reason = "removed", f"HTTP{outcome.status}"
             else:
-                tally.failed += 1
                 status, reason = "failed", outcome.reason or f"HTTP{outcome.status}"
-            if self.metrics is not None:
-                self.metrics.web_pushes.labels(outcome=status).inc()
+            tally.count(status)
+            counts[status] += 1
             if names is not None:
                 tally.results.append(
                     WebPushResult(
                         subscriber_id=names[row.subscriber_hash], status=status, reason=reason
                     )
                 )
+        if self.metrics is not None:
+            for kind, count in counts.items():
+                self.metrics.web_pushes.labels(outcome=kind).inc(count)
         await self.repo.delete_hashes(gone)

@@ -1,8 +1,15 @@
-"""Shared fixtures: real Postgres and Redis, the suite parametrized over Postgres and SQLite."""
+"""Shared fixtures: real Postgres and Redis, the suite parametrized over Postgres and SQLite.
+
+`make test` runs the suite on pytest-xdist workers. Each worker is its own pytest session, so
+every session fixture here is per worker: its own migrated Postgres database (named after the
+worker), its own SQLite files (pytest's per-worker tmp dir), its own Redis key prefix, its own
+peers on free ports. Nothing is shared between workers but the servers themselves.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -32,6 +39,8 @@ from tests.services import (
 
 TEST_SECRET_KEY = "test-secret-key-with-more-than-32-characters!!"
 TEST_AFFILIATE_SALT = "test-affiliate-salt-more-than-32-characters!!"
+# "gw0", "gw1", ... under pytest-xdist; "main" when pytest runs in one process.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +63,7 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
         "run_background_jobs": False,
         "cleanup_interval_seconds": 3600,
         "log_format": "console",
-        "redis_key_prefix": unique_name("t"),
+        "redis_key_prefix": unique_name(f"t_{WORKER}"),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -62,8 +71,9 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 async def postgres_database(services: Services) -> AsyncIterator[str]:
-    """A fresh, migrated database on the real Postgres server, dropped after the run."""
-    name = unique_name("stateless_test")
+    """A fresh, migrated database on the real Postgres server (one per xdist worker), dropped
+    after the run."""
+    name = unique_name(f"stateless_test_{WORKER}")
     conn = await asyncpg.connect(services.postgres_admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

@@ -116,9 +116,15 @@ def _reset_script() -> str:
 
 
 class DatabaseReset:
-    """Empties the test database after each test in one multi-statement round trip (on
-    Postgres over one connection kept for the whole run), instead of a fresh engine per test. The app under test commits through its own pool, so
-    a per-test rollback cannot isolate it; a single multi-statement DELETE costs about the same."""
+    """Empties one test database after each test in one multi-statement round trip (on
+    Postgres over one connection kept for the whole run), instead of a fresh engine per test.
+
+    Why not a per-test rollback: the app under test commits through its own pool, and so do the
+    CLI and `stateless serve` subprocesses, the uvicorn servers the browser tests start and the
+    tests that need several real connections at once (advisory locks, SKIP LOCKED, a statement
+    stuck behind a lock). Binding all of them to one connection inside an outer transaction
+    would stop them seeing each other's commits; one DELETE round trip costs about the same.
+    """
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -148,19 +154,42 @@ class DatabaseReset:
             await self._pg.close()
 
 
+class DatabaseResets:
+    """One `DatabaseReset` per database URL, kept for the run.
+
+    Keyed by the URL each test's `settings` carries rather than cached per `database_url`
+    fixture value: folders that pin the database (tests/postgres, tests/sqlite) override
+    `database_url`, and a session-cached reset built for the other database would then empty
+    the wrong one whenever test order interleaves them (as xdist's scheduling does).
+    """
+
+    def __init__(self) -> None:
+        self._resets: dict[str, DatabaseReset] = {}
+
+    async def __call__(self, database_url: str) -> None:
+        reset = self._resets.get(database_url)
+        if reset is None:
+            reset = self._resets[database_url] = DatabaseReset(database_url)
+        await reset()
+
+    async def close(self) -> None:
+        for reset in self._resets.values():
+            await reset.close()
+
+
 @pytest.fixture(scope="session")
-async def database_reset(database_url: str) -> AsyncIterator[DatabaseReset]:
-    reset = DatabaseReset(database_url)
-    yield reset
-    await reset.close()
+async def database_resets() -> AsyncIterator[DatabaseResets]:
+    resets = DatabaseResets()
+    yield resets
+    await resets.close()
 
 
 @pytest.fixture
 async def settings(
-    database_url: str, tmp_path: Path, database_reset: DatabaseReset
+    database_url: str, tmp_path: Path, database_resets: DatabaseResets
 ) -> AsyncIterator[Settings]:
     yield base_settings(database_url, storage_local_path=tmp_path / "storage")
-    await database_reset()
+    await database_resets(database_url)
 
 
 class Client(httpx.AsyncClient):

@@ -43,6 +43,26 @@ TEST_AFFILIATE_SALT = "test-affiliate-salt-more-than-32-characters!!"
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+# Files whose tests take tens of seconds each (a whole fault-injection run, a replayed Docker
+# build, a browser on /docs, the README session, real servers stopped with signals). Under xdist
+# they go first, so no worker is left running one of them alone at the end of the run.
+SLOW_FIRST = (
+    "tests/ops/test_faults.py",
+    "tests/ops/test_dockerfile_replay.py",
+    "tests/test_docs_pages.py",
+    "tests/test_readme.py",
+    "tests/ops/test_graceful_shutdown.py",
+    "tests/ops/test_workflows.py",
+    "tests/test_cli_guidance.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by session fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if WORKER != "main":
+        items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     try:

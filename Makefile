@@ -35,8 +35,11 @@ run: $(RUNTIME_STAMP)
 	$(BIN)/stateless migrate
 	$(BIN)/stateless serve --host $(HOST) --port $(PORT)
 
+# One pytest-xdist worker per core, each with its own databases (tests/conftest.py); worksteal
+# evens out the long tests. `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

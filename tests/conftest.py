@@ -1,8 +1,15 @@
-"""Shared fixtures: real Postgres and Redis, the suite parametrized over Postgres and SQLite."""
+"""Shared fixtures: real Postgres and Redis, the suite parametrized over Postgres and SQLite.
+
+`make test` runs the suite on pytest-xdist workers. Each worker is its own pytest session, so
+every session fixture here is per worker: its own migrated Postgres database (named after the
+worker), its own SQLite files (pytest's per-worker tmp dir), its own Redis key prefix, its own
+peers on free ports. Nothing is shared between workers but the servers themselves.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -15,6 +22,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stateless.config import Settings
 from stateless.kit.crypto import PrivacyKit
@@ -32,6 +40,28 @@ from tests.services import (
 
 TEST_SECRET_KEY = "test-secret-key-with-more-than-32-characters!!"
 TEST_AFFILIATE_SALT = "test-affiliate-salt-more-than-32-characters!!"
+# "gw0", "gw1", ... under pytest-xdist; "main" when pytest runs in one process.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+# Files whose tests take tens of seconds each (a whole fault-injection run, a replayed Docker
+# build, a browser on /docs, the README session, real servers stopped with signals). Under xdist
+# they go first, so no worker is left running one of them alone at the end of the run.
+SLOW_FIRST = (
+    "tests/ops/test_faults.py",
+    "tests/ops/test_dockerfile_replay.py",
+    "tests/test_docs_pages.py",
+    "tests/test_readme.py",
+    "tests/ops/test_graceful_shutdown.py",
+    "tests/ops/test_workflows.py",
+    "tests/test_cli_guidance.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by session fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if WORKER != "main":
+        items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +84,7 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
         "run_background_jobs": False,
         "cleanup_interval_seconds": 3600,
         "log_format": "console",
-        "redis_key_prefix": unique_name("t"),
+        "redis_key_prefix": unique_name(f"t_{WORKER}"),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -62,8 +92,9 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 async def postgres_database(services: Services) -> AsyncIterator[str]:
-    """A fresh, migrated database on the real Postgres server, dropped after the run."""
-    name = unique_name("stateless_test")
+    """A fresh, migrated database on the real Postgres server (one per xdist worker), dropped
+    after the run."""
+    name = unique_name(f"stateless_test_{WORKER}")
     conn = await asyncpg.connect(services.postgres_admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -106,9 +137,15 @@ def _reset_script() -> str:
 
 
 class DatabaseReset:
-    """Empties the test database after each test in one multi-statement round trip (on
-    Postgres over one connection kept for the whole run), instead of a fresh engine per test. The app under test commits through its own pool, so
-    a per-test rollback cannot isolate it; a single multi-statement DELETE costs about the same."""
+    """Empties one test database after each test in one multi-statement round trip (on
+    Postgres over one connection kept for the whole run), instead of a fresh engine per test.
+
+    Why not a per-test rollback: the app under test commits through its own pool, and so do the
+    CLI and `stateless serve` subprocesses, the uvicorn servers the browser tests start and the
+    tests that need several real connections at once (advisory locks, SKIP LOCKED, a statement
+    stuck behind a lock). Binding all of them to one connection inside an outer transaction
+    would stop them seeing each other's commits; one DELETE round trip costs about the same.
+    """
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -138,19 +175,69 @@ class DatabaseReset:
             await self._pg.close()
 
 
+class DatabaseResets:
+    """One `DatabaseReset` per database URL, kept for the run.
+
+    Keyed by the URL each test's `settings` carries rather than cached per `database_url`
+    fixture value: folders that pin the database (tests/postgres, tests/sqlite) override
+    `database_url`, and a session-cached reset built for the other database would then empty
+    the wrong one whenever test order interleaves them (as xdist's scheduling does).
+    """
+
+    def __init__(self) -> None:
+        self._resets: dict[str, DatabaseReset] = {}
+
+    async def __call__(self, database_url: str) -> None:
+        reset = self._resets.get(database_url)
+        if reset is None:
+            reset = self._resets[database_url] = DatabaseReset(database_url)
+        await reset()
+
+    async def close(self) -> None:
+        for reset in self._resets.values():
+            await reset.close()
+
+
 @pytest.fixture(scope="session")
-async def database_reset(database_url: str) -> AsyncIterator[DatabaseReset]:
-    reset = DatabaseReset(database_url)
-    yield reset
-    await reset.close()
+async def database_resets() -> AsyncIterator[DatabaseResets]:
+    resets = DatabaseResets()
+    yield resets
+    await resets.close()
+
+
+class SettingsTemplates:
+    """Each database's test settings, read once per run; a test gets a copy with its own
+    storage folder and Redis prefix (reading the environment into Settings costs ~9 ms)."""
+
+    def __init__(self) -> None:
+        self._templates: dict[str, Settings] = {}
+
+    def for_test(self, database_url: str, tmp_path: Path) -> Settings:
+        template = self._templates.get(database_url)
+        if template is None:
+            template = self._templates[database_url] = base_settings(database_url)
+        return template.model_copy(
+            update={
+                "storage_local_path": tmp_path / "storage",
+                "redis_key_prefix": unique_name(f"t_{WORKER}"),
+            }
+        )
+
+
+@pytest.fixture(scope="session")
+def settings_templates() -> SettingsTemplates:
+    return SettingsTemplates()
 
 
 @pytest.fixture
 async def settings(
-    database_url: str, tmp_path: Path, database_reset: DatabaseReset
+    database_url: str,
+    tmp_path: Path,
+    database_resets: DatabaseResets,
+    settings_templates: SettingsTemplates,
 ) -> AsyncIterator[Settings]:
-    yield base_settings(database_url, storage_local_path=tmp_path / "storage")
-    await database_reset()
+    yield settings_templates.for_test(database_url, tmp_path)
+    await database_resets(database_url)
 
 
 class Client(httpx.AsyncClient):
@@ -222,8 +309,42 @@ async def run_tenant_service(
         await engine.dispose()
 
 
+class TenantEngines:
+    """Where tests register tenants: on Postgres one engine per database for the whole run.
+
+    A fresh engine per tenant reconnected and recompiled every statement (its compiled cache is
+    per engine): about 45 ms a tenant, on most tests. SQLite keeps a fresh engine per call, so
+    no connection of ours outlives it beside the CLI subprocesses that open the same file.
+    """
+
+    def __init__(self) -> None:
+        self._engines: dict[str, AsyncEngine] = {}
+
+    async def run(
+        self, settings: Settings, action: Callable[[TenantService], Awaitable[Any]]
+    ) -> Any:
+        if settings.is_sqlite:
+            return await run_tenant_service(settings, action)
+        engine = self._engines.get(settings.database_url)
+        if engine is None:
+            engine = self._engines[settings.database_url] = build_engine(settings)
+        async with session_scope(build_sessionmaker(engine)) as session:
+            return await action(TenantService(session, PrivacyKit(settings.secret_key)))
+
+    async def close(self) -> None:
+        for engine in self._engines.values():
+            await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def tenant_engines() -> AsyncIterator[TenantEngines]:
+    engines = TenantEngines()
+    yield engines
+    await engines.close()
+
+
 @pytest.fixture
-def make_tenant(settings: Settings) -> TenantFactory:
+def make_tenant(settings: Settings, tenant_engines: TenantEngines) -> TenantFactory:
     """Register a tenant the way the CLI does (same service), optionally configured."""
 
     async def factory(
@@ -237,7 +358,7 @@ def make_tenant(settings: Settings) -> TenantFactory:
                 await service.configure(app_id, ConfigureRequest(**config))
             return keys
 
-        keys = await run_tenant_service(current, action)
+        keys = await tenant_engines.run(current, action)
         return TenantHandle(keys.app_id, keys.publishable_key, keys.secret_key)
 
     return factory

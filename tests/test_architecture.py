@@ -82,10 +82,14 @@ _COMPOSER_MODULES = {
     "domains.py",
     "main.py",
     "tenants/auth.py",  # the request checkpoint reads the directory and the limiter
-    "lifecycle/scheduler.py",  # background jobs are built from the container
+}
+# The background loop and the jobs it runs: built in domains.py with the providers they use.
+_BACKGROUND_JOB_MODULES = (
+    "kit/background.py",
+    "lifecycle/scheduler.py",
     "storage/lifecycle.py",
     "bots/runner.py",
-}
+)
 
 
 def test_only_composers_read_the_container() -> None:
@@ -147,3 +151,17 @@ def test_route_group_dependencies_are_plain_calls_settled_by_their_route() -> No
     plain.add_api_route("/unsettled", endpoint)
     with pytest.raises(RuntimeError, match="TransactionRoute"):
         assert_transactional(plain)
+
+
+def test_background_jobs_take_providers_not_the_container() -> None:
+    """A background job is handed the providers it uses (engine, sessionmaker, settings,
+    privacy kit, metrics, ...) where the container is assembled; importing the container,
+    even only for type checking, would let it reach for everything."""
+    modules = dict(_modules())
+    for name in _BACKGROUND_JOB_MODULES:
+        imported = set(_imports(modules[name]))
+        for module in ("stateless.container", "stateless.deps", "stateless.domains"):
+            assert module not in imported, (name, module)
+        for node in ast.walk(modules[name]):
+            if isinstance(node, ast.ImportFrom) and node.module == "stateless":
+                assert not {"container", "deps", "domains"} & {a.name for a in node.names}, name

@@ -200,7 +200,7 @@ def migrate() -> None:
 
 async def _cleanup_once(settings: Settings) -> dict[str, Any]:
     from stateless import domains
-    from stateless.lifecycle.scheduler import cleanup_service
+    from stateless.lifecycle.wiring import cleanup_service
 
     async with domains.open_container(settings) as container:
         report = await cleanup_service(container).run_once()

@@ -16,7 +16,8 @@ from stateless.affiliate import lifecycle as affiliate_lifecycle
 from stateless.affiliate.codes import AffiliateKeyring
 from stateless.bots import endpoints as bots_endpoints
 from stateless.bots import lifecycle as bots_lifecycle
-from stateless.bots.wiring import build_email_provider, build_outbound_http, task_runner_job
+from stateless.bots.runner import TaskWorker
+from stateless.bots.wiring import build_email_provider, build_outbound_http, task_providers
 from stateless.config import Settings
 from stateless.container import Container
 from stateless.drafts import endpoints as drafts_endpoints
@@ -43,10 +44,11 @@ from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.lifecycle.scheduler import CleanupScheduler
 from stateless.lifecycle.state import BackgroundState
+from stateless.lifecycle.wiring import cleanup_service
 from stateless.storage import endpoints as storage_endpoints
 from stateless.storage import lifecycle as storage_lifecycle
 from stateless.storage.backends import StorageBackend, build_backend
-from stateless.storage.lifecycle import orphan_sweep_job
+from stateless.storage.lifecycle import OrphanSweep
 from stateless.storekit import endpoints as storekit_endpoints
 from stateless.storekit import lifecycle as storekit_lifecycle
 from stateless.storekit.wiring import build_storekit
@@ -68,8 +70,21 @@ ROUTERS: list[APIRouter] = [
     admin_endpoints.router,
 ]
 
+
+def orphan_sweep_job(container: Container) -> Job:
+    return OrphanSweep(container.storage, container.sessionmaker, container.lifecycle.policy).job()
+
+
+def task_runner_job(container: Container) -> Job:
+    """Run queued bot tasks while the app (or `stateless worker`) runs."""
+    return TaskWorker(
+        task_providers(container), container.directory, container.background.task_wakeup
+    ).job()
+
+
 # Run while the app runs when RUN_BACKGROUND_JOBS is true (web process), always by the worker;
-# cleanup (CleanupScheduler) runs first. Leader-only jobs share the one leader lock.
+# cleanup (CleanupScheduler) runs first. Leader-only jobs share the one leader lock. Each job is
+# handed the providers it uses here, never the container.
 BACKGROUND_JOBS: list[Callable[[Container], Job]] = [
     orphan_sweep_job,
     task_runner_job,
@@ -160,7 +175,12 @@ async def open_container(
 async def start_background_jobs(container: Container, stack: AsyncExitStack) -> None:
     """Start every background job; each stops (after its current unit) when `stack` closes."""
     container.background.enabled = True
-    cleanup = CleanupScheduler(container)
+    cleanup = CleanupScheduler(
+        cleanup_service(container),
+        container.background.cleanup,
+        container.metrics,
+        container.settings.cleanup_interval_seconds,
+    )
     jobs = BackgroundJobs(
         [cleanup.job(), *(build(container) for build in BACKGROUND_JOBS)],
         container.background.leadership,

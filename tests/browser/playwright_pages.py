@@ -1,10 +1,14 @@
-"""Headless Chromium for tests that look at the app as a person would (pages, browser APIs).
+"""The one browser driver of the suite: headless Chromium for tests that look at the app as a
+person would (the /docs pages, a page's `fetch` under CORS).
 
-`open_browser` launches the system Chromium (Debian package `chromium`) through Playwright's
-driver with a fresh profile, and gives it no network beyond the loopback hosts: every request
-to any other host is aborted and recorded in `BrowserSession.blocked`, so a test can assert a
-page needs nothing from outside. Without Chromium the test fails (never skips) and says how to
-install it. `running_server` starts a real `stateless serve` on 127.0.0.1 for it to load.
+`open_browser` launches the system Chromium (Debian package `chromium`; Playwright's own browser
+download is never used) through Playwright's driver with a fresh profile. By default it gives
+the browser no network beyond the loopback hosts: every request to any other host is aborted
+and recorded in `BrowserSession.blocked`, so a test can assert a page needs nothing from outside.
+Tests of CORS pass `allowed_hosts=None`: while Playwright routes requests it answers CORS
+preflights itself (allow-all), so only an unrouted browser shows what the server's CORS allows.
+Without Chromium the test fails (never skips) and says how to install it. `running_server`
+starts a real `stateless serve` on 127.0.0.1 for it to load.
 
     async with running_server(tmp_path) as base_url, open_browser(tmp_path) as browser:
         page = await browser.new_page()
@@ -40,6 +44,7 @@ CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",
 )
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 INSTALL_HINT = (
@@ -89,9 +94,10 @@ class BrowserSession:
 
 @asynccontextmanager
 async def open_browser(
-    tmp_path: Path, allowed_hosts: Sequence[str] = LOCAL_HOSTS
+    tmp_path: Path, allowed_hosts: Sequence[str] | None = LOCAL_HOSTS
 ) -> AsyncIterator[BrowserSession]:
-    """Headless Chromium with a fresh profile in tmp_path; only `allowed_hosts` are reachable."""
+    """Headless Chromium with a fresh profile in tmp_path; only `allowed_hosts` are reachable
+    (None: no routing at all, so Chromium itself enforces CORS; see the module docstring)."""
     executable = chromium_executable()
     artifacts = tmp_path / "browser"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -115,7 +121,8 @@ async def open_browser(
                 session.blocked.append(request.url)
                 await route.abort("blockedbyclient")
 
-        await context.route("**/*", guard)
+        if allowed_hosts is not None:
+            await context.route("**/*", guard)
         try:
             yield session
         finally:

@@ -1,6 +1,10 @@
 """A real headless Chromium against a real uvicorn server: a page on its own origin does the
 docs/api.md flow with `fetch` (storage upload and byte-exact download included) and reads every
 problem a misconfigured page can cause; a page on an unlisted origin is refused and writes nothing.
+
+Driven through Playwright (tests/browser/playwright_pages.py) with request routing off: while
+Playwright routes it answers CORS preflights itself (allow-all), and the stranger's draft would
+then reach the server. Unrouted, the CORS decisions seen here are Chromium's own.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import httpx
 import orjson
 import pytest
 from bench.procs import free_port, kill, wait_ready
+from playwright.async_api import Page
 
 from stateless.config import Settings
-from tests.browser.chromium import Page, launch
+from tests.browser.playwright_pages import open_browser
 from tests.conftest import TenantFactory, TenantHandle
 from tests.support import sql
 
@@ -134,19 +139,24 @@ async def stack(
             webpush_contact="mailto:ops@example.com",
         )
         with api_server(settings, tmp_path) as base:
-            async with launch() as browser:
+            async with open_browser(tmp_path, allowed_hosts=None) as browser:
+                pages = []
+                for origin in (page_origin, stranger_origin):
+                    page = await browser.new_page()
+                    await page.goto(origin + "/index.html", wait_until="load")
+                    pages.append(page)
                 yield {
                     "base": base,
                     "tenant": tenant,
-                    "page": await browser.open(page_origin + "/index.html"),
-                    "stranger": await browser.open(stranger_origin + "/index.html"),
+                    "page": pages[0],
+                    "stranger": pages[1],
                     "page_origin": page_origin,
                 }
 
 
 def _configure(page: Page, base: str, tenant: TenantHandle, key: str | None = None) -> str:
     values = orjson.dumps([base, tenant.app_id, key or tenant.publishable_key]).decode()
-    return f"[BASE, APP_ID, KEY] = {values};"
+    return f"[BASE, APP_ID, KEY] = {values}"
 
 
 FLOW = """
@@ -310,7 +320,7 @@ async def test_a_page_on_an_unlisted_origin_is_refused_and_writes_nothing(
         object_id = created.json()["object_id"]
     stranger: Page = stack["stranger"]
     await stranger.evaluate(_configure(stranger, base, tenant))
-    await stranger.evaluate(f"UPLOAD_URL = {orjson.dumps(upload_url).decode()};")
+    await stranger.evaluate(f"UPLOAD_URL = {orjson.dumps(upload_url).decode()}")
     outcome = await stranger.evaluate(
         """
         (async () => {

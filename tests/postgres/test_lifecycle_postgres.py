@@ -16,6 +16,7 @@ from stateless.config import Settings
 from stateless.domains import open_container
 from stateless.kit.background import BackgroundJobs
 from stateless.lifecycle.scheduler import CleanupScheduler
+from stateless.lifecycle.wiring import cleanup_service
 from tests.support import count_rows, sql
 
 
@@ -51,7 +52,12 @@ async def test_exactly_one_leader_and_takeover_within_two_intervals(settings: Se
     interval = 0.5
     local = settings.model_copy(update={"cleanup_interval_seconds": interval})
     async with open_container(local) as first_c, open_container(local) as second_c:
-        first, second = CleanupScheduler(first_c), CleanupScheduler(second_c)
+        first, second = (
+            CleanupScheduler(
+                cleanup_service(c), c.background.cleanup, c.metrics, interval_seconds=interval
+            )
+            for c in (first_c, second_c)
+        )
         first_jobs, second_jobs = (
             BackgroundJobs(
                 [scheduler.job()],
@@ -126,8 +132,6 @@ async def test_sigterm_mid_run_leaves_no_partial_state(settings: Settings, tmp_p
         await count_rows(settings, "drafts", "draft_id <> 'live' AND content_sealed = 'x'") == left
     )
     assert await count_rows(settings, "drafts", "draft_id = 'live'") == 1
-    from stateless.lifecycle.scheduler import cleanup_service
-
     async with open_container(settings) as container:
         report = await cleanup_service(container).run_once()
     assert report.deleted["drafts"] == left

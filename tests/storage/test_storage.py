@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from stateless.storage.lifecycle import sweep_orphans
+from stateless.storage.lifecycle import OrphanSweep
 from tests.conftest import TenantFactory, TenantHandle
 from tests.privacy import assert_not_stored
 from tests.storage.conftest import Storage
@@ -407,9 +407,10 @@ async def test_orphan_sweep_removes_bodies_without_rows(
         f"{tenant.app_id}/orphan-body", b"no row", content_type="text/plain"
     )
     assert len(storage.bodies()) == 2
+    sweep = OrphanSweep(container.storage, container.sessionmaker, container.lifecycle.policy)
     # young orphans are left alone (an upload may be racing its row)
-    assert await sweep_orphans(container) == 0
-    assert await sweep_orphans(container, min_age=timedelta(0)) == 1
+    assert await sweep.sweep() == 0
+    assert await sweep.sweep(min_age=timedelta(0)) == 1
     assert len(storage.bodies()) == 1
     assert storage.body(await storage.storage_key(kept["object_id"])) == b"has a row"
 

@@ -13,7 +13,7 @@ from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.context import TenantContext
 from stateless.kit.timestamps import Timestamp
-from stateless.lifecycle.scheduler import cleanup_service
+from stateless.lifecycle.wiring import cleanup_service
 
 router = api_router(f"{API_V1}/admin", ["admin"])
 

@@ -23,10 +23,10 @@ from stateless.bots.repository import BotTaskRepository, ClaimedTask, TaskQueue
 from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.config import Settings
-from stateless.container import Container
 from stateless.kit.background import Job
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import ProblemError
+from stateless.tenants.directory import TenantDirectory
 from stateless.tenants.schemas import TenantContext, TenantSnapshot, VerifiedAppId
 
 log = structlog.get_logger("stateless.bots")
@@ -82,10 +82,19 @@ def result_text(result: dict[str, Any]) -> str:
 
 
 class TaskWorker:
-    def __init__(self, container: Container, providers: TaskProviders) -> None:
-        self.container = container
+    """Claims and runs queued tasks with the providers tasks use, the tenant directory (a task
+    runs as its tenant's current configuration) and the event a queueing sets to wake it."""
+
+    def __init__(
+        self, providers: TaskProviders, directory: TenantDirectory, wake: asyncio.Event
+    ) -> None:
         self.providers = providers
-        settings = container.settings
+        self.settings = settings = providers.settings
+        self.sessionmaker = providers.sessionmaker
+        self.metrics = providers.metrics
+        self.privacy = providers.kit
+        self.directory = directory
+        self.wake = wake
         self.concurrency = settings.bot_worker_concurrency
         self.poll_seconds = settings.bot_poll_interval_seconds
         self.running: set[asyncio.Task[None]] = set()
@@ -111,7 +120,7 @@ class TaskWorker:
             "bot-tasks",
             self.poll,
             interval_seconds=self.poll_seconds,
-            wake=self.container.background.task_wakeup,
+            wake=self.wake,
             on_stop=self.shutdown,
         )
 
@@ -120,20 +129,20 @@ class TaskWorker:
         if free <= 0:
             return []
         now = utcnow()
-        async with session_scope(self.container.sessionmaker) as session:
-            queue = TaskQueue(session, is_postgres=not self.container.settings.is_sqlite)
+        async with session_scope(self.sessionmaker) as session:
+            queue = TaskQueue(session, is_postgres=not self.settings.is_sqlite)
             if time.monotonic() >= self._next_sync_sweep:  # rare event: look every lease grace
                 self._next_sync_sweep = time.monotonic() + LEASE_GRACE_SECONDS
                 await queue.fail_abandoned_sync(now)
             return await queue.claim(
-                now, now + timedelta(seconds=lease_seconds(self.container.settings)), free
+                now, now + timedelta(seconds=lease_seconds(self.settings)), free
             )
 
     async def process(self, item: ClaimedTask) -> None:
         try:
             await self._process(item)
         except Exception as exc:  # isolation boundary: one task must not stop the worker
-            self.container.metrics.tasks.labels(task_type=item.task_type, outcome="error").inc()
+            self.metrics.tasks.labels(task_type=item.task_type, outcome="error").inc()
             log.error(
                 "bot_task_crashed",
                 task_type=item.task_type,
@@ -172,24 +181,23 @@ class TaskWorker:
             )
         else:
             values["next_attempt_at"] = now + timedelta(seconds=retry_in_seconds)
-        async with session_scope(self.container.sessionmaker) as session:
+        async with session_scope(self.sessionmaker) as session:
             repo = BotTaskRepository(session, VerifiedAppId(item.app_id))
             await repo.finish(item.task_id, values, attempts=item.attempts)
         outcome = status if retry_in_seconds is None else "retry"
-        self.container.metrics.tasks.labels(task_type=item.task_type, outcome=outcome).inc()
+        self.metrics.tasks.labels(task_type=item.task_type, outcome=outcome).inc()
 
     async def _process(self, item: ClaimedTask) -> None:
-        container = self.container
-        settings = container.settings
+        settings = self.settings
         task = registry().get(item.task_type)
-        snapshot = await container.directory.get(item.app_id)
+        snapshot = await self.directory.get(item.app_id)
         if task is None or snapshot is None or item.context_sealed is None:
             await self._finish(
                 item, status="failed", error=("not_runnable", "the task can no longer run")
             )
             return
         try:
-            raw = container.privacy.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
+            raw = self.privacy.decrypt_text(CONTEXT_PURPOSE, item.app_id, item.context_sealed)
             ctx = task.context.model_validate_json(raw)
         except (ValueError, ValidationError):
             await self._finish(

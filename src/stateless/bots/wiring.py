@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.bots.runner import TaskWorker
 from stateless.bots.service import BotService
 from stateless.bots.tasks.base import TaskProviders
 from stateless.container import Container
@@ -20,7 +19,6 @@ from stateless.email.base import EmailProvider
 from stateless.email.console import ConsoleEmailProvider
 from stateless.email.sendgrid import SendGridProvider
 from stateless.email.smtp import SmtpProvider
-from stateless.kit.background import Job
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:
@@ -75,8 +73,3 @@ def bot_service(
         wakeup=container.background.task_wakeup,
         session=session,
     )
-
-
-def task_runner_job(container: Container) -> Job:
-    """Background job: run queued bot tasks while the app (or `stateless worker`) runs."""
-    return TaskWorker(container, task_providers(container)).job()

@@ -2,7 +2,8 @@
 delete expired rows (run by kit/background.py with the other background jobs).
 
 A failed run is counted and the next one runs anyway; on shutdown the current batch finishes
-and the job stops.
+and the job stops. The job receives the providers it uses (the cleanup service, its state, the
+metrics), built in `domains.py`, never the container.
 """
 
 from __future__ import annotations
@@ -13,36 +14,31 @@ from datetime import timedelta
 
 import structlog
 
-from stateless.container import Container
 from stateless.kit.background import Job
 from stateless.kit.db import utcnow
+from stateless.kit.metrics import Metrics
 from stateless.lifecycle.cleanup import CleanupService
 from stateless.lifecycle.state import SchedulerState
 
-__all__ = ["CleanupScheduler", "SchedulerState", "cleanup_service"]
+__all__ = ["CleanupScheduler", "SchedulerState"]
 
 log = structlog.get_logger("stateless.scheduler")
 
 
-def cleanup_service(container: Container) -> CleanupService:
-    return CleanupService(
-        container.sessionmaker,
-        container.lifecycle,
-        container.metrics,
-        container.settings.cleanup_batch_size,
-        is_sqlite=container.settings.is_sqlite,
-        hook_batch_size=container.settings.cleanup_hook_batch_size,
-    )
-
-
 class CleanupScheduler:
-    """Runs cleanup and keeps the state admin status reports (container.background.cleanup)."""
+    """Runs cleanup and keeps the state admin status reports (BackgroundState.cleanup)."""
 
-    def __init__(self, container: Container) -> None:
-        self.metrics = container.metrics
-        self.interval = container.settings.cleanup_interval_seconds
-        self.state: SchedulerState = container.background.cleanup
-        self.service = cleanup_service(container)
+    def __init__(
+        self,
+        service: CleanupService,
+        state: SchedulerState,
+        metrics: Metrics,
+        interval_seconds: float,
+    ) -> None:
+        self.service = service
+        self.state = state
+        self.metrics = metrics
+        self.interval = interval_seconds
 
     def on_leadership(self, leading: bool) -> None:
         """Called by the background loop after each leadership check."""

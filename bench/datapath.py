@@ -32,15 +32,13 @@ from stateless.drafts.repository import DraftRepository
 from stateless.ios.repository import DeviceTokenRepository
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import (
-    AutocommitWriter,
     build_engine,
     build_read_engine,
     build_sessionmaker,
     dispose_engines,
-    postgres_connect_args,
+    open_direct,
     session_scope,
 )
-from stateless.kit.direct import PostgresDirect
 from stateless.migrations.runner import upgrade
 from stateless.tenants.schemas import VerifiedAppId
 
@@ -72,14 +70,7 @@ async def run(url: str, floor_url: str, label: str, ops: int, concurrency: int) 
     # Wired as the app wires it (domains.open_container): lone statements on the direct path.
     engine = build_engine(settings, pool_size=None if settings.is_sqlite else 2)
     read_engine = build_read_engine(settings, engine)
-    direct: PostgresDirect | None = None
-    if not settings.is_sqlite:
-        direct = await PostgresDirect.open(
-            settings,
-            engine.dialect,
-            AutocommitWriter(engine),
-            postgres_connect_args(settings, engine.url),
-        )
+    direct = await open_direct(settings, engine)
     write, read = build_sessionmaker(engine, direct), build_sessionmaker(read_engine, direct)
     tenant = VerifiedAppId(APP)
     floor = (

@@ -28,15 +28,13 @@ from stateless.ios.wiring import build_apns_client
 from stateless.kit.background import BackgroundJobs, Job
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import (
-    AutocommitWriter,
     build_engine,
     build_read_engine,
     build_sessionmaker,
     dispose_engines,
+    open_direct,
     orm_pool_size,
-    postgres_connect_args,
 )
-from stateless.kit.direct import LoneWriter, PostgresDirect
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
 from stateless.lifecycle.leader import Leadership
@@ -110,22 +108,15 @@ async def open_container(
 ) -> AsyncIterator[Container]:
     """Build every shared resource and provider, and close them all on the way out."""
     async with AsyncExitStack() as stack:
-        direct: LoneWriter | None = None
         if settings.is_sqlite:
             engine = build_engine(settings)
         else:
             engine = build_engine(settings, pool_size=orm_pool_size(settings))
         read_engine = build_read_engine(settings, engine)
         stack.push_async_callback(dispose_engines, engine, read_engine)
-        if not settings.is_sqlite:
-            pg = await PostgresDirect.open(
-                settings,
-                engine.dialect,
-                AutocommitWriter(engine),
-                postgres_connect_args(settings, engine.url),
-            )
-            stack.push_async_callback(pg.close)
-            direct = pg
+        direct = await open_direct(settings, engine)
+        if direct is not None:
+            stack.push_async_callback(direct.close)
         metrics = metrics or Metrics()
         redis = (
             Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
 from stateless.config import Settings
-from stateless.kit.direct import LoneWriter, compile_plan
+from stateless.kit.direct import LoneWriter, PostgresDirect, compile_plan
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -384,6 +384,19 @@ def _as_sqlalchemy_error(exc: BaseException, plan: Any) -> BaseException:
     if isinstance(exc, sqlite3.DatabaseError):
         return sa_exc.DBAPIError(sql, None, exc)
     return exc
+
+
+async def open_direct(settings: Settings, engine: AsyncEngine) -> PostgresDirect | None:
+    """The direct path for lone statements on Postgres (kit/direct.py), falling back to
+    `engine` for what it cannot run; None on SQLite, whose writer queue is `SqliteWriter`."""
+    if settings.is_sqlite:
+        return None
+    return await PostgresDirect.open(
+        settings,
+        engine.dialect,
+        AutocommitWriter(engine),
+        postgres_connect_args(settings, engine.url),
+    )
 
 
 def lone_writer(engine: AsyncEngine) -> LoneWriter:

@@ -231,32 +231,28 @@ class PostgresDirect:
             return self._plan(statement, params)
         return plan
 
-    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
-        plan = self._plan(statement, params)
-        if plan is None:
-            return await self._fallback(statement, params)
+    async def _run(self, plan: _Plan, params: Mapping[str, Any], fetch: bool) -> Any:
+        """The plan on a pooled connection: its rows, or asyncpg's command tag."""
         arguments = plan.arguments(params)
         try:
             async with self._pool.acquire() as conn:
-                status = await conn.execute(plan.sql, *arguments)
+                if fetch:
+                    return await conn.fetch(plan.sql, *arguments)
+                return await conn.execute(plan.sql, *arguments)
         except Exception as exc:
             translated = _translated(exc, plan.sql)
             if translated is exc:
                 raise
             raise translated from exc
-        return _rowcount(status)
+
+    async def __call__(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        plan = self._plan(statement, params)
+        if plan is None:
+            return await self._fallback(statement, params)
+        return _rowcount(await self._run(plan, params, fetch=False))
 
     async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
         plan = self._plan(statement, params)
         if plan is None or plan.row is None:
             return await self._fallback.rows(statement, params)
-        arguments = plan.arguments(params)
-        try:
-            async with self._pool.acquire() as conn:
-                records = await conn.fetch(plan.sql, *arguments)
-        except Exception as exc:
-            translated = _translated(exc, plan.sql)
-            if translated is exc:
-                raise
-            raise translated from exc
-        return plan.rows(records)
+        return plan.rows(await self._run(plan, params, fetch=True))

@@ -337,29 +337,72 @@ class Server:
 
 
 class Runner:
-    def __init__(self, tool: str, connections: int, seconds: float, tokens: list[str]) -> None:
+    def __init__(
+        self, tool: str, connections: int, seconds: float, tokens: list[str], rounds: int
+    ) -> None:
         self.tool, self.connections, self.seconds, self.tokens = tool, connections, seconds, tokens
+        self.rounds = max(1, rounds)
 
     async def _load(self, scenario: Scenario, port: int, seconds: float) -> Measured:
         if self.tool == "wrk":
             return await run_wrk(scenario, port, self.tokens, self.connections, seconds)
         return await run_python(scenario, port, self.connections, seconds)
 
-    async def measure(
-        self, scenario: Scenario, server: Server, watch: ConnectionWatch | None
-    ) -> Measured:
-        await self._load(scenario, server.port, 3.0)  # warm-up: pools fill, caches load
-        if watch is not None:
-            await watch.start()
+    async def _round(self, scenario: Scenario, server: Server, seconds: float) -> Measured:
         cpu = process_cpu(server.pid)
-        measured = await self._load(scenario, server.port, self.seconds)
+        measured = await self._load(scenario, server.port, seconds)
         measured.server_cpu = process_cpu(server.pid) - cpu
-        if watch is not None:
-            measured.connections_opened = await watch.stop()
         return measured
 
+    async def measure_pair(
+        self, scenario: Scenario, ours: Server, ref: Server, watch: ConnectionWatch | None
+    ) -> tuple[Measured, Measured, list[float]]:
+        """Both sides warmed up, then measured in alternating rounds (ours, reference, ours,
+        ...), so a machine whose speed drifts during the run (other tenants of the host, CPU
+        boost) shifts both sides alike instead of whichever ran second."""
+        await self._load(scenario, ours.port, 3.0)  # warm-up: pools fill, caches load
+        await self._load(scenario, ref.port, 3.0)
+        if watch is not None:
+            await watch.start()
+        length = self.seconds / self.rounds
+        mine: list[Measured] = []
+        theirs: list[Measured] = []
+        for _ in range(self.rounds):
+            mine.append(await self._round(scenario, ours, length))
+            theirs.append(await self._round(scenario, ref, length))
+        combined = combine(mine)
+        if watch is not None:
+            combined.connections_opened = await watch.stop()
+        ratios = [
+            m.rate / t.rate if t.rate else float("nan") for m, t in zip(mine, theirs, strict=True)
+        ]
+        return combined, combine(theirs), ratios
 
-def report(name: str, scenario: Scenario, ours: Measured, ref: Measured, tool: str) -> str:
+
+def combine(rounds: list[Measured]) -> Measured:
+    """Rounds of one side as one run: requests over total time; the worst round's p99 and max
+    (a latency figure is never averaged down)."""
+    seconds = sum(m.seconds for m in rounds)
+    return Measured(
+        rate=sum(m.rate * m.seconds for m in rounds) / seconds if seconds else 0.0,
+        p99_ms=max(m.p99_ms for m in rounds),
+        max_ms=max(m.max_ms for m in rounds),
+        non2xx=sum(m.non2xx for m in rounds),
+        errors=sum(m.errors for m in rounds),
+        seconds=seconds,
+        generator_cpu=sum(m.generator_cpu for m in rounds),
+        server_cpu=sum(m.server_cpu for m in rounds),
+    )
+
+
+def report(
+    name: str,
+    scenario: Scenario,
+    ours: Measured,
+    ref: Measured,
+    tool: str,
+    ratios: list[float] | None = None,
+) -> str:
     ratio = ours.rate / ref.rate if ref.rate else float("nan")
     line = (
         f"{name}: ours {ours.rate:.0f} req/s, {scenario.reference} {ref.rate:.0f} req/s, "
@@ -383,6 +426,8 @@ def report(name: str, scenario: Scenario, ours: Measured, ref: Measured, tool: s
     )
     if ref.non2xx or ref.errors:
         detail += f", non-2xx {ref.non2xx}, socket errors/timeouts {ref.errors}"
+    if ratios and len(ratios) > 1:
+        detail += " | ratio by round " + " ".join(f"{r:.2f}" for r in ratios)
     return line + "\n" + detail
 
 
@@ -446,6 +491,7 @@ async def main(
     only: list[str] | None,
     tool: str,
     profile_dir: str | None = None,
+    rounds: int = 4,
 ) -> None:
     name = f"stateless_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
@@ -472,10 +518,10 @@ async def main(
     }
     tokens = [secrets.token_hex(32) for _ in range(256)]
     wanted = [s for s in SCENARIO_NAMES if not only or s in only]
-    runner = Runner(tool, connections, seconds, tokens)
+    runner = Runner(tool, connections, seconds, tokens, rounds)
     print(
-        f"load generator: {tool} ({connections} connections, {seconds:g} s per run, one uvicorn"
-        " worker each side)",
+        f"load generator: {tool} ({connections} connections, {seconds:g} s per side in"
+        f" {max(1, rounds)} alternating rounds, one uvicorn worker each side)",
         flush=True,
     )
     peer = await sendgrid_peer(peer_port)
@@ -531,11 +577,9 @@ async def main(
         watch = ConnectionWatch(admin, name) if db == "postgres" else None
         for scenario_name in names:
             scenario = table[scenario_name]
-            mine = await runner.measure(scenario, ours, watch)
-            ref = await runner.measure(
-                scenario, floor if scenario.reference == "floor" else bare, None
-            )
-            print(report(scenario_name, scenario, mine, ref, tool), flush=True)
+            reference = floor if scenario.reference == "floor" else bare
+            mine, ref, ratios = await runner.measure_pair(scenario, ours, reference, watch)
+            print(report(scenario_name, scenario, mine, ref, tool, ratios), flush=True)
         for proc in started:
             proc.send_signal(signal.SIGINT if profile_dir else signal.SIGTERM)
         for proc in started:
@@ -578,6 +622,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="split each side's seconds into this many rounds, alternating ours and reference",
+    )
     parser.add_argument("--only", nargs="*", choices=SCENARIO_NAMES, help="scenarios to run")
     parser.add_argument(
         "--loadgen",
@@ -595,4 +645,6 @@ if __name__ == "__main__":
         chosen = "wrk" if shutil.which("wrk") else "python"
     if args.profile_dir:
         Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(args.seconds, args.connections, args.only, chosen, args.profile_dir))
+    asyncio.run(
+        main(args.seconds, args.connections, args.only, chosen, args.profile_dir, args.rounds)
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from stateless.kit.middleware import new_request_id
 from tests.conftest import Client, ClientFactory, TenantHandle
 
 PROBLEM = "application/problem+json"
@@ -178,3 +181,12 @@ async def test_the_served_app_settles_its_startup_heap(
                 assert (await client.get("/")).status_code == 200
     finally:
         gc.unfreeze()
+
+
+def test_generated_request_ids_are_version_4_uuids() -> None:
+    ids = {new_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -12,7 +12,13 @@ from sqlalchemy.engine import make_url
 from stateless.config import Settings
 from stateless.drafts.models import Draft
 from stateless.drafts.repository import DraftRepository
-from stateless.kit.db import build_engine, build_sessionmaker, postgres_connect_args
+from stateless.kit.db import (
+    DeferredSession,
+    build_engine,
+    build_sessionmaker,
+    postgres_connect_args,
+    settle,
+)
 from stateless.kit.tenancy import TenantScopedRepository, scoped_select
 from stateless.tenants.schemas import VerifiedAppId
 from tests.conftest import Client, TenantFactory, TenantHandle, base_settings
@@ -160,3 +166,36 @@ async def test_lone_statements_on_the_direct_path_keep_types_and_errors(
             assert row.expires_at.utcoffset() == timedelta(0)
             other = DraftRepository(session, VerifiedAppId("app-b"))
             assert await other.run_row(_BY_ID, {"draft_id": "e" * 32}) is None
+
+
+async def test_a_request_session_is_built_only_when_used(
+    settings: Settings, make_tenant: TenantFactory
+) -> None:
+    """Lone statements run on the direct path without building the ORM session; anything
+    else builds it and behaves as an AsyncSession does (a transaction that commits)."""
+    await make_tenant("app-a")
+    engine = build_engine(settings)
+    try:
+        maker = build_sessionmaker(engine)
+        session = maker()
+        assert isinstance(session, DeferredSession)
+        repo = DraftRepository(session, VerifiedAppId("app-a"))
+        draft = Draft(
+            draft_id="e" * 32,
+            content_sealed="x",
+            size_bytes=1,
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+        await repo.insert(draft)  # a lone statement
+        assert not session.started and not session.in_transaction()
+        await settle(session, failed=False)
+        assert not session.started
+
+        session = maker()
+        scoped = TenantScopedRepository.for_model(Draft)(session, VerifiedAppId("app-a"))
+        assert await scoped.count() == 1  # an ORM query: the session is built and begins
+        assert session.started and session.in_transaction()
+        await settle(session, failed=False)
+        assert not session.in_transaction()
+    finally:
+        await engine.dispose()

@@ -21,6 +21,7 @@ from starlette.types import Scope
 from stateless.container import Container
 from stateless.kit.context import TenantContext
 from stateless.kit.db import settle
+from stateless.kit.fastroute import FastRoute
 from stateless.tenants.auth import PATH_TENANT_PROBLEMS, TenantAuth, tenant_from_path
 
 # Routers carry the full prefix themselves, so route templates in logs and metrics are whole.
@@ -56,9 +57,10 @@ def _session(request: Request, container: Container) -> AsyncSession:
     return session
 
 
-class TransactionRoute(APIRoute):
+class TransactionRoute(FastRoute):
     """Settles the session a route-group dependency opened, after the handler and before the
-    response is sent: a failed commit still answers a problem, never a false success."""
+    response is sent: a failed commit still answers a problem, never a false success. The
+    handler itself is `FastRoute`'s (kit/fastroute.py)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

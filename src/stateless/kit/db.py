@@ -403,14 +403,59 @@ def lone_writer(engine: AsyncEngine) -> LoneWriter:
     return SqliteWriter(engine) if engine.dialect.name == "sqlite" else AutocommitWriter(engine)
 
 
+class DeferredSession(AsyncSession):
+    """An AsyncSession that builds its ORM `Session` on first use.
+
+    Every request gets a session from its route-group dependency, but most run only lone
+    statements, which go to the direct path without touching it (`Scoped.run_write` reads
+    `info` and `in_transaction()`, both answered here without building it), and some run no
+    statement at all. Building SQLAlchemy's Session was about a tenth of such a request's CPU.
+    Any other use builds it first, so behaviour is AsyncSession's own.
+    """
+
+    def __init__(self, bind: Any = None, **kw: Any) -> None:
+        info = dict(kw.pop("info", None) or {})
+        self.__dict__["_deferred"] = (bind, kw, info)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes AsyncSession.__init__ sets: build, then look again.
+        deferred = self.__dict__.pop("_deferred", None)
+        if deferred is None:
+            raise AttributeError(name)
+        bind, kw, info = deferred
+        AsyncSession.__init__(self, bind, info=info, **kw)
+        return getattr(self, name)
+
+    @property
+    def started(self) -> bool:
+        return "_deferred" not in self.__dict__
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        deferred = self.__dict__.get("_deferred")
+        if deferred is not None:
+            info: dict[Any, Any] = deferred[2]
+            return info
+        return self.sync_session.info
+
+    def in_transaction(self) -> bool:
+        return self.started and super().in_transaction()
+
+    async def close(self) -> None:
+        if self.started:  # a session never built holds nothing to release
+            await super().close()
+
+
 def build_sessionmaker(
     engine: AsyncEngine, writer: LoneWriter | None = None
 ) -> async_sessionmaker[AsyncSession]:
-    """Sessions on `engine`; their `info` carries the writer a repository runs a lone statement
-    with when no transaction is open (kit/tenancy.py `run_write`): `writer` (the direct path,
-    kit/direct.py) when given, else SQLAlchemy's own for the engine."""
+    """Sessions on `engine` (`DeferredSession`); their `info` carries the writer a repository
+    runs a lone statement with when no transaction is open (kit/tenancy.py `run_write`):
+    `writer` (the direct path, kit/direct.py) when given, else SQLAlchemy's own for the
+    engine."""
     return async_sessionmaker(
         engine,
+        class_=DeferredSession,
         expire_on_commit=False,
         autoflush=False,
         info={LONE_WRITER: writer or lone_writer(engine)},
@@ -419,6 +464,8 @@ def build_sessionmaker(
 
 def _has_work(session: AsyncSession) -> bool:
     """A transaction began (a statement ran) or objects wait to be flushed."""
+    if isinstance(session, DeferredSession) and not session.started:
+        return False
     return session.in_transaction() or bool(session.new or session.deleted or session.dirty)
 
 

@@ -6,9 +6,9 @@ the app did not answer still gets a problem (500, or 503 for a database outage).
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -35,6 +35,14 @@ class CorsPolicy(Protocol):
     CORS headers added to its response."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None: ...
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID in its usual text form, built from 16 random bytes directly:
+    `str(uuid.uuid4())` costs about four times as much, most of it in the UUID class."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
 
 
 def route_template(scope: Scope) -> str:
@@ -116,9 +124,7 @@ class EdgeMiddleware:
                 incoming = value.decode("latin-1")
             elif name == b"origin":
                 has_origin = True
-        request_id = (
-            incoming if incoming and _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
-        )
+        request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else new_request_id()
         state["request_id"] = request_id
         started = time.perf_counter()
         status_holder = [500]

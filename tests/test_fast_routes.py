@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, Field
 
 from stateless.config import Settings
 from stateless.deps import TransactionRoute
-from stateless.kit.dispatch import install_exact_dispatch
+from stateless.kit.dispatch import install_route_dispatch
 from stateless.kit.fastroute import FastRoute, plan_for
 from stateless.main import create_app
 
@@ -75,6 +75,18 @@ def build(route_class: type[APIRoute], dispatch: bool) -> FastAPI:
     async def echo(body: Item, owner: Owner, request: Request) -> ItemOut:
         return ItemOut(name=body.name, count=body.count, owner=owner, tag=request.method)
 
+    @router.post("/embedded", response_model=ItemOut)
+    async def embedded(item: Annotated[Item, Body(embed=True)], owner: Owner) -> dict[str, Any]:
+        return {"name": item.name, "count": item.count, "owner": owner}
+
+    @router.get("/files/{name:path}", response_model=ItemOut)
+    async def file(name: str, owner: Owner) -> dict[str, Any]:
+        return {"name": name, "count": 0, "owner": owner}
+
+    @router.get("/n/{num:int}", response_model=ItemOut)
+    async def number(num: int, owner: Owner) -> dict[str, Any]:
+        return {"name": "n", "count": num, "owner": owner}
+
     @router.delete("/items/{item_id}", status_code=204)
     async def delete(item_id: int, owner: Owner) -> None:
         return None
@@ -85,7 +97,7 @@ def build(route_class: type[APIRoute], dispatch: bool) -> FastAPI:
 
     app.include_router(router)
     if dispatch:
-        install_exact_dispatch(app)
+        install_route_dispatch(app)
     return app
 
 
@@ -143,6 +155,15 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("HEAD", "/v1/echo", {"x-owner": "ann"}, None),
     ("POST", "/v1/echo", OK, b'{"name": "e"}'),
     ("POST", "/v1/items/", OK, b'{"name": "a"}'),
+    ("GET", "/v1/files/a/b/c.txt", {"x-owner": "ann"}, None),
+    ("GET", "/v1/files/", {"x-owner": "ann"}, None),
+    ("GET", "/v1/n/12", {"x-owner": "ann"}, None),
+    ("GET", "/v1/n/x", {"x-owner": "ann"}, None),
+    ("POST", "/v1/n/12", {"x-owner": "ann"}, None),
+    ("POST", "/v1/embedded", OK, b'{"item": {"name": "a"}}'),
+    ("POST", "/v1/embedded", OK, b'{"name": "a"}'),
+    ("POST", "/v1/embedded", OK, b"[]"),
+    ("POST", "/v1/embedded", OK, b""),
     ("GET", "/v1/nowhere", {}, None),
 ]
 

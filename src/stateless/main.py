@@ -14,7 +14,7 @@ from stateless import __version__, domains
 from stateless.config import Settings
 from stateless.deps import API_V1, assert_transactional
 from stateless.health.endpoints import router as health_router
-from stateless.kit.dispatch import install_exact_dispatch
+from stateless.kit.dispatch import install_route_dispatch
 from stateless.kit.docs import install_docs
 from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import AccessLog, configure_logging
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outside their prefix at once (deps.RouteGroup), so /health pays little for coming later.
     app.include_router(health_router)
     assert_transactional(app)
-    install_exact_dispatch(app)
+    install_route_dispatch(app)
     install_openapi(app)
     install_docs(app)
     return app

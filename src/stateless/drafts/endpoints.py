@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
 from stateless.drafts.models import Draft
+from stateless.drafts.repository import StoredDraft
 from stateless.drafts.schemas import Deleted, DraftIn, DraftList, DraftOut, DraftSummary
 from stateless.drafts.service import DraftNotFound, DraftService
 from stateless.kit.context import TenantContext
@@ -30,7 +31,7 @@ Service = Annotated[DraftService, Depends(KeyedService(_build, "any"))]
 SecretService = Annotated[DraftService, Depends(KeyedService(_build, "secret"))]
 
 
-def _out(service: DraftService, draft: Draft, content: str | None = None) -> DraftOut:
+def _out(service: DraftService, draft: Draft | StoredDraft, content: str | None = None) -> DraftOut:
     """The draft as answered; `content` when the caller already holds it in the clear (a
     create or replace), so nothing just sealed is unsealed again."""
     return DraftOut(

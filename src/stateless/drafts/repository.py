@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert
@@ -14,13 +16,27 @@ _BY_ID = scoped_select(Draft, _TABLE.c.draft_id == bindparam("draft_id"))
 _INSERT = scoped_insert(insert(_TABLE))
 
 
+@dataclass(slots=True)
+class StoredDraft:
+    """A draft as read: a detached value, so changing it changes nothing stored. A plain
+    record, not an ORM instance: building a mapped instance (its instance state and
+    instrumented attributes) cost about a twentieth of a draft read."""
+
+    draft_id: str
+    content_sealed: str
+    size_bytes: int
+    app_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
 class DraftRepository(TenantScopedRepository[Draft]):
     model = Draft
 
-    async def by_id(self, draft_id: str) -> Draft | None:
+    async def by_id(self, draft_id: str) -> StoredDraft | None:
         """The live draft, as a detached value: changing it changes nothing stored."""
         row = await self.run_row(_BY_ID, {"draft_id": draft_id})
-        return Draft(**row._mapping) if row is not None else None
+        return StoredDraft(**row._mapping) if row is not None else None
 
     async def insert(self, draft: Draft) -> Draft:
         """One INSERT; the tenant and created_at are stamped by the base, as for every row."""

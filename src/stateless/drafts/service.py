@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.drafts.models import Draft
-from stateless.drafts.repository import DraftRepository
+from stateless.drafts.repository import DraftRepository, StoredDraft
 from stateless.drafts.schemas import MAX_DRAFT_BYTES
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.db import utcnow
@@ -38,7 +38,7 @@ class DraftService:
             raise PayloadTooLarge(f"Draft content exceeds {MAX_DRAFT_BYTES} bytes")
         return self.kit.encrypt(PURPOSE, self.tenant.app_id, raw), len(raw)
 
-    def open(self, draft: Draft) -> str:
+    def open(self, draft: Draft | StoredDraft) -> str:
         return self.kit.decrypt(PURPOSE, self.tenant.app_id, draft.content_sealed).decode("utf-8")
 
     async def create(self, content: str, ttl_seconds: int | None) -> Draft:
@@ -52,7 +52,7 @@ class DraftService:
         )
         return await self.repo.insert(draft)
 
-    async def get(self, draft_id: str) -> Draft:
+    async def get(self, draft_id: str) -> StoredDraft:
         draft = await self.repo.by_id(draft_id)
         if draft is None:
             raise DraftNotFound(f"No draft {draft_id[:64]}")
@@ -61,7 +61,7 @@ class DraftService:
     async def list(self, limit: int) -> Sequence[Draft]:
         return await self.repo.all(limit=limit)
 
-    async def replace(self, draft_id: str, content: str, ttl_seconds: int | None) -> Draft:
+    async def replace(self, draft_id: str, content: str, ttl_seconds: int | None) -> StoredDraft:
         draft = await self.get(draft_id)
         sealed, size = self._seal(content)
         expires_at = self.policy.expires_at("drafts", ttl_seconds, utcnow())

@@ -1,59 +1,112 @@
-"""Exact-path dispatch in front of FastAPI's router.
+"""Route dispatch in front of FastAPI's router.
 
 FastAPI (0.16x) keeps included routers as branches and matches a request twice per branch:
 once to choose the branch, once inside it to choose the route, each candidate a regular
 expression plus scope bookkeeping. For /health that was about a fifth of the request's CPU.
-Most of our paths have no parameters, so a dictionary from path to route answers them in one
-lookup. `ExactPathDispatch` sits where router-level middleware sits (inside the exception
-handlers and FastAPI's exit stacks) and hands such a request straight to the route's own ASGI
-app, the same object FastAPI's router would have called. Anything else (path parameters,
-a method the path does not serve, redirects, 404s) goes through FastAPI's router unchanged.
+`RouteDispatch` sits where router-level middleware sits (inside the exception handlers and
+FastAPI's exit stacks) and hands a request straight to the route FastAPI would choose, calling
+the same ASGI app FastAPI's router would have called:
 
-A path is only put in the table when no route before it in FastAPI's order could match it
-too, so the table never changes which route answers.
+- a path without parameters is looked up in a dictionary;
+- any other path is matched against the routes whose literal beginning it starts with, in
+  FastAPI's order, with each route's own regular expression and parameter convertors.
+
+What it cannot decide exactly goes through FastAPI's router unchanged: a path no route serves
+with this method (FastAPI answers 404, 405 or a slash redirect), a path a non-API route (a
+mount) could take, or an app with dependency overrides in place.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# path -> ((methods, route, its ASGI app), ...) in FastAPI's order
-Table = dict[str, tuple[tuple[frozenset[str], APIRoute, ASGIApp], ...]]
+
+@dataclass(frozen=True)
+class Target:
+    """One route as FastAPI would call it."""
+
+    methods: frozenset[str]
+    route: APIRoute
+    app: ASGIApp
+    regex: re.Pattern[str]
+    convertors: dict[str, Any]
 
 
-def _could_match(context: RouteContext, path: str) -> bool:
+@dataclass(frozen=True)
+class Candidate:
+    """A route a path may reach, with the literal text any matching path starts with; `target`
+    is None for a route we do not dispatch ourselves (a mount, a plain Starlette route)."""
+
+    literal: str
+    regex: re.Pattern[str] | None
+    target: Target | None
+
+
+@dataclass(frozen=True)
+class Table:
+    exact: dict[str, tuple[Target, ...]]
+    candidates: tuple[Candidate, ...]
+
+
+def _literal_start(path: str) -> str:
+    return path.split("{", 1)[0]
+
+
+def _target(context: RouteContext) -> Target | None:
+    route = context.original_route
+    path = context.path
+    methods = context.methods
+    app = getattr(context, "app", None)
     regex = getattr(context, "path_regex", None)
-    return regex is None or regex.match(path) is not None  # unknown shape: assume it could
+    convertors = getattr(context, "param_convertors", None)
+    if (
+        isinstance(route, APIRoute)
+        and isinstance(path, str)
+        and methods
+        and app is not None
+        and isinstance(regex, re.Pattern)
+        and isinstance(convertors, dict)
+    ):
+        return Target(frozenset(methods), route, app, regex, convertors)
+    return None
 
 
-def build_table(routes: Sequence[object]) -> Table:
-    table: dict[str, list[tuple[frozenset[str], APIRoute, ASGIApp]]] = {}
-    before: list[RouteContext] = []
-    for context in iter_route_contexts(list(routes)):  # type: ignore[arg-type]
-        route = context.original_route
-        path = context.path
-        methods = context.methods
-        app = getattr(context, "app", None)
+def build_table(routes: Sequence[Any]) -> Table:
+    exact: dict[str, list[Target]] = {}
+    candidates: list[Candidate] = []
+    for context in iter_route_contexts(list(routes)):
+        target = _target(context)
+        path = context.path if isinstance(context.path, str) else ""
+        regex = getattr(context, "path_regex", None)
+        candidate = Candidate(
+            _literal_start(path) if path else "",
+            regex if isinstance(regex, re.Pattern) else None,
+            target,
+        )
+        # A parameterless path goes in the dictionary unless a route before it could take it.
         if (
-            isinstance(route, APIRoute)
-            and isinstance(path, str)
+            target is not None
             and "{" not in path
-            and methods
-            and app is not None
-            and not any(_could_match(earlier, path) for earlier in before)
+            and not any(_could_match(earlier, path) for earlier in candidates)
         ):
-            table.setdefault(path, []).append((frozenset(methods), route, app))
-        else:
-            before.append(context)
-    return {path: tuple(entries) for path, entries in table.items()}
+            exact.setdefault(path, []).append(target)
+        candidates.append(candidate)
+    return Table({p: tuple(t) for p, t in exact.items()}, tuple(candidates))
 
 
-class ExactPathDispatch:
-    """Router-level middleware: a parameterless path goes straight to its route."""
+def _could_match(candidate: Candidate, path: str) -> bool:
+    return candidate.regex is None or candidate.regex.match(path) is not None
+
+
+class RouteDispatch:
+    """Router-level middleware: a request goes straight to the route FastAPI would choose."""
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
@@ -71,27 +124,53 @@ class ExactPathDispatch:
             self._built_for = key
         return self._table
 
+    def _find(self, table: Table, path: str, method: str) -> tuple[Target, dict[str, Any]] | None:
+        exact = table.exact.get(path)
+        if exact is not None:
+            for target in exact:
+                if method in target.methods:
+                    return target, {}
+            return None  # FastAPI decides: a later route may serve this method, or 405
+        for candidate in table.candidates:
+            if not path.startswith(candidate.literal):
+                continue
+            if candidate.target is None:
+                if candidate.regex is None or candidate.regex.match(path):
+                    return None  # a mount or plain route could take it: FastAPI decides
+                continue
+            target = candidate.target
+            match = target.regex.match(path)
+            if match is None or method not in target.methods:
+                continue
+            params = {
+                key: target.convertors[key].convert(value)
+                for key, value in match.groupdict().items()
+            }
+            return target, params
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.fastapi_app.dependency_overrides:
             path: str = scope["path"]
             root: str = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
-            entries = self._current().get(path)
-            if entries is not None:
-                method = scope["method"]
-                for methods, route, app in entries:
-                    if method in methods:
-                        scope.setdefault("router", self.router)
-                        scope["endpoint"] = route.endpoint
-                        scope["route"] = route
-                        scope.setdefault("path_params", {})
-                        await app(scope, receive, send)
-                        return
+            found = self._find(self._current(), path, scope["method"])
+            if found is not None:
+                target, params = found
+                scope.setdefault("router", self.router)
+                scope["endpoint"] = target.route.endpoint
+                scope["route"] = target.route
+                if params:
+                    scope["path_params"] = {**scope.get("path_params", {}), **params}
+                else:
+                    scope.setdefault("path_params", {})
+                await target.app(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
-def install_exact_dispatch(app: FastAPI) -> None:
-    """Put `ExactPathDispatch` in front of the app's router, where Starlette runs router-level
+def install_route_dispatch(app: FastAPI) -> None:
+    """Put `RouteDispatch` in front of the app's router, where Starlette runs router-level
     middleware."""
-    app.router.middleware_stack = ExactPathDispatch(app.router.middleware_stack, app)
+    app.router.middleware_stack = RouteDispatch(app.router.middleware_stack, app)

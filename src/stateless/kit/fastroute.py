@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request, Response, params
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
@@ -143,6 +143,11 @@ def fast_handler(plan: RoutePlan, general: Handler) -> Handler:
     body_params = dependant.body_params
     request_param = plan.request_param
     response_field = route.response_field
+    whole_body = None
+    if len(body_params) == 1:
+        info = body_params[0].field_info
+        if not getattr(info, "embed", None) and not isinstance(info, params.Form):
+            whole_body = body_params[0]
     status_code = route.status_code
 
     async def handler(request: Request) -> Response:
@@ -185,10 +190,16 @@ def fast_handler(plan: RoutePlan, general: Handler) -> Handler:
             values.update(found)
             errors += failed
         if body_params:
-            found, failed = await request_body_to_args(
-                body_fields=body_params, received_body=body, embed_body_fields=False
-            )
-            values.update(found)
+            if whole_body is not None and body is not PydanticUndefined:
+                # one model as the whole body: what request_body_to_args does, minus its
+                # per-request checks of the field's shape
+                value, failed = whole_body.validate(body, {}, loc=("body",))
+                values[whole_body.name] = value
+            else:
+                found, failed = await request_body_to_args(
+                    body_fields=body_params, received_body=body, embed_body_fields=False
+                )
+                values.update(found)
             errors += failed
         if errors:
             raise RequestValidationError(errors, body=None if body is PydanticUndefined else body)

@@ -261,6 +261,7 @@ class RateLimiter:
         }
         self._fallback = parse_limit(settings.rate_limit_default)
         self._parsed: dict[str, RateLimitItem] = {}
+        self._keys: dict[tuple[RateLimitItem, str, str], tuple[str, int]] = {}
         self.uses_redis = bool(settings.redis_url)
         self._counter = LeasedCounter(
             PipelinedRedisCounter(settings.redis_url, f"{settings.redis_key_prefix}:rl")
@@ -284,12 +285,16 @@ class RateLimiter:
     ) -> RateLimitOutcome | None:
         """Count one request; None when the storage failed and the request goes through."""
         item = self.limit_for(route, overrides)
-        window = int(item.get_expiry())
+        keyed = (item, route, bucket)
+        found = self._keys.get(keyed)
+        if found is None:  # the library builds the key and window anew on each call
+            if len(self._keys) > _MAX_REMEMBERED_WINDOWS:
+                self._keys.clear()
+            found = self._keys[keyed] = (item.key_for(route, bucket), int(item.get_expiry()))
+        key, window = found
         now = time.time()
         try:
-            count, reset_at = await self._counter.take(
-                item.key_for(route, bucket), window, item.amount
-            )
+            count, reset_at = await self._counter.take(key, window, item.amount)
         except Exception as exc:  # isolation boundary: Redis down must not take the API down
             self._metrics.redis_fail_open.inc()
             if now - self._last_fail_log > 5:

@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import asyncpg
@@ -121,6 +121,13 @@ class Scenario:
             "  i = i + 1\n"
             f'  return wrk.format("{self.method}", "{self.path}", headers, {body})\n'
             "end\n"
+            # the whole latency histogram (value in us, count), to combine rounds exactly
+            "done = function(summary, latency, requests)\n"
+            "  for n = 1, #latency do\n"
+            "    local value, count = latency(n)\n"
+            '    io.write(string.format("LATENCY %d %d\\n", value, count))\n'
+            "  end\n"
+            "end\n"
         )
 
 
@@ -194,6 +201,21 @@ class Measured:
     generator_cpu: float = 0.0  # seconds of CPU the load generator used
     server_cpu: float = 0.0  # seconds of CPU the measured server used
     connections_opened: int | None = None
+    # every request's latency, in microseconds -> how many (wrk's histogram, or the Python
+    # generator's list), so rounds combine into one distribution
+    latency_us: dict[int, int] = field(default_factory=dict)
+
+    def percentile_ms(self, q: float) -> float:
+        total = sum(self.latency_us.values())
+        if not total:
+            return float("nan")
+        rank = q * total
+        seen = 0
+        for value in sorted(self.latency_us):
+            seen += self.latency_us[value]
+            if seen >= rank:
+                return value / 1000
+        return max(self.latency_us) / 1000
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -220,6 +242,8 @@ def parse_wrk(out: str) -> Measured:
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
     ):
         m.errors = sum(int(g) for g in found.groups())
+    for value, count in re.findall(r"^LATENCY (\d+) (\d+)$", out, re.M):
+        m.latency_us[int(value)] = m.latency_us.get(int(value), 0) + int(count)
     return m
 
 
@@ -319,7 +343,12 @@ async def run_python(scenario: Scenario, port: int, connections: int, seconds: f
         seconds=seconds,
         warmup_seconds=0,
     )
+    latency_us: dict[int, int] = {}
+    for seconds_taken in result.latencies:
+        micros = int(seconds_taken * 1e6)
+        latency_us[micros] = latency_us.get(micros, 0) + 1
     return Measured(
+        latency_us=latency_us,
         rate=result.rate,
         p99_ms=result.percentile_ms(0.99),
         max_ms=max(result.latencies, default=float("nan")) * 1000,
@@ -380,12 +409,20 @@ class Runner:
 
 
 def combine(rounds: list[Measured]) -> Measured:
-    """Rounds of one side as one run: requests over total time; the worst round's p99 and max
-    (a latency figure is never averaged down)."""
+    """Rounds of one side as one run: requests over total time, the p99 of every request of
+    every round (from the merged latency histograms; the worst round's p99 when a generator
+    gave none), the slowest request."""
     seconds = sum(m.seconds for m in rounds)
+    merged: dict[int, int] = {}
+    for m in rounds:
+        for value, count in m.latency_us.items():
+            merged[value] = merged.get(value, 0) + count
+    combined = Measured(latency_us=merged)
+    p99 = combined.percentile_ms(0.99) if merged else max(m.p99_ms for m in rounds)
     return Measured(
+        latency_us=merged,
         rate=sum(m.rate * m.seconds for m in rounds) / seconds if seconds else 0.0,
-        p99_ms=max(m.p99_ms for m in rounds),
+        p99_ms=p99,
         max_ms=max(m.max_ms for m in rounds),
         non2xx=sum(m.non2xx for m in rounds),
         errors=sum(m.errors for m in rounds),
@@ -413,7 +450,8 @@ def report(
         return f"{100 * cpu / m.seconds:.0f}%" if m.seconds else "?"
 
     detail = (
-        f"    ours: max {ours.max_ms:.0f} ms, server CPU {share(ours.server_cpu, ours)},"
+        f"    ours: p50 {ours.percentile_ms(0.5):.1f} ms, max {ours.max_ms:.0f} ms,"
+        f" server CPU {share(ours.server_cpu, ours)},"
         f" {tool} CPU {share(ours.generator_cpu, ours)}"
     )
     if ours.connections_opened is not None:
@@ -421,7 +459,8 @@ def report(
     if ours.non2xx or ours.errors:
         detail += f", non-2xx {ours.non2xx}, socket errors/timeouts {ours.errors}"
     detail += (
-        f" | {scenario.reference}: p99 {ref.p99_ms:.1f} ms, server CPU {share(ref.server_cpu, ref)},"
+        f" | {scenario.reference}: p50 {ref.percentile_ms(0.5):.1f} ms, p99 {ref.p99_ms:.1f} ms,"
+        f" server CPU {share(ref.server_cpu, ref)},"
         f" {tool} CPU {share(ref.generator_cpu, ref)}"
     )
     if ref.non2xx or ref.errors:

@@ -41,7 +41,8 @@ class CleanupService:
     for about `batch_target_seconds` (halved when slower, doubled when much faster, up to
     `batch_size`), and after each batch the service waits as long again times
     `(1 - duty_cycle) / duty_cycle`, so it holds the database at most that share of the time
-    and row locks, WAL writes and I/O come in short bursts that inserts slip between.
+    and row locks, WAL writes and I/O come in short bursts that inserts slip between. The
+    defaults (10 ms, 30 %) are measured choices: docs/lifecycle.md.
     """
 
     def __init__(
@@ -54,8 +55,8 @@ class CleanupService:
         is_sqlite: bool,
         hook_batch_size: int | None = None,
         clock: Callable[[], datetime] = utcnow,
-        batch_target_seconds: float = 0.02,
-        duty_cycle: float = 0.5,
+        batch_target_seconds: float = 0.01,
+        duty_cycle: float = 0.3,
         min_batch_size: int = 100,
     ) -> None:
         self.sessionmaker = sessionmaker

@@ -3,6 +3,12 @@
 from stateless.affiliate.models import AffiliateAggregate, AffiliateEventMark
 from stateless.bots.models import BotIdempotencyRecord, BotTask
 from stateless.drafts.models import Draft
+from stateless.entitlements.models import (
+    EntitlementDaily,
+    EntitlementEventMark,
+    EntitlementSource,
+    ReconcileCursor,
+)
 from stateless.ios.models import DeviceToken
 from stateless.kit.db import Base
 from stateless.storage.models import StoredFile
@@ -20,7 +26,11 @@ __all__ = [
     "DeviceToken",
     "Draft",
     "Entitlement",
+    "EntitlementDaily",
+    "EntitlementEventMark",
+    "EntitlementSource",
     "NotificationReceipt",
+    "ReconcileCursor",
     "StoredFile",
     "Tenant",
     "WebPushSubscription",

@@ -97,6 +97,15 @@ class Settings(BaseSettings):
     apple_root_certs_dir: Path | None = None
     apple_verify_receipt_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    # Entitlements (SPEC 13): the App Store Server API (production and sandbox hosts) and Stripe's
+    # API. Plain http:// only towards a loopback test peer (checked below).
+    appstore_api_url: str = "https://api.storekit.apple.com"
+    appstore_api_sandbox_url: str = "https://api.storekit-sandbox.apple.com"
+    stripe_api_url: str = "https://api.stripe.com"
+    entitlement_reconcile_seconds: float = Field(default=3600.0, gt=0)
+    # Seconds for one App Store Server API or Stripe API call (then retried on 429/5xx).
+    store_api_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
+
     webhook_allow_private_networks: bool = False
     # Web Push: subscription endpoints may be private addresses (tests only), the CA bundle
     # trusted for push services instead of the system store, concurrency and patience.
@@ -127,6 +136,15 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
         return value
+
+    @field_validator("appstore_api_url", "appstore_api_sandbox_url", "stripe_api_url")
+    @classmethod
+    def _store_api_url(cls, value: str) -> str:
+        """https, or plain http towards a loopback address (a local test peer): a store's API
+        carries signed credentials that must never cross a network in the clear."""
+        from stateless.kit.urls import require_https_or_loopback
+
+        return require_https_or_loopback(value)
 
     @field_validator("auth_failure_limit_per_app", "auth_failure_limit")
     @classmethod

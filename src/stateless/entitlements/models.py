@@ -37,6 +37,8 @@ class EntitlementSource(TenantOwned, Base):
     # Stripe: keyed hash of the payment intent that last paid, so a refund finds its source
     payment_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     product_id: Mapped[str] = mapped_column(String(256))
+    # Stripe: the product a price belongs to (the map may name either); Apple: None
+    parent_product_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     # active | cancelled | grace | billing_retry | expired | revoked
     state: Mapped[str] = mapped_column(String(16))
     environment: Mapped[str] = mapped_column(String(16))  # production | sandbox

@@ -35,6 +35,11 @@ class TenantConfig(BaseModel):
     allowed_content_types: list[str] | None = None
     webpush_public_key: str | None = None
     webpush_contact: str | None = None
+    # Entitlement name -> the App Store product ids and Stripe price or product ids granting it.
+    entitlements: dict[str, list[str]] = {}
+    # App Store Server API credentials (the .p8 itself is a sealed secret).
+    appstore_issuer_id: str | None = None
+    appstore_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,36 @@ BASE_RULES: tuple[TtlRule, ...] = (
         "notification UUID as keyed hash",
     ),
     TtlRule(
+        "entitlement_sources",
+        90 * DAY,
+        90 * DAY,
+        "Entitlement sources: what one App Store or Stripe purchase grants, until when "
+        "(slides: entitlement end + grace + 7 days, never 90 days past its last verified use)",
+        "subject, transaction, subscription and customer ids as keyed hashes; the subject and "
+        "the store id AES-GCM encrypted",
+    ),
+    TtlRule(
+        "entitlement_event_marks",
+        8 * DAY,
+        8 * DAY,
+        "Stripe event ids already applied (replay protection)",
+        "event id as keyed hash",
+    ),
+    TtlRule(
+        "entitlement_daily",
+        90 * DAY,
+        90 * DAY,
+        "Entitlement figures per day (new, renewals, cancellations, refunds, revenue)",
+        "aggregate counts per day, entitlement, store, product and currency",
+    ),
+    TtlRule(
+        "entitlement_reconcile_cursors",
+        90 * DAY,
+        90 * DAY,
+        "How far App Store notification history has been read",
+        "environment and a timestamp",
+    ),
+    TtlRule(
         "webpush_subscriptions",
         30 * DAY,
         60 * DAY,

@@ -8,6 +8,7 @@ transaction (refund, renewal, expiry, grace period) overrides the proof the app 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -68,6 +69,11 @@ Environment = Literal["production", "sandbox"]
 AffiliateOutcome = Literal["recorded", "duplicate", "invalid_code", "rejected"]
 # Left out of the validation answer when unset; the documented core fields are always present.
 _OPTIONAL_FIELDS = ("reason", "grace_period_expires_at", "affiliate")
+
+
+# Another domain's reaction to a verified, first-seen notification (entitlement sources),
+# called in the same transaction; wired in domains.py so storekit imports none of them.
+NotificationFollower = Callable[[VerifiedNotification], Awaitable[None]]
 
 
 class InvalidSignedPayload(BadRequest):
@@ -361,7 +367,9 @@ class NotificationService:
         providers: StoreKitProviders,
         policy: TtlPolicy,
         metrics: Metrics,
+        followers: tuple[NotificationFollower, ...] = (),
     ) -> None:
+        self.followers = followers
         self.app_id = tenant.app_id
         self.config = tenant.config
         self.kit = kit
@@ -406,6 +414,8 @@ class NotificationService:
             NotificationReceipt(notification_hash=notification_hash, notification_type=kind),
             self.policy.expires_at("notification_receipts", None, now),
         )
+        for follower in self.followers:
+            await follower(verified)
         state = STATE_BY_NOTIFICATION.get(kind)
         tx = verified.transaction
         if state is None or tx is None or not tx.originalTransactionId:

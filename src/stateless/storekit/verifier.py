@@ -221,6 +221,38 @@ class StoreKitVerifier:
         """Verify a StoreKit 2 signed transaction; raises SignedDataInvalid with a reason."""
         return await asyncio.to_thread(self._transaction_sync, token, bundle_id, app_apple_id)
 
+    def _status_sync(
+        self,
+        signed_transaction: str,
+        signed_renewal: str | None,
+        bundle_id: str | None,
+        app_apple_id: int | None,
+    ) -> tuple[JWSTransactionDecodedPayload, JWSRenewalInfoDecodedPayload | None]:
+        transaction = self._transaction_sync(signed_transaction, bundle_id, app_apple_id)
+        if not signed_renewal:
+            return transaction, None
+        env = _environment(peek_payload(signed_renewal).get("environment"))
+        verifier = self._library(env, bundle_id, app_apple_id)
+        try:
+            renewal = verifier.verify_and_decode_renewal_info(signed_renewal)
+        except VerificationException as exc:
+            raise SignedDataInvalid(_reason(exc)) from None
+        except Exception:
+            raise SignedDataInvalid("malformed_payload") from None
+        return transaction, renewal
+
+    async def verify_status(
+        self,
+        signed_transaction: str,
+        signed_renewal: str | None,
+        bundle_id: str | None,
+        app_apple_id: int | None,
+    ) -> tuple[JWSTransactionDecodedPayload, JWSRenewalInfoDecodedPayload | None]:
+        """Verify a subscription status (App Store Server API): transaction and renewal info."""
+        return await asyncio.to_thread(
+            self._status_sync, signed_transaction, signed_renewal, bundle_id, app_apple_id
+        )
+
     async def verify_notification(
         self, token: str, bundle_id: str | None, app_apple_id: int | None
     ) -> VerifiedNotification:

@@ -63,4 +63,7 @@ def notification_service(
         providers=container.storekit,
         policy=container.lifecycle.policy,
         metrics=container.metrics,
+        followers=tuple(
+            build(container, session, tenant) for build in container.storekit_followers
+        ),
     )

@@ -35,6 +35,9 @@ class TenantSecrets(BaseModel):
     webhook_secret: str | None = None
     mastodon_token: str | None = None
     webpush_vapid_private_pem: str | None = None
+    appstore_api_key_p8: str | None = None
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -101,6 +102,11 @@ class ConfigureRequest:
     allowed_content_types: list[str] | None = None
     webpush_generate_keys: bool = False
     webpush_contact: str | None = None
+    appstore_issuer_id: str | None = None
+    appstore_key_id: str | None = None
+    appstore_api_key_p8: str | None = None
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
 
 
 @dataclass
@@ -222,13 +228,32 @@ class TenantService:
     def read_secrets(self, tenant: Tenant) -> TenantSecrets:
         return open_secrets(self.kit, tenant.app_id, tenant.secrets_sealed)
 
+    async def change_entitlements(
+        self, app_id: str, change: EntitlementChange
+    ) -> dict[str, list[str]]:
+        """Rewrite the app's entitlement map (validated by the entitlements domain's `change`)."""
+        tenant = await self._require(app_id)
+        config = self.read_config(tenant)
+        config.entitlements = change(dict(config.entitlements))
+        tenant.config_json = config.model_dump_json(exclude_defaults=True)
+        await self.repo.session.flush()
+        return config.entitlements
+
     async def configure(self, app_id: str, request: ConfigureRequest) -> ConfigureResult:
         tenant = await self._require(app_id)
         config = self.read_config(tenant)
         sealed = self.read_secrets(tenant)
         changed: list[str] = []
         result = ConfigureResult(changed=changed)
-        for name in ("bundle_id", "app_apple_id", "apns_team_id", "apns_key_id", "email_from"):
+        for name in (
+            "bundle_id",
+            "app_apple_id",
+            "apns_team_id",
+            "apns_key_id",
+            "email_from",
+            "appstore_issuer_id",
+            "appstore_key_id",
+        ):
             value = getattr(request, name)
             if value is not None:
                 setattr(config, name, value)
@@ -274,7 +299,15 @@ class TenantService:
             sealed.webpush_vapid_private_pem = keys.private_pem
             config.webpush_public_key = result.webpush_public_key = keys.public_key
             changed.append("webpush_keys")
-        for name in ("apns_key_p8", "appstore_shared_secret", "notify_email", "mastodon_token"):
+        for name in (
+            "apns_key_p8",
+            "appstore_shared_secret",
+            "notify_email",
+            "mastodon_token",
+            "appstore_api_key_p8",
+            "stripe_secret_key",
+            "stripe_webhook_secret",
+        ):
             value = getattr(request, name)
             if value is not None:
                 setattr(sealed, name, value)
@@ -283,6 +316,9 @@ class TenantService:
         tenant.secrets_sealed = seal_secrets(self.kit, app_id, sealed)
         await self.repo.session.flush()
         return result
+
+
+EntitlementChange = Callable[[dict[str, list[str]]], dict[str, list[str]]]
 
 
 def seal_secrets(kit: PrivacyKit, app_id: str, values: TenantSecrets) -> str | None:

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("customer_hash", sa.String(64), nullable=True),
         sa.Column("payment_hash", sa.String(64), nullable=True),
         sa.Column("product_id", sa.String(256), nullable=False),
+        sa.Column("parent_product_id", sa.String(256), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("environment", sa.String(16), nullable=False),
         sa.Column("period_type", sa.String(8), nullable=False),

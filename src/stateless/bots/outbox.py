@@ -1,0 +1,47 @@
+"""Queue a bot task inside the caller's own transaction (a transactional outbox): the task row
+commits with the change that caused it, or not at all. The worker picks it up after commit."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stateless.bots.repository import BotTaskRepository
+from stateless.bots.runner import CONTEXT_PURPOSE
+from stateless.kit.context import TenantContext
+from stateless.kit.crypto import PrivacyKit
+from stateless.kit.db import utcnow
+from stateless.lifecycle.policy import TtlPolicy
+
+
+async def enqueue_task(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    kit: PrivacyKit,
+    policy: TtlPolicy,
+    task_type: str,
+    context: dict[str, Any],
+) -> str:
+    """Insert a queued task (its context sealed, as every queued context is); its id."""
+    now = utcnow()
+    task_id = secrets.token_hex(16)
+    sealed = kit.encrypt_text(CONTEXT_PURPOSE, tenant.app_id, orjson.dumps(context).decode())
+    await BotTaskRepository(session, tenant).insert(
+        {
+            "task_id": task_id,
+            "task_type": task_type,
+            "mode": "async",
+            "status": "queued",
+            "context_sealed": sealed,
+            "base_url": "",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "expires_at": policy.expires_at("bot_tasks", None, now),
+        }
+    )
+    return task_id

@@ -178,7 +178,7 @@ class PurchaseFlows:
             return  # dates outside 1970-9999: nothing to apply
         if facts is not None:
             outcome = await self.service.apply(facts)
-            log.info("entitlement_notification", outcome=outcome.status, event=facts.event)
+            log.info("entitlement_notification", outcome=outcome.status, store_event=facts.event)
 
     def _appstore_credentials(self) -> AppStoreCredentials | None:
         config = self.tenant.config
@@ -261,7 +261,7 @@ class PurchaseFlows:
                 out = await notifications.receive(payload)
             except ProblemError:
                 continue  # unverifiable: counted by the notification service
-            recovered += out.status == "processed"
+            recovered += out.status != "duplicate"
         policy = self.service.policy
         await cursors.put(
             environment, now, now, policy.expires_at("entitlement_reconcile_cursors", None, now)

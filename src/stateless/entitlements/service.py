@@ -215,7 +215,7 @@ class EntitlementService:
         else:
             return ApplyOutcome("unlinked")  # nobody to grant it to until the device tells us
         if row is not None and row.event_at > facts.event_at:
-            log.info("entitlement_event_superseded", store=facts.store, event=facts.event)
+            log.info("entitlement_event_superseded", store=facts.store, store_event=facts.event)
             return ApplyOutcome("superseded")
         old = _view(row) if row is not None else None
         if facts.from_device and row is not None:
@@ -350,6 +350,8 @@ class EntitlementService:
             data = {
                 "app_account_token": token,
                 "entitlement": name,
+                # the store's time of the change: receivers order deliveries by it
+                "changed_at": format_timestamp(row.event_at),
                 **{
                     key: format_timestamp(value) if isinstance(value, datetime) else value
                     for key, value in item.items()

@@ -280,6 +280,10 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True
+    # Their INFO lines print request URLs, and store API URLs carry identifiers (Stripe
+    # subscription ids, Apple transaction ids): warnings and errors only.
+    for chatty in ("httpx", "httpcore", "stripe"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

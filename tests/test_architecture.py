@@ -10,8 +10,14 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "stateless"
 
 # The checkpoints that may vouch for a tenant id: request authentication, and the background
-# workers that read the id from their own records (queued tasks, stored object keys).
-VERIFIED_APP_ID_CREATORS = {"tenants/auth.py", "bots/runner.py", "storage/lifecycle.py"}
+# workers that read the id from their own records (queued tasks, stored object keys, the
+# tenants table the entitlement reconciliation walks).
+VERIFIED_APP_ID_CREATORS = {
+    "tenants/auth.py",
+    "bots/runner.py",
+    "storage/lifecycle.py",
+    "entitlements/reconcile.py",
+}
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:
@@ -89,6 +95,7 @@ _BACKGROUND_JOB_MODULES = (
     "lifecycle/scheduler.py",
     "storage/lifecycle.py",
     "bots/runner.py",
+    "entitlements/reconcile.py",
 )
 
 

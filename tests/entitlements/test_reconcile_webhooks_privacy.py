@@ -53,7 +53,7 @@ async def test_reconcile_extends_a_lapsing_source_and_recovers_a_missed_notifica
     )
     assert sent.status_code == 200
     # Apple renewed it; the DID_RENEW notification never arrived
-    renewed, _ = appstore.script_subscription(
+    appstore.script_subscription(
         tx["originalTransactionId"], expires_in=timedelta(days=30)
     )
     # a purchase by another subject whose SUBSCRIBED notification was lost

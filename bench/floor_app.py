@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,11 @@ PG = {
     "draft_create": (
         "INSERT INTO drafts (app_id, draft_id, content_sealed, size_bytes, created_at, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6)"
+    ),
+    "entitlement_check": (
+        "SELECT product_id, parent_product_id, state, period_ends_at, grace_ends_at, store,"
+        " environment, will_renew, period_type, purchased_at FROM entitlement_sources"
+        " WHERE app_id = $1 AND expires_at > $2 AND subject_hash = $3"
     ),
     "task_insert": (
         "INSERT INTO bot_tasks (app_id, task_id, task_type, mode, status, context_sealed,"
@@ -185,6 +191,31 @@ def create_floor(url: str, secret_key: str, app_id: str, pool_size: int) -> Fast
             "created_at": str(row[2]),
             "expires_at": str(row[3]),
             "tenant": app_id,
+        }
+
+    @app.post("/api/v1/entitlements/check")
+    async def entitlement_check(body: dict[str, str]) -> dict[str, Any]:
+        """The same keyed-hash lookup as /check, on the raw driver."""
+        now = datetime.now(UTC)
+        token = str(uuid.UUID(body["app_account_token"]))
+        subject = kit.keyed_hash("entitlement-subject", app_id, token)
+        row = await db.fetchrow("entitlement_check", app_id, db.time(now), subject)
+        active = row is not None and row[2] in ("active", "cancelled", "grace")
+        return {
+            "entitlements": {
+                "pro": {
+                    "is_active": active,
+                    "expires_at": None if row is None else str(row[3]),
+                    "grace_period_expires_at": None,
+                    "product_id": None if row is None else row[0],
+                    "store": None if row is None else row[5],
+                    "will_renew": False,
+                    "period_type": None,
+                    "purchased_at": None,
+                    "environment": None,
+                }
+            },
+            "checked_at": _iso(now),
         }
 
     @app.post("/api/v1/drafts", status_code=201)

@@ -113,8 +113,10 @@ class Scenario:
         headers = ", ".join(f'["{k}"] = "{v}"' for k, v in self.headers.items())
         table = ", ".join(f'"{t}"' for t in tokens)
         body = self.lua_body or "nil"
+        checks = ", ".join(f'"{t}"' for t in CHECK_TOKENS)
         return (
             f"local tokens = {{{table}}}\n"
+            f"local check_tokens = {{{checks}}}\n"
             "local i = 0\n"
             f"local headers = {{{headers}}}\n"
             "request = function()\n"
@@ -129,6 +131,10 @@ class Scenario:
             "  end\n"
             "end\n"
         )
+
+
+# Subjects /check asks about: none has bought, the commonest check (a free user at launch).
+CHECK_TOKENS = [str(uuid.UUID(int=n + 1)) for n in range(30)]
 
 
 def scenarios(
@@ -184,6 +190,14 @@ def scenarios(
             ),
             '\'{"task_type": "email", "mode": "async", "context": {"to": "bench@example.com",'
             ' "subject": "bench \' .. i .. \'", "text": "hi"}}\'',
+        ),
+        "entitlement-check": Scenario(
+            "POST",
+            "/api/v1/entitlements/check",
+            pk_h,
+            "floor",
+            lambda i: body({"app_account_token": CHECK_TOKENS[i % len(CHECK_TOKENS)]}),
+            "'{\"app_account_token\": \"' .. check_tokens[i % #check_tokens + 1] .. '\"}'",
         ),
         "register-token-sqlite": replace(register, sqlite=True),
         "drafts-create-sqlite": replace(create, sqlite=True),
@@ -521,6 +535,7 @@ def prepare_tenant(env: dict[str, str]) -> dict[str, str]:
         "--rate-limit",
         "bots.execute=100000000/minute",
     )
+    stateless(env, "entitlements", "set", "bench", "pro", "--product", "com.example.pro")
     return keys
 
 

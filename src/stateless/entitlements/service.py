@@ -47,7 +47,7 @@ from stateless.lifecycle.policy import TtlPolicy
 
 log = structlog.get_logger("stateless.entitlements")
 
-SUBJECT_PURPOSE = "entitlement-subject"
+SUBJECT_PURPOSE = "entitlement-subject"  # entitlements/lifecycle.py erases by the same hash
 SUBJECT_SEAL_PURPOSE = "entitlement-subject-sealed"
 SOURCE_PURPOSE = "entitlement-source"
 REFERENCE_PURPOSE = "entitlement-reference"

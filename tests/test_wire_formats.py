@@ -193,7 +193,10 @@ async def _exercise_everything(client: Client, make_tenant: TenantFactory, ca: T
     await asyncio.sleep(0.3)  # the scheduler's first run sets its timestamps
     assert (await client.get(f"{api}/bots/tasks/{mailed.json()['task_id']}", headers=sk)).is_success
 
-    for path in ("stats", "scheduler-health", "health-detailed", "data-inventory"):
+    erased = await client.post(f"{api}/subjects/erase", headers=pk, json={"device_ids": ["d-1"]})
+    assert erased.status_code == 200, erased.text
+    assert (await client.get("/.well-known/jwks.json")).status_code == 200
+    for path in ("stats", "scheduler-health", "health-detailed", "data-inventory", "retention"):
         assert (await client.get(f"{api}/admin/{path}", headers=sk)).status_code == 200, path
     assert (await client.post(f"{api}/admin/cleanup", headers=sk)).status_code == 200
     assert (await client.delete(f"{api}/storage/objects/{object_id}", headers=pk)).is_success

@@ -20,6 +20,7 @@ from stateless.ios.apns import ApnsClient
 from stateless.kit.crypto import PrivacyKit
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
+from stateless.kit.receipts import DeletionReceipts
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.lifecycle.state import BackgroundState
 from stateless.storage.backends import StorageBackend
@@ -52,3 +53,5 @@ class Container:
     outbound_http: httpx.AsyncClient
     affiliate_keys: AffiliateKeyring
     background: BackgroundState
+    # Signs deletion receipts; its public keys are served at /.well-known/jwks.json.
+    receipts: DeletionReceipts

@@ -37,6 +37,7 @@ from stateless.kit.db import (
 )
 from stateless.kit.metrics import Metrics
 from stateless.kit.ratelimit import RateLimiter
+from stateless.kit.receipts import DEFAULT_ISSUER, DeletionReceipts
 from stateless.lifecycle.leader import Leadership
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry
@@ -50,6 +51,7 @@ from stateless.storage.lifecycle import OrphanSweep
 from stateless.storekit import endpoints as storekit_endpoints
 from stateless.storekit import lifecycle as storekit_lifecycle
 from stateless.storekit.wiring import build_storekit
+from stateless.subjects import endpoints as subjects_endpoints
 from stateless.tenants.directory import TenantDirectory
 from stateless.webpush import endpoints as webpush_endpoints
 from stateless.webpush import lifecycle as webpush_lifecycle
@@ -65,6 +67,7 @@ ROUTERS: list[APIRouter] = [
     bots_endpoints.router,
     storage_endpoints.router,
     storekit_endpoints.router,
+    subjects_endpoints.router,
     admin_endpoints.router,
 ]
 
@@ -160,6 +163,7 @@ async def open_container(
             outbound_http=outbound_http,
             affiliate_keys=AffiliateKeyring(settings.affiliate_salt),
             background=BackgroundState(leadership=leadership),
+            receipts=DeletionReceipts(kit, settings.public_base_url or DEFAULT_ISSUER),
         )
 
 

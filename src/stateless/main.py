@@ -22,6 +22,7 @@ from stateless.kit.looplag import watch_loop_lag
 from stateless.kit.metrics import Metrics
 from stateless.kit.middleware import EdgeMiddleware
 from stateless.kit.openapi import install_openapi
+from stateless.receipts.endpoints import router as receipts_router
 from stateless.tenants.cors import TenantCorsPolicy
 
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # Last: API requests would otherwise try its routes first; the API groups decline a path
     # outside their prefix at once (deps.RouteGroup), so /health pays little for coming later.
+    app.include_router(receipts_router)
     app.include_router(health_router)
     assert_transactional(app)
     install_route_dispatch(app)

@@ -11,6 +11,7 @@ from stateless.entitlements.models import (
 )
 from stateless.ios.models import DeviceToken
 from stateless.kit.db import Base
+from stateless.lifecycle.models import ErasureCount
 from stateless.storage.models import StoredFile
 from stateless.storekit.models import Entitlement, NotificationReceipt
 from stateless.tenants.models import ApiKey, Tenant
@@ -29,6 +30,7 @@ __all__ = [
     "EntitlementDaily",
     "EntitlementEventMark",
     "EntitlementSource",
+    "ErasureCount",
     "NotificationReceipt",
     "ReconcileCursor",
     "StoredFile",

@@ -162,6 +162,11 @@ def baselines(code: str, draft_id: str, app_id: str) -> dict[tuple[str, str], di
             "urgency": "normal",
             "topic": "t1",
         },
+        ("POST", "/api/v1/subjects/erase"): {
+            "app_account_token": "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "device_ids": ["device-1"],
+            "subscriber_ids": ["user-1"],
+        },
         ("POST", "/api/v1/storage/objects"): {
             "content_type": "text/plain",
             "content_length": 3,

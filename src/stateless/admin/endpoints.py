@@ -1,11 +1,13 @@
-"""Admin endpoints (secret key): what this app keeps, for how long, and erasing it now."""
+"""Admin endpoints (secret key): what this app keeps, for how long, how far its deletion lags,
+and erasing it now."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.admin.service import AdminService
@@ -22,6 +24,35 @@ class CleanupOut(BaseModel):
     status: str
     deleted: dict[str, int]
     tenant: str
+
+
+class EraseDataOut(CleanupOut):
+    receipt: str | None = Field(
+        description="Deletion receipt (compact JWS, EdDSA, keys at /.well-known/jwks.json) "
+        "with scope `tenant`; null when the status is `partial` (retry the erasure)."
+    )
+
+
+class KindRetentionOut(BaseModel):
+    live: int = Field(description="Rows not yet expired.")
+    expired_awaiting_erasure: int = Field(
+        description="Rows past their expiry (invisible already) that cleanup has not deleted yet."
+    )
+    oldest_expired_age_seconds: int = Field(
+        description="How long the oldest of those has waited for deletion; 0 when none."
+    )
+    max_ttl_seconds: int = Field(description="The longest any row of this kind may live.")
+    erased_last_24h: int = Field(
+        description="Rows deleted by cleanup or by an erasure request in the current UTC hour "
+        "and the 23 before it."
+    )
+
+
+class RetentionOut(BaseModel):
+    tenant: str
+    measured_at: Timestamp
+    cleanup_interval_seconds: float
+    kinds: dict[str, KindRetentionOut]
 
 
 class StatsOut(BaseModel):
@@ -80,6 +111,7 @@ def _build(
         lifecycle=container.lifecycle,
         cleanup=cleanup_service(container),
         background=container.background,
+        receipts=container.receipts,
     )
 
 
@@ -116,14 +148,34 @@ async def health_detailed(service: Service) -> dict[str, Any]:
     return await service.health()
 
 
-@router.delete("/data", name="admin.erase_data", response_model=CleanupOut)
-async def erase_data(service: Service) -> CleanupOut:
-    """Erase all of this app's end-user data now (files included). Keys and settings stay."""
-    report = await service.erase()
-    return CleanupOut(
+@router.delete("/data", name="admin.erase_data", response_model=EraseDataOut)
+async def erase_data(service: Service) -> EraseDataOut:
+    """Erase all of this app's end-user data now (files included). Keys and settings stay.
+
+    `receipt` is a compact JWS (EdDSA) over `{"iss", "app_id", "iat", "scope": "tenant",
+    "erased", "jti"}`, verifiable with any JOSE library against `/.well-known/jwks.json`.
+    """
+    report, receipt = await service.erase()
+    return EraseDataOut(
         status="erased" if report.ok else "partial",
         deleted=report.deleted,
         tenant=service.tenant.app_id,
+        receipt=receipt,
+    )
+
+
+@router.get("/retention", name="admin.retention", response_model=RetentionOut)
+async def retention(service: Service) -> RetentionOut:
+    """How far deletion lags for this app, per kind: live rows, expired rows awaiting erasure
+    and how long the oldest has waited, the kind's maximum lifetime, and rows erased in the
+    last 24 hours. An `oldest_expired_age_seconds` above twice `cleanup_interval_seconds`
+    means cleanup is falling behind (the operator's alert fires on the same figure)."""
+    figures = await service.retention()
+    return RetentionOut(
+        tenant=service.tenant.app_id,
+        measured_at=figures.measured_at,
+        cleanup_interval_seconds=service.settings.cleanup_interval_seconds,
+        kinds={kind: KindRetentionOut(**asdict(f)) for kind, f in figures.kinds.items()},
     )
 
 

@@ -46,6 +46,10 @@ class PrivacyKit:
         self._roots = {key_id_of(k): k.encode() for k in (*previous_secret_keys, secret_key)}
         self._derived: dict[tuple[str, str, str, str], bytes] = {}
 
+    def key_ids(self) -> list[str]:
+        """The root keys' ids: the current one first, then PREVIOUS_SECRET_KEYS in their order."""
+        return [self._current_id, *(kid for kid in self._roots if kid != self._current_id)]
+
     def derive(self, purpose: str, tenant: str = "", *, key_id: str | None = None) -> bytes:
         kid = key_id or self._current_id
         cache_key = (kid, purpose, tenant, "k")

@@ -65,6 +65,20 @@ class Metrics:
         self.cleanup_leader = Gauge(
             "stateless_cleanup_is_leader", "1 when this process leads background work", registry=r
         )
+        # Deployment-wide deletion lag, per kind: measured by the cleanup leader at the start
+        # of each pass (what the pass found), cleared when this process stops leading.
+        self.expired_rows = Gauge(
+            "stateless_expired_rows",
+            "Expired rows awaiting erasure when the last cleanup pass began",
+            ["kind"],
+            registry=r,
+        )
+        self.oldest_expired_age = Gauge(
+            "stateless_oldest_expired_age_seconds",
+            "How long the oldest expired row had waited for erasure when the last pass began",
+            ["kind"],
+            registry=r,
+        )
         self.tasks = Counter(
             "stateless_bot_tasks_total",
             "Bot tasks by type and outcome",

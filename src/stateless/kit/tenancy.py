@@ -7,8 +7,9 @@ conditions (or, for inserts, the tenant stamp) inside them as bound parameters t
 repository fills in, so a caller can neither leave them out nor pass another tenant's id. They
 run on the session's connection without the ORM unit of work; a write of one statement, when no
 transaction is open, runs alone in autocommit (one round trip, no BEGIN/COMMIT).
-The only unscoped access to these tables is the cleanup service; `erase_tenant` and
-`purge_expired` are the two scoped ways to delete more than live rows.
+The only unscoped access to these tables is the cleanup service; `erase_tenant`,
+`erase_keyed` (one subject's rows) and `purge_expired` are the scoped ways to delete more than
+live rows, and `expired_backlog` the one scoped read of expired rows (counts, no content).
 """
 
 from __future__ import annotations
@@ -222,6 +223,37 @@ class TenantScopedRepository(Generic[M]):
                 stmt = delete(model).where(model.app_id == app_id, tuple_(*keys).in_(batch))
         result = await self.session.execute(stmt.execution_options(synchronize_session=False))
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def erase_keyed(self, column: str, values: Sequence[str]) -> int:
+        """Delete this tenant's rows, live and expired, whose `column` holds one of `values`
+        (erasure on request: the keyed hashes of a subject's identifiers). Own tenant only."""
+        if not values:
+            return 0
+        model: Any = self.model
+        stmt = delete(model).where(model.app_id == self.app_id, getattr(model, column).in_(values))
+        result = await self.session.execute(stmt.execution_options(synchronize_session=False))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def keyed_rows(self, column: str, values: Sequence[str]) -> Sequence[M]:
+        """This tenant's rows, live and expired, whose `column` holds one of `values`: what
+        `erase_keyed` is about to delete, for a kind whose hook must see them first."""
+        if not values:
+            return []
+        model: Any = self.model
+        stmt = select(self.model).where(
+            model.app_id == self.app_id, getattr(model, column).in_(values)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def expired_backlog(self) -> tuple[int, datetime | None]:
+        """How many of this tenant's rows have expired but are not erased yet, and the oldest
+        expiry among them (None when there are none). An index range on expires_at."""
+        model: Any = self.model
+        stmt = select(func.count(), func.min(model.expires_at)).where(
+            model.app_id == self.app_id, model.expires_at <= self.clock()
+        )
+        count, oldest = (await self.session.execute(stmt)).one()
+        return int(count), oldest
 
     # -- ORM reads and writes (identity map: rows a service changes and the session flushes) --
 

@@ -1,23 +1,28 @@
 """Hard-deletes expired rows in paced, bounded batches (the only code that deletes across
-tenants, and only expired rows); erases one tenant's rows through the scoped repository base."""
+tenants, and only expired rows); erases one tenant's rows through the scoped repository base.
+Each batch adds its counts to the erasure counters in its own transaction, and the leader
+measures the expired backlog (rows and the oldest one's age) before each pass."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, inspect, select, text, tuple_
+from sqlalchemy import delete, func, inspect, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stateless.kit.db import utcnow
+from stateless.kit.db import checkpoint_sqlite_wal, utcnow
 from stateless.kit.metrics import Metrics
 from stateless.kit.tenancy import TenantScopedRepository
+from stateless.lifecycle.models import ErasureCount
 from stateless.lifecycle.registry import ExpiringKind, LifecycleRegistry
+from stateless.lifecycle.repository import add_erasure_counts
 from stateless.tenants.schemas import TenantContext, VerifiedAppId
 
 log = structlog.get_logger("stateless.cleanup")
@@ -32,6 +37,20 @@ class CleanupReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Expired rows of one kind not yet erased, and how long the oldest has waited (whole
+    seconds, 0 when there is none)."""
+
+    expired_rows: int
+    oldest_age_seconds: int
+
+    @classmethod
+    def measured(cls, expired_rows: int, oldest: datetime | None, now: datetime) -> Backlog:
+        age = 0 if oldest is None else max(0, int((now - oldest).total_seconds()))
+        return cls(expired_rows, age)
 
 
 class CleanupService:
@@ -77,7 +96,30 @@ class CleanupService:
 
         Each batch is its own transaction, so stopping between batches leaves no partial state.
         """
-        return await self._run(stop, lambda kind, n: self._expired_batch(kind, app_id, n))
+        report = await self._run(stop, lambda kind, n: self._expired_batch(kind, app_id, n))
+        if not report.interrupted:
+            try:
+                await self._purge_expired_counters(app_id)
+            except Exception as exc:  # isolation boundary: the counters must not fail the pass
+                report.errors["erasure_counts"] = type(exc).__name__
+                self.metrics.cleanup_errors.labels(kind="erasure_counts").inc()
+                log.error("cleanup_counters_failed", error_type=type(exc).__name__, exc_info=exc)
+        return report
+
+    async def backlog(self) -> dict[str, Backlog]:
+        """Every tenant's expired rows awaiting erasure, per kind: one index range on
+        `expires_at` each (count and minimum), never a table scan. For the leader's gauges."""
+        now = self.clock()
+        figures: dict[str, Backlog] = {}
+        async with self.sessionmaker() as session:
+            for kind in self.registry.kinds():
+                table: Any = kind.model.__table__
+                stmt = select(func.count(), func.min(table.c.expires_at)).where(
+                    table.c.expires_at <= now
+                )
+                count, oldest = (await session.execute(stmt)).one()
+                figures[kind.kind] = Backlog.measured(int(count), oldest, now)
+        return figures
 
     async def erase_tenant(
         self, tenant: TenantContext | VerifiedAppId, stop: asyncio.Event | None = None
@@ -150,14 +192,17 @@ class CleanupService:
         model: Any = kind.model
         async with self.sessionmaker() as session:
             if kind.before_delete is None:
-                result = await self._delete_batch_direct(session, model, app_id, n)
+                by_tenant, drained = await self._delete_batch_direct(session, model, app_id, n)
             else:
                 conditions = [model.expires_at <= self.clock()]
                 if app_id is not None:
                     conditions.append(model.app_id == app_id)
-                result = await self._delete_batch_with_rows(session, kind, model, conditions, n)
+                by_tenant, drained = await self._delete_batch_with_rows(
+                    session, kind, model, conditions, n
+                )
+            await self._count_erased(session, kind.kind, by_tenant)
             await session.commit()
-        return result
+        return sum(by_tenant.values()), drained
 
     async def _tenant_batch(
         self, kind: ExpiringKind, tenant: TenantContext | VerifiedAppId, app_id: str, n: int
@@ -167,20 +212,41 @@ class CleanupService:
             if kind.before_delete is None:
                 repo = TenantScopedRepository.for_model(model)(session, tenant, self.clock)
                 deleted = await repo.erase_tenant(app_id, limit=n)
-                result = (deleted, deleted < n)
+                by_tenant, drained = {app_id: deleted}, deleted < n
             else:
-                result = await self._delete_batch_with_rows(
+                by_tenant, drained = await self._delete_batch_with_rows(
                     session, kind, model, [model.app_id == app_id], n
                 )
+            await self._count_erased(session, kind.kind, by_tenant)
             await session.commit()
-        return result
+        return sum(by_tenant.values()), drained
+
+    async def _count_erased(
+        self, session: AsyncSession, kind: str, by_tenant: Mapping[str, int]
+    ) -> None:
+        """Add a batch's deletions to the erasure counters, in the batch's transaction."""
+        counts = {(app_id, kind): count for app_id, count in by_tenant.items() if count}
+        if counts:
+            await add_erasure_counts(session, counts, self.clock())
+
+    async def _purge_expired_counters(self, app_id: str | None) -> None:
+        """Erasure counter buckets past their 24 hours (of one tenant, or of all)."""
+        table: Any = ErasureCount.__table__
+        stmt = delete(table).where(table.c.expires_at <= self.clock())
+        if app_id is not None:
+            stmt = stmt.where(table.c.app_id == app_id)
+        async with self.sessionmaker() as session:
+            await session.execute(stmt)
+            await session.commit()
 
     async def _delete_batch_direct(
         self, session: AsyncSession, model: Any, app_id: str | None, n: int
-    ) -> tuple[int, bool]:
+    ) -> tuple[dict[str, int], bool]:
         """One statement per batch, by physical row id (Postgres ctid, a TID scan; SQLite rowid):
         no rows travel to Python, no primary-key probes, locks held only for the batch, and on
-        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only."""
+        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only. Answers the
+        rows deleted per tenant (Postgres groups them in the statement; SQLite returns each
+        deleted row's app id) and whether the kind is drained."""
         table = model.__table__.name  # our own metadata, never user input
         now = self.clock()
         # SQLite keeps naive UTC text in SQLAlchemy's format (see UTCDateTime)
@@ -196,16 +262,19 @@ class CleanupService:
         if self.is_sqlite:
             sql = (
                 f"DELETE FROM {table} WHERE rowid IN ("  # noqa: S608 - table from metadata
-                f"SELECT rowid FROM {table} WHERE {condition} LIMIT :n)"
+                f"SELECT rowid FROM {table} WHERE {condition} LIMIT :n) RETURNING app_id"
             )
+            result = await session.execute(text(sql), params)
+            by_tenant = dict(Counter(str(app) for (app,) in result.all()))
         else:
             sql = (
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - table from metadata
-                f"SELECT ctid FROM {table} WHERE {condition} LIMIT :n FOR UPDATE SKIP LOCKED))"
+                f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
+                f"SELECT ctid FROM {table} WHERE {condition} LIMIT :n FOR UPDATE SKIP LOCKED)) "
+                "RETURNING app_id) SELECT app_id, count(*) FROM gone GROUP BY app_id"
             )
-        result = await session.execute(text(sql), params)
-        deleted = int(getattr(result, "rowcount", 0) or 0)
-        return deleted, deleted < n
+            result = await session.execute(text(sql), params)
+            by_tenant = {str(app): int(count) for app, count in result.all()}
+        return by_tenant, sum(by_tenant.values()) < n
 
     async def _delete_batch_with_rows(
         self,
@@ -214,26 +283,28 @@ class CleanupService:
         model: Any,
         conditions: list[Any],
         n: int,
-    ) -> tuple[int, bool]:
-        """Load one batch, run the kind's hook on it (bodies before rows), then delete it."""
+    ) -> tuple[dict[str, int], bool]:
+        """Load one batch, run the kind's hook on it (bodies before rows), then delete it.
+        Answers the rows deleted per tenant and whether the kind is drained."""
         pk_columns = list(inspect(model).primary_key)
         stmt = select(model).where(*conditions).limit(n)
         if not self.is_sqlite:
             stmt = stmt.with_for_update(skip_locked=True)
         rows = (await session.scalars(stmt)).all()
         if not rows:
-            return 0, True
+            return {}, True
         if kind.before_delete is not None:
             await kind.before_delete(rows)
         keys = [tuple(getattr(row, col.key) for col in pk_columns) for row in rows]
-        result = await session.execute(
+        await session.execute(
             delete(model)
             .where(tuple_(*pk_columns).in_(keys))
             .execution_options(synchronize_session=False)
         )
-        return int(getattr(result, "rowcount", 0) or 0), len(rows) < n
+        # The rows are locked (Postgres) or the writer is alone (SQLite): all of them went.
+        return dict(Counter(str(row.app_id) for row in rows)), len(rows) < n
 
     async def _sqlite_checkpoint(self) -> None:
         """Fold the WAL into the main file and truncate it, so erased pages leave no copy behind."""
         async with self.sessionmaker() as session:
-            await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            await checkpoint_sqlite_wal(session)

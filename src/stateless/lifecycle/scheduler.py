@@ -1,6 +1,11 @@
 """The cleanup job: every CLEANUP_INTERVAL_SECONDS, on the replica holding the leader lock,
 delete expired rows (run by kit/background.py with the other background jobs).
 
+Before each pass the leader measures the expired backlog of every kind (index ranges only) into
+the `stateless_expired_rows` and `stateless_oldest_expired_age_seconds` gauges: how many rows
+the pass found and how long the oldest had waited, i.e. the deletion lag. A process that stops
+leading clears them, so only the leader reports the deployment's figures.
+
 A failed run is counted and the next one runs anyway; on shutdown the current batch finishes
 and the job stops. The job receives the providers it uses (the cleanup service, its state, the
 metrics), built in `domains.py`, never the container.
@@ -44,11 +49,28 @@ class CleanupScheduler:
         """Called by the background loop after each leadership check."""
         self.state.is_leader = leading
         self.metrics.cleanup_leader.set(1 if leading else 0)
+        if not leading:
+            self.metrics.expired_rows.clear()
+            self.metrics.oldest_expired_age.clear()
         if not leading and self.state.is_running:
             self.state.next_run = utcnow() + timedelta(seconds=self.interval)
 
+    async def measure_backlog(self) -> None:
+        """Refresh the deletion-lag gauges; a failure is logged and counted, and the pass
+        runs anyway (the gauges then keep their previous figures)."""
+        try:
+            backlog = await self.service.backlog()
+        except Exception as exc:  # isolation boundary: measuring must never stop the deleting
+            self.metrics.cleanup_errors.labels(kind="backlog").inc()
+            log.error("cleanup_backlog_failed", error_type=type(exc).__name__, exc_info=exc)
+            return
+        for kind, figures in backlog.items():
+            self.metrics.expired_rows.labels(kind=kind).set(figures.expired_rows)
+            self.metrics.oldest_expired_age.labels(kind=kind).set(figures.oldest_age_seconds)
+
     async def run_once(self, stop: asyncio.Event) -> bool:
         started = time.time()
+        await self.measure_backlog()
         try:
             report = await self.service.run_once(stop=stop)
         except Exception as exc:  # isolation boundary: the next run must still happen

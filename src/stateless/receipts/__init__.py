@@ -1,0 +1,1 @@
+"""Deletion receipts' public side: the JSON Web Key Set that verifies them."""

@@ -1,0 +1,1 @@
+"""Erasure on request: every row of one app keyed by a subject's identifiers, deleted now."""

@@ -14,7 +14,7 @@ from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.subjects.schemas import EraseSubjectIn
 from stateless.webpush.models import WebPushSubscription
-from tests.conftest import Client, TenantFactory
+from tests.conftest import Client, ClientFactory, TenantFactory
 from tests.privacy import dump_database
 from tests.subjects.conftest import (
     ERASE,
@@ -259,3 +259,28 @@ def test_register_subject_key_refuses_what_erasure_cannot_use() -> None:
     assert [(k.kind, k.column, k.identifier) for k in registry.subject_keys()] == [
         ("device_tokens", "device_hash", "device_ids")
     ]
+
+
+async def test_rows_hashed_before_a_secret_key_rotation_are_erased_too(
+    make_client: ClientFactory, make_tenant: TenantFactory, settings: Settings
+) -> None:
+    before = await make_client(webpush_allow_private_networks=True)
+    app = await make_app(make_tenant, "app-a")
+    await register_device(before, app, SUBJECT_DEVICES[0])
+    await subscribe(before, app, SUBJECT_SUBSCRIBER)
+    after = await make_client(
+        secret_key="a-newer-secret-key-with-more-than-32-characters!!",
+        previous_secret_keys=[settings.secret_key],
+        webpush_allow_private_networks=True,
+    )
+    await register_device(after, app, SUBJECT_DEVICES[1])  # hashed under the new key
+
+    r = await after.post(
+        ERASE,
+        headers=app.pk,
+        json={"device_ids": SUBJECT_DEVICES, "subscriber_ids": [SUBJECT_SUBSCRIBER]},
+    )
+
+    assert r.status_code == 200, r.text
+    assert_erased(r.json()["erased"], {"device_tokens": 2, "webpush_subscriptions": 1})
+    assert await _rows(settings, app.app_id) == (0, 0)

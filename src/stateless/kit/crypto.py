@@ -7,6 +7,7 @@ one tenant says nothing about another, and ciphertexts name the key id that seal
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import os
@@ -49,6 +50,17 @@ class PrivacyKit:
     def key_ids(self) -> list[str]:
         """The root keys' ids: the current one first, then PREVIOUS_SECRET_KEYS in their order."""
         return [self._current_id, *(kid for kid in self._roots if kid != self._current_id)]
+
+    def per_root(self) -> list[PrivacyKit]:
+        """One kit per root key, the current first, each hashing and sealing as if its root were
+        current: the keyed hashes a row may carry from before a rotation (erasure on request
+        must find those rows too). They share this kit's derived-key cache."""
+        kits = []
+        for key_id in self.key_ids():
+            kit = copy.copy(self)
+            kit._current, kit._current_id = self._roots[key_id], key_id
+            kits.append(kit)
+        return kits
 
     def derive(self, purpose: str, tenant: str = "", *, key_id: str | None = None) -> bytes:
         kid = key_id or self._current_id

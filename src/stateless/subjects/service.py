@@ -64,9 +64,11 @@ class SubjectErasureService:
         the subject goes entirely or not at all."""
         app_id = self.tenant.app_id
         erased = dict.fromkeys(self.lifecycle.subject_kinds(), 0)
+        # Rows written before a SECRET_KEY rotation carry hashes under a previous key.
+        kits = self.kit.per_root()
         for key in self.lifecycle.subject_keys():
             values = identifiers.get(key.identifier, ())
-            hashes = sorted({key.hash_of(self.kit, app_id, value) for value in values})
+            hashes = sorted({key.hash_of(kit, app_id, value) for kit in kits for value in values})
             if not hashes:
                 continue
             kind = self.lifecycle.get(key.kind)

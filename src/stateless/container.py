@@ -7,7 +7,9 @@ service needs and passes those.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from redis.asyncio import Redis
@@ -27,6 +29,9 @@ from stateless.storage.backends import StorageBackend
 from stateless.storekit.service import StoreKitProviders
 from stateless.tenants.directory import TenantDirectory
 from stateless.webpush.wiring import WebPushClient
+
+if TYPE_CHECKING:
+    from stateless.entitlements.flows import EntitlementProviders
 
 
 @dataclass
@@ -55,3 +60,8 @@ class Container:
     background: BackgroundState
     # Signs deletion receipts; its public keys are served at /.well-known/jwks.json.
     receipts: DeletionReceipts
+    # Entitlements: the App Store Server API and Stripe gateways (entitlements/wiring.py).
+    entitlements: EntitlementProviders | None = None
+    # Builders of the reactions to a verified App Store notification (storekit NotificationService
+    # followers), each called with (container, session, tenant); set in domains.py.
+    storekit_followers: list[Callable[..., Any]] = field(default_factory=list)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
@@ -22,6 +23,14 @@ from stateless.config import Settings
 from stateless.container import Container
 from stateless.drafts import endpoints as drafts_endpoints
 from stateless.drafts import lifecycle as drafts_lifecycle
+from stateless.entitlements import endpoints as entitlements_endpoints
+from stateless.entitlements import lifecycle as entitlements_lifecycle
+from stateless.entitlements.reconcile import ReconcileJob
+from stateless.entitlements.wiring import (
+    build_entitlements,
+    notification_follower,
+    reconcile_tenant,
+)
 from stateless.ios import endpoints as ios_endpoints
 from stateless.ios import lifecycle as ios_lifecycle
 from stateless.ios.wiring import build_apns_client
@@ -67,7 +76,9 @@ ROUTERS: list[APIRouter] = [
     bots_endpoints.router,
     storage_endpoints.router,
     storekit_endpoints.router,
+    entitlements_endpoints.router,
     subjects_endpoints.router,
+    entitlements_endpoints.admin_router,
     admin_endpoints.router,
 ]
 
@@ -83,12 +94,28 @@ def task_runner_job(container: Container) -> Job:
     ).job()
 
 
+def entitlement_reconcile_job(container: Container) -> Job:
+    """Reconcile App Store entitlements every ENTITLEMENT_RECONCILE_SECONDS (leader only)."""
+
+    async def one(session: Any, tenant: Any) -> Any:
+        return await reconcile_tenant(container, session, tenant)
+
+    return ReconcileJob(
+        container.sessionmaker,
+        container.directory,
+        one,
+        container.metrics,
+        container.settings.entitlement_reconcile_seconds,
+    ).job()
+
+
 # Run while the app runs when RUN_BACKGROUND_JOBS is true (web process), always by the worker;
 # cleanup (CleanupScheduler) runs first. Leader-only jobs share the one leader lock. Each job is
 # handed the providers it uses here, never the container.
 BACKGROUND_JOBS: list[Callable[[Container], Job]] = [
     orphan_sweep_job,
     task_runner_job,
+    entitlement_reconcile_job,
 ]
 
 
@@ -102,6 +129,7 @@ def build_lifecycle(settings: Settings, storage: StorageBackend) -> LifecycleReg
     storage_lifecycle.register(registry, storage)
     bots_lifecycle.register(registry)
     webpush_lifecycle.register(registry)
+    entitlements_lifecycle.register(registry)
     return registry
 
 
@@ -144,7 +172,8 @@ async def open_container(
         stack.push_async_callback(webpush.aclose)
         leadership = Leadership(engine, is_sqlite=settings.is_sqlite)
         stack.push_async_callback(leadership.release)
-        yield Container(
+        storekit = await build_storekit(settings, stack)
+        container = Container(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
@@ -159,12 +188,15 @@ async def open_container(
             email=email,
             apns=apns,
             webpush=webpush,
-            storekit=await build_storekit(settings, stack),
+            storekit=storekit,
             outbound_http=outbound_http,
             affiliate_keys=AffiliateKeyring(settings.affiliate_salt),
             background=BackgroundState(leadership=leadership),
             receipts=DeletionReceipts(kit, settings.public_base_url or DEFAULT_ISSUER),
         )
+        container.entitlements = await build_entitlements(settings, storekit, stack)
+        container.storekit_followers.append(notification_follower)
+        yield container
 
 
 async def start_background_jobs(container: Container, stack: AsyncExitStack) -> None:

@@ -167,6 +167,23 @@ def baselines(code: str, draft_id: str, app_id: str) -> dict[tuple[str, str], di
             "device_ids": ["device-1"],
             "subscriber_ids": ["user-1"],
         },
+        ("POST", "/api/v1/entitlements/check"): {
+            "app_account_token": "0f8fad5b-d9cb-469f-a165-70867728950e"
+        },
+        ("POST", "/api/v1/entitlements/transactions"): {
+            "signed_transaction": "a.b.c",
+            "app_account_token": "0f8fad5b-d9cb-469f-a165-70867728950e",
+        },
+        ("POST", "/api/v1/entitlements/stripe/checkout"): {
+            "app_account_token": "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "price_id": "price_1",
+            "success_url": "https://app.example.com/ok",
+            "cancel_url": "https://app.example.com/no",
+            "mode": "subscription",
+        },
+        ("PUT", "/api/v1/admin/entitlements"): {
+            "entitlements": {"pro": {"products": ["com.example.pro", "price_1"]}}
+        },
         ("POST", "/api/v1/storage/objects"): {
             "content_type": "text/plain",
             "content_length": 3,
@@ -297,6 +314,8 @@ async def test_hostile_query_parameters_and_path_ids(client: Client, tenant: Ten
                 f"/api/v1/drafts/{escaped}",
                 f"/api/v1/storage/objects/{escaped}",
                 f"/api/v1/bots/tasks/{escaped}",
+                f"/api/v1/entitlements/stats?since={escaped}",
+                f"/api/v1/entitlements/stripe/webhook/{escaped}",
             ]
             for url in urls:
                 await send_checked(

@@ -10,13 +10,16 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from stateless.config import Settings, UnsafeSettingsError
 from stateless.kit.errors import ProblemError
+
+if TYPE_CHECKING:
+    from stateless.tenants.service import TenantService
 
 app = typer.Typer(
     help="stateless-backend: a privacy-first, multi-tenant backend.", no_args_is_help=True
@@ -25,6 +28,12 @@ tenants_app = typer.Typer(
     help="Register and manage tenants (apps) and their keys.", no_args_is_help=True
 )
 app.add_typer(tenants_app, name="tenants")
+entitlements_app = typer.Typer(
+    help="Edit an app's entitlement map: which App Store products and Stripe prices grant "
+    "each entitlement (e.g. `pro`).",
+    no_args_is_help=True,
+)
+app.add_typer(entitlements_app, name="entitlements")
 
 T = TypeVar("T")
 
@@ -348,21 +357,32 @@ def tenants_delete(app_id: str) -> None:
     typer.echo(f"deleted {app_id}")
 
 
-def _read_apns_key(path: Path) -> str:
+def _read_p8_key(path: Path, option: str) -> str:
+    """An Apple .p8 private key (APNs or App Store Server API) as PEM text; `option` names the
+    command-line option in errors."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     try:
         pem = path.read_bytes()
     except OSError as exc:
-        _fail(f"cannot read --apns-key-file: {exc.strerror}")
+        _fail(f"cannot read {option}: {exc.strerror or exc}")
     try:
         key = load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):
-        _fail("--apns-key-file is not a PEM private key (.p8 from Apple's developer portal)")
+        _fail(f"{option} is not a PEM private key (.p8 from Apple's developer portal)")
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        _fail("--apns-key-file must be a P-256 (ES256) EC private key")
+        _fail(f"{option} must be a P-256 (ES256) EC private key")
     return pem.decode("ascii")
+
+
+def _check_prefix(option: str, value: str | None, prefixes: tuple[str, ...], what: str) -> None:
+    """A Stripe secret must carry its kind's prefix; the value itself is never echoed."""
+    if value is None:
+        return
+    if not value.startswith(prefixes) or len(value) <= 6 or any(c.isspace() for c in value):
+        wanted = " or ".join(f"{p}..." for p in prefixes)
+        _fail(f"{option} must be a Stripe {what} ({wanted})")
 
 
 # `tenants configure` options, grouped in --help by what they set up. Each help text ends with
@@ -371,6 +391,7 @@ _APPLE = "Apple: push (APNs) and purchases (StoreKit)"
 _EMAIL = "Email"
 _OUTBOUND = "Webhooks and social posts"
 _WEB = "Browsers, limits and uploads"
+_PURCHASES = "Purchases: App Store Server API and Stripe"
 
 
 @tenants_app.command("configure")
@@ -533,6 +554,59 @@ def tenants_configure(
             "an https: URL. E.g. --webpush-contact mailto:ops@example.com",
         ),
     ] = None,
+    appstore_issuer_id: Annotated[
+        str | None,
+        typer.Option(
+            "--appstore-issuer-id",
+            metavar="ISSUER_ID",
+            help="The Issuer ID of your App Store Connect API keys (Users and Access, "
+            "Integrations), used to reconcile purchases with the App Store Server API. "
+            "E.g. --appstore-issuer-id 57246542-96fe-1a63-e053-0824d011072a",
+            rich_help_panel=_PURCHASES,
+        ),
+    ] = None,
+    appstore_key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--appstore-key-id",
+            metavar="KEY_ID",
+            help="The Key ID of the In-App Purchase key (.p8) for the App Store Server API. "
+            "E.g. --appstore-key-id 2X9R4HXF34",
+            rich_help_panel=_PURCHASES,
+        ),
+    ] = None,
+    appstore_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--appstore-key-file",
+            metavar="PATH",
+            help="The In-App Purchase key (.p8) downloaded from App Store Connect, for the "
+            "App Store Server API (stored encrypted). "
+            "E.g. --appstore-key-file ~/Downloads/SubscriptionKey_2X9R4HXF34.p8",
+            rich_help_panel=_PURCHASES,
+        ),
+    ] = None,
+    stripe_secret_key: Annotated[
+        str | None,
+        typer.Option(
+            "--stripe-secret-key",
+            metavar="KEY",
+            help="A Stripe secret key (sk_...) or restricted key (rk_...) for Checkout and "
+            "subscription lookups (stored encrypted). E.g. --stripe-secret-key rk_live_51H...",
+            rich_help_panel=_PURCHASES,
+        ),
+    ] = None,
+    stripe_webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--stripe-webhook-secret",
+            metavar="SECRET",
+            help="The signing secret (whsec_...) of the Stripe webhook endpoint pointing at "
+            "/api/v1/entitlements/stripe/webhook/APP_ID (stored encrypted). "
+            "E.g. --stripe-webhook-secret whsec_3f9a1c...",
+            rich_help_panel=_PURCHASES,
+        ),
+    ] = None,
 ) -> None:
     """Set an app's options; secrets (keys, tokens, addresses) are stored encrypted."""
     from email_validator import EmailNotValidError, validate_email
@@ -545,12 +619,18 @@ def tenants_configure(
                 validate_email(address, check_deliverability=False)
             except EmailNotValidError as exc:
                 _fail(f"{label}: {exc}")
+    _check_prefix(
+        "--stripe-secret-key", stripe_secret_key, ("sk_", "rk_"), "secret or restricted key"
+    )
+    _check_prefix(
+        "--stripe-webhook-secret", stripe_webhook_secret, ("whsec_",), "webhook signing secret"
+    )
     request = ConfigureRequest(
         bundle_id=bundle_id,
         app_apple_id=app_apple_id,
         apns_team_id=apns_team_id,
         apns_key_id=apns_key_id,
-        apns_key_p8=_read_apns_key(apns_key_file) if apns_key_file else None,
+        apns_key_p8=_read_p8_key(apns_key_file, "--apns-key-file") if apns_key_file else None,
         appstore_shared_secret=appstore_shared_secret,
         notify_email=notify_email,
         email_from=email_from,
@@ -562,6 +642,13 @@ def tenants_configure(
         allowed_content_types=allowed_content_type or None,
         webpush_generate_keys=webpush_generate_keys,
         webpush_contact=webpush_contact,
+        appstore_issuer_id=appstore_issuer_id,
+        appstore_key_id=appstore_key_id,
+        appstore_api_key_p8=(
+            _read_p8_key(appstore_key_file, "--appstore-key-file") if appstore_key_file else None
+        ),
+        stripe_secret_key=stripe_secret_key,
+        stripe_webhook_secret=stripe_webhook_secret,
     )
     result = _run(lambda s: _with_tenants(s, lambda svc: svc.configure(app_id, request)))
     typer.echo(f"updated {app_id}: {', '.join(result.changed) or 'nothing'}")
@@ -569,6 +656,120 @@ def tenants_configure(
         typer.echo(f"webhook signing secret (shown once): {result.webhook_secret}")
     if result.webpush_public_key:
         typer.echo(f"webpush public key: {result.webpush_public_key}")
+
+
+_APP_ID_ARG = Annotated[str, typer.Argument(metavar="APP_ID", help="The app whose map to use.")]
+
+
+async def _read_entitlements(settings: Settings, app_id: str) -> dict[str, list[str]]:
+    """The app's entitlement map from its plain settings (its sealed secrets stay closed)."""
+    from stateless.kit.errors import NotFound
+
+    async def read(service: TenantService) -> dict[str, list[str]]:
+        tenant = await service.repo.get(app_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {app_id}")
+        return service.read_config(tenant).entitlements
+
+    return await _with_tenants(settings, read)
+
+
+def _change_entitlements(
+    app_id: str, change: Callable[[dict[str, list[str]]], dict[str, list[str]]]
+) -> dict[str, list[str]]:
+    """Rewrite the map in one transaction; a ProblemError raised by `change` (an invalid map,
+    an unknown name) rolls it back and becomes a one-line error."""
+    return _run(lambda s: _with_tenants(s, lambda svc: svc.change_entitlements(app_id, change)))
+
+
+@entitlements_app.command("set")
+def entitlements_set(
+    app_id: _APP_ID_ARG,
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The entitlement the app asks about: 1-64 of a-z 0-9 _ . - (lowercase). E.g. pro",
+        ),
+    ],
+    product: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product",
+            metavar="ID",
+            help="An App Store product id or a Stripe price or product id that grants NAME; "
+            "repeat for several (replaces NAME's list). "
+            "E.g. --product com.example.pro.monthly --product price_1Pxyz",
+        ),
+    ] = None,
+) -> None:
+    """Set (replace) the products granting one entitlement; the others stay as they are.
+
+    E.g. stateless entitlements set my-app pro --product com.example.pro.monthly
+    --product price_1Pxyz
+    """
+    from stateless.entitlements.catalog import validate_map
+
+    if not product:
+        _fail(
+            f"give at least one --product for {name}, e.g. "
+            f"`stateless entitlements set {app_id} {name} --product com.example.pro.monthly` "
+            f"(to drop it: `stateless entitlements remove {app_id} {name}`)"
+        )
+    products = list(product)
+    stored = _change_entitlements(app_id, lambda current: validate_map({**current, name: products}))
+    typer.echo(f"{app_id}: {name} granted by {', '.join(stored[name])}")
+
+
+@entitlements_app.command("list")
+def entitlements_list(
+    app_id: _APP_ID_ARG,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print one JSON object: {"app_id", "entitlements": {NAME: {"products": [...]}}}.',
+        ),
+    ] = False,
+) -> None:
+    """Print an app's entitlements and the products granting each, one `NAME: id, id` a line.
+
+    E.g. stateless entitlements list my-app --json
+    """
+    entitlements = _run(lambda s: _read_entitlements(s, app_id))
+    if as_json:
+        shown = {name: {"products": products} for name, products in entitlements.items()}
+        typer.echo(json.dumps({"app_id": app_id, "entitlements": shown}))
+        return
+    if not entitlements:
+        typer.echo(
+            f"{app_id} has no entitlements yet; add one with "
+            f"`stateless entitlements set {app_id} pro --product PRODUCT_ID`",
+            err=True,
+        )
+    for name, products in entitlements.items():
+        typer.echo(f"{name}: {', '.join(products)}")
+
+
+@entitlements_app.command("remove")
+def entitlements_remove(
+    app_id: _APP_ID_ARG,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The entitlement to drop. E.g. pro")],
+) -> None:
+    """Remove one entitlement from the map (its purchases no longer grant anything).
+
+    E.g. stateless entitlements remove my-app pro
+    """
+    from stateless.kit.errors import NotFound
+
+    def drop(current: dict[str, list[str]]) -> dict[str, list[str]]:
+        if name not in current:
+            known = ", ".join(current) or "none"
+            raise NotFound(f"{app_id} has no entitlement {name[:80]!r} (it has: {known})")
+        return {key: value for key, value in current.items() if key != name}
+
+    _change_entitlements(app_id, drop)
+    typer.echo(f"{app_id}: removed {name}")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ file a `data_export` task stores. The walk then checks every string that looks l
 from __future__ import annotations
 
 import asyncio
+import uuid
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -192,6 +193,46 @@ async def _exercise_everything(client: Client, make_tenant: TenantFactory, ca: T
     assert mailed.status_code == 202, mailed.text
     await asyncio.sleep(0.3)  # the scheduler's first run sets its timestamps
     assert (await client.get(f"{api}/bots/tasks/{mailed.json()['task_id']}", headers=sk)).is_success
+
+    mapped = await client.put(
+        f"{api}/admin/entitlements",
+        headers=sk,
+        json={"entitlements": {"pro": {"products": ["com.example.pro.monthly"]}}},
+    )
+    assert mapped.status_code == 200, mapped.text
+    buyer = str(uuid.uuid4())
+    bought = transaction(BUNDLE_ID, expires_in=timedelta(days=3))
+    bought["appAccountToken"] = buyer
+    recorded = await client.post(
+        f"{api}/entitlements/transactions",
+        headers=pk,
+        json={"signed_transaction": ca.trusted.sign(bought)},
+    )
+    assert recorded.status_code == 200, recorded.text
+    checked = await client.post(
+        f"{api}/entitlements/check", headers=pk, json={"app_account_token": buyer}
+    )
+    assert checked.json()["entitlements"]["pro"]["is_active"] is True
+    checkout = await client.post(
+        f"{api}/entitlements/stripe/checkout",
+        headers=pk,
+        json={
+            "app_account_token": buyer,
+            "price_id": "price_not_in_the_map",
+            "success_url": "https://app.example.com/ok",
+            "cancel_url": "https://app.example.com/no",
+        },
+    )
+    assert checkout.status_code == 422  # a problem, with its type
+    hook = await client.post(
+        f"{api}/entitlements/stripe/webhook/{app.app_id}",
+        content=b"{}",
+        headers={"Stripe-Signature": "t=1,v1=00", "Content-Type": "application/json"},
+    )
+    assert hook.status_code == 400
+    assert (await client.get(f"{api}/entitlements/stats", headers=sk)).status_code == 200
+    reconciled = await client.post(f"{api}/admin/entitlements/reconcile", headers=sk)
+    assert reconciled.status_code == 200 and reconciled.json()["status"] == "not_configured"
 
     erased = await client.post(f"{api}/subjects/erase", headers=pk, json={"device_ids": ["d-1"]})
     assert erased.status_code == 200, erased.text

@@ -257,6 +257,62 @@ CATALOGUE: dict[str, ProblemDoc] = {
         "Mastodon not configured",
         "The operator sets it with `--mastodon-url` and `--mastodon-token`.",
     ),
+    # Entitlements
+    "invalid_app_account_token": _doc(
+        422,
+        "Invalid app account token",
+        "`app_account_token` must be a UUID: the one the app passes to StoreKit as "
+        "`appAccountToken` and to Stripe Checkout.",
+    ),
+    "app_account_token_required": _doc(
+        422,
+        "App account token required",
+        "The transaction carries no `appAccountToken` (bought before the app set one): send "
+        "the account's `app_account_token` with it.",
+    ),
+    "subject_mismatch": _doc(
+        409,
+        "Subject mismatch",
+        "The transaction's `appAccountToken` and the body's `app_account_token` differ; a "
+        "purchase made with a token belongs to that token's account.",
+    ),
+    "invalid_entitlement_map": _doc(
+        422,
+        "Invalid entitlement map",
+        "Entitlement names match `^[a-z0-9_.-]{1,64}$` (at most 50), each with at most 100 "
+        "product ids of `A-Z a-z 0-9 _ . : -`.",
+    ),
+    "price_not_mapped": _doc(
+        422,
+        "Price not in the entitlement map",
+        "Checkout sells only prices that grant an entitlement: add it with `stateless "
+        "entitlements set APP NAME --product PRICE_ID`.",
+    ),
+    "return_url_not_allowed": _doc(
+        422,
+        "Return URL not allowed",
+        "`success_url` and `cancel_url` must be on one of the app's CORS origins "
+        "(`stateless tenants configure APP --cors-origin https://app.example.com`): no open "
+        "redirects.",
+    ),
+    "stripe_not_configured": _doc(
+        409,
+        "Stripe not configured",
+        "The operator sets it with `stateless tenants configure APP --stripe-secret-key ... "
+        "--stripe-webhook-secret ...`.",
+    ),
+    "invalid_webhook_signature": _doc(
+        400,
+        "Invalid webhook signature",
+        "The `Stripe-Signature` header does not verify with this app's webhook secret (or "
+        "is older than 5 minutes). Unknown apps get the same answer.",
+    ),
+    "store_unavailable": _doc(
+        502,
+        "Store API unavailable",
+        "Stripe's API or the App Store Server API did not answer usefully after retries; "
+        "nothing was changed. Try again.",
+    ),
 }
 
 _GENERIC = (

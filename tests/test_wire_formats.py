@@ -9,8 +9,8 @@ file a `data_export` task stores. The walk then checks every string that looks l
 from __future__ import annotations
 
 import asyncio
-import uuid
 import re
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any

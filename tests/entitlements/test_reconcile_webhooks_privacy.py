@@ -53,9 +53,7 @@ async def test_reconcile_extends_a_lapsing_source_and_recovers_a_missed_notifica
     )
     assert sent.status_code == 200
     # Apple renewed it; the DID_RENEW notification never arrived
-    appstore.script_subscription(
-        tx["originalTransactionId"], expires_in=timedelta(days=30)
-    )
+    appstore.script_subscription(tx["originalTransactionId"], expires_in=timedelta(days=30))
     # a purchase by another subject whose SUBSCRIBED notification was lost
     lost = purchase(other)
     appstore.add_notification("SUBSCRIBED", signed_transaction=apple_ca.sign(lost))

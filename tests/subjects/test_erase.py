@@ -45,7 +45,11 @@ async def _rows(settings: Settings, app_id: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("key", ["pk", "sk"])
 async def test_erase_takes_every_row_of_the_subject_and_nothing_else(
-    subjects_client: Client, make_tenant: TenantFactory, settings: Settings, key: str
+    subjects_client: Client,
+    make_tenant: TenantFactory,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
 ) -> None:
     client = subjects_client
     app, other_app = await make_app(make_tenant, "app-a"), await make_app(make_tenant, "app-b")
@@ -92,6 +96,11 @@ async def test_erase_takes_every_row_of_the_subject_and_nothing_else(
     claims = await verify_with_jwks(client, body["receipt"])
     assert claims["scope"] == "subject" and claims["erased"] == body["erased"]
     assert not [v for v in [*plaintext, *gone] if v in json.dumps(claims)]
+    # The logs hold neither an id nor a hash of one (and they did capture the requests).
+    captured = capsys.readouterr()
+    logs = captured.out + captured.err
+    assert "/api/v1/subjects/erase" in logs
+    assert [v for v in [*plaintext, *gone] if v in logs] == []
 
 
 async def test_erasing_again_or_unknown_ids_answers_the_same_shape(

@@ -289,3 +289,67 @@ async def test_no_plaintext_identifier_at_rest_or_in_logs(
     ]
     logs = caplog.text
     await assert_not_stored(settings, secrets, logs)
+
+
+async def test_the_leader_reconciles_in_the_background(
+    make_client: ClientFactory,
+    shop: TenantHandle,
+    apple_ca: TestAppleCA,
+    appstore: AppStoreApiPeer,
+    stripe_peer: StripePeer,
+    ca_roots: Path,
+) -> None:
+    worker = await make_client(
+        apple_root_certs_dir=ca_roots,
+        appstore_api_url=appstore.url,
+        appstore_api_sandbox_url=appstore.url,
+        stripe_api_url=stripe_peer.url,
+        run_background_jobs=True,
+        entitlement_reconcile_seconds=0.2,
+    )
+    token = str(uuid.uuid4())
+    lost = purchase(token)
+    appstore.add_notification("SUBSCRIBED", signed_transaction=apple_ca.sign(lost))
+    for _ in range(300):  # up to 30 s on a loaded machine
+        if (await check(worker, shop, token))["pro"]["is_active"]:
+            break
+        await asyncio.sleep(0.1)
+    assert (await check(worker, shop, token))["pro"]["is_active"] is True
+    assert any(r.path == "/inApps/v1/notifications/history" for r in appstore.requests)
+
+
+async def test_stats_count_purchases_renewals_and_revenue(
+    ent_client: Client, shop: TenantHandle, stripe_peer: StripePeer
+) -> None:
+    token = str(uuid.uuid4())
+    await ent_client.post(
+        "/api/v1/entitlements/stripe/checkout",
+        headers=shop.pk,
+        json={
+            "app_account_token": token,
+            "price_id": PRICE,
+            "success_url": f"{ORIGIN}/ok",
+            "cancel_url": f"{ORIGIN}/no",
+        },
+    )
+    session_id = list(stripe_peer.sessions)[-1]
+    await deliver(ent_client, shop, stripe_peer.complete_checkout(session_id))
+    sub_id = stripe_peer.sessions[session_id].obj["subscription"]
+    await deliver(ent_client, shop, stripe_peer.invoice_paid(sub_id, amount=999, currency="eur"))
+    await deliver(
+        ent_client, shop, stripe_peer.subscription_event(sub_id, cancel_at_period_end=True)
+    )
+    stats = await ent_client.get("/api/v1/entitlements/stats", headers=shop.sk)
+    assert stats.status_code == 200, stats.text
+    body = stats.json()
+    assert body["active"] == {"pro": 1, "lifetime": 0}
+    (day,) = [d for d in body["days"] if d["entitlement"] == "pro"]
+    assert day["store"] == "stripe" and day["product_id"] == PRICE
+    assert day["new"] == 1 and day["renewals"] == 1 and day["cancellations"] == 1
+    assert day["revenue"] == {"EUR": "9.99"}
+    # publishable keys cannot read figures; a reversed window is a 422 problem
+    assert (await ent_client.get("/api/v1/entitlements/stats", headers=shop.pk)).status_code == 403
+    reversed_ = await ent_client.get(
+        "/api/v1/entitlements/stats?since=2026-02-01&until=2026-01-01", headers=shop.sk
+    )
+    assert reversed_.status_code == 422

@@ -74,6 +74,6 @@ class ReconcileJob:
             "entitlement-reconcile",
             self.run,
             interval_seconds=self.interval_seconds,
-            first_delay_seconds=FIRST_DELAY_SECONDS,
+            first_delay_seconds=min(FIRST_DELAY_SECONDS, self.interval_seconds),
             leader_only=True,
         )

@@ -210,3 +210,19 @@ async def test_two_tenants_never_see_each_other(
     assert (await send_tx(ent_client, shop, apple_ca, purchase(token))).status_code == 200
     assert (await check(ent_client, other, token))["pro"]["is_active"] is False
     assert (await check(ent_client, shop, token))["pro"]["is_active"] is True
+
+
+async def test_concurrent_events_for_one_purchase_make_one_source(
+    ent_client: Client, shop: TenantHandle, apple_ca: TestAppleCA, settings: Any
+) -> None:
+    import asyncio
+
+    token = str(uuid.uuid4())
+    tx = purchase(token)
+    answers = await asyncio.gather(
+        *(send_tx(ent_client, shop, apple_ca, tx) for _ in range(4)),
+        notify(ent_client, shop, apple_ca, "SUBSCRIBED", tx),
+    )
+    assert all(a.status_code == 200 for a in answers[:4]), [a.text for a in answers[:4]]
+    assert await sql(settings, "SELECT count(*) FROM entitlement_sources") == [(1,)]
+    assert (await check(ent_client, shop, token))["pro"]["is_active"] is True

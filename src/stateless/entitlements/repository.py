@@ -72,7 +72,22 @@ class SourceRepository(TenantScopedRepository[EntitlementSource]):
         )
 
     async def by_hash(self, source_hash: str) -> EntitlementSource | None:
-        return await self.first(EntitlementSource.source_hash == source_hash)
+        """The live source, locked for this transaction on Postgres (FOR UPDATE), so two events
+        for one purchase apply one after the other and the older-event rule holds."""
+        stmt = self.select(EntitlementSource.source_hash == source_hash).limit(1)
+        return (await self.session.scalars(stmt.with_for_update())).first()
+
+    async def insert_new(self, values: dict[str, Any]) -> bool:
+        """Insert a source unless one with its key appeared meanwhile (a concurrent event for
+        the same purchase): False then, and the caller applies to that row instead."""
+        table: Table = EntitlementSource.__table__  # type: ignore[assignment]
+        stmt = (
+            _insert(self.session.get_bind().dialect.name, table)
+            .values(app_id=self.app_id, **values)
+            .on_conflict_do_nothing(index_elements=["app_id", "source_hash"])
+        )
+        result: Any = await self.session.execute(stmt)
+        return bool(result.rowcount)
 
     async def by_payment(self, payment_hash: str) -> EntitlementSource | None:
         return await self.first(EntitlementSource.payment_hash == payment_hash)

@@ -201,7 +201,7 @@ class EntitlementService:
         expires_at = self.policy.expires_at("entitlement_event_marks", None, now)
         return await self.marks.mark(key, now, expires_at)
 
-    async def apply(self, facts: SourceFacts) -> ApplyOutcome:
+    async def apply(self, facts: SourceFacts, *, _retried: bool = False) -> ApplyOutcome:
         """Fold one verified store event into its source (see the module docstring)."""
         now = self.clock()
         key = self.source_hash(facts.store, facts.reference)
@@ -261,8 +261,14 @@ class EntitlementService:
             self._cap(),
         )
         if row is None:
-            row = EntitlementSource(source_hash=key, **values)
-            self.sources.add(row, expires_at)
+            inserted = await self.sources.insert_new(
+                {**values, "source_hash": key, "created_at": now, "expires_at": expires_at}
+            )
+            if not inserted and not _retried:
+                return await self.apply(facts, _retried=True)  # it exists now: apply to it
+            row = await self.sources.by_hash(key)
+            if row is None:
+                return ApplyOutcome("superseded")
         else:
             for name, value in values.items():
                 setattr(row, name, value)

@@ -118,7 +118,12 @@ def _build(
 Service = Annotated[AdminService, Depends(KeyedService(_build, "secret"))]
 
 
-@router.post("/cleanup", name="admin.cleanup", response_model=CleanupOut)
+@router.post(
+    "/cleanup",
+    name="admin.cleanup",
+    summary="Delete this app's expired rows now",
+    response_model=CleanupOut,
+)
 async def cleanup_now(service: Service) -> CleanupOut:
     """Delete this app's expired rows now instead of waiting for the next background run."""
     report = await service.cleanup_now()
@@ -129,26 +134,43 @@ async def cleanup_now(service: Service) -> CleanupOut:
     )
 
 
-@router.get("/stats", name="admin.stats", response_model=StatsOut)
+@router.get(
+    "/stats", name="admin.stats", summary="Count live items per kind", response_model=StatsOut
+)
 async def stats(service: Service) -> StatsOut:
     """Live (unexpired) items per kind for this app."""
     return StatsOut(tenant=service.tenant.app_id, items=await service.live_counts())
 
 
-@router.get("/scheduler-health", name="admin.scheduler_health", response_model=SchedulerHealthOut)
+@router.get(
+    "/scheduler-health",
+    name="admin.scheduler_health",
+    summary="Show the cleanup scheduler's state",
+    response_model=SchedulerHealthOut,
+)
 async def scheduler_health(service: Service) -> dict[str, Any]:
     """State of this replica's cleanup scheduler (`disabled` on web-only replicas)."""
     status, state = service.scheduler()
     return {"status": status, "scheduler": state}
 
 
-@router.get("/health-detailed", name="admin.health_detailed", response_model=HealthDetailedOut)
+@router.get(
+    "/health-detailed",
+    name="admin.health_detailed",
+    summary="Show dependency health",
+    response_model=HealthDetailedOut,
+)
 async def health_detailed(service: Service) -> dict[str, Any]:
     """Database, Redis and scheduler state as this replica sees them."""
     return await service.health()
 
 
-@router.delete("/data", name="admin.erase_data", response_model=EraseDataOut)
+@router.delete(
+    "/data",
+    name="admin.erase_data",
+    summary="Erase all of this app's data",
+    response_model=EraseDataOut,
+)
 async def erase_data(service: Service) -> EraseDataOut:
     """Erase all of this app's end-user data now (files included). Keys and settings stay.
 
@@ -164,7 +186,12 @@ async def erase_data(service: Service) -> EraseDataOut:
     )
 
 
-@router.get("/retention", name="admin.retention", response_model=RetentionOut)
+@router.get(
+    "/retention",
+    name="admin.retention",
+    summary="Show how far deletion lags",
+    response_model=RetentionOut,
+)
 async def retention(service: Service) -> RetentionOut:
     """How far deletion lags for this app, per kind: live rows, expired rows awaiting erasure
     and how long the oldest has waited, the kind's maximum lifetime, and rows erased in the
@@ -179,7 +206,12 @@ async def retention(service: Service) -> RetentionOut:
     )
 
 
-@router.get("/data-inventory", name="admin.data_inventory", response_model=InventoryOut)
+@router.get(
+    "/data-inventory",
+    name="admin.data_inventory",
+    summary="List what data is kept and for how long",
+    response_model=InventoryOut,
+)
 async def data_inventory(service: Service) -> InventoryOut:
     """Every kind of data kept for this app, in what form, and for how long."""
     settings = service.settings

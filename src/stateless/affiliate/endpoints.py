@@ -54,6 +54,7 @@ SecretKeyService = Annotated[AffiliateService, Depends(KeyedService(_build, "sec
 @router.post(
     "/generate",
     name="affiliate.generate",
+    summary="Generate a referral code",
     response_model=GenerateOut,
     responses=problems(InvalidCodeId),
 )
@@ -69,6 +70,7 @@ async def generate_code(body: GenerateIn, service: AnyKeyService) -> GenerateOut
 @router.post(
     "/conversion",
     name="affiliate.conversion",
+    summary="Record a referral conversion",
     response_model=ConversionOut,
     responses=problems(
         InvalidCode,
@@ -104,6 +106,7 @@ async def record_conversion(body: ConversionIn, service: SecretKeyService) -> Co
 @router.get(
     "/stats",
     name="affiliate.stats",
+    summary="Referral conversion figures per day",
     response_model=StatsOut,
     responses=problems(InvalidDateRange, DateRangeTooLong),
 )

@@ -47,6 +47,7 @@ def _out(service: DraftService, draft: Draft | StoredDraft, content: str | None 
 @router.post(
     "",
     name="drafts.create",
+    summary="Create a draft",
     status_code=201,
     response_model=DraftOut,
     responses=problems(PayloadTooLarge, TtlOutOfRange),
@@ -57,7 +58,7 @@ async def create_draft(body: DraftIn, service: Service) -> DraftOut:
     return _out(service, draft, body.content)
 
 
-@router.get("", name="drafts.list", response_model=DraftList)
+@router.get("", name="drafts.list", summary="List drafts", response_model=DraftList)
 async def list_drafts(
     service: SecretService,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -79,7 +80,11 @@ async def list_drafts(
 
 
 @router.get(
-    "/{draft_id}", name="drafts.read", response_model=DraftOut, responses=problems(DraftNotFound)
+    "/{draft_id}",
+    name="drafts.read",
+    summary="Read a draft",
+    response_model=DraftOut,
+    responses=problems(DraftNotFound),
 )
 async def read_draft(draft_id: str, service: Service) -> DraftOut:
     """Read a live draft; expired or unknown ids answer 404."""
@@ -89,6 +94,7 @@ async def read_draft(draft_id: str, service: Service) -> DraftOut:
 @router.put(
     "/{draft_id}",
     name="drafts.replace",
+    summary="Replace a draft",
     response_model=DraftOut,
     responses=problems(DraftNotFound, PayloadTooLarge, TtlOutOfRange),
 )
@@ -99,7 +105,11 @@ async def replace_draft(draft_id: str, body: DraftIn, service: Service) -> Draft
 
 
 @router.delete(
-    "/{draft_id}", name="drafts.delete", response_model=Deleted, responses=problems(DraftNotFound)
+    "/{draft_id}",
+    name="drafts.delete",
+    summary="Delete a draft",
+    response_model=Deleted,
+    responses=problems(DraftNotFound),
 )
 async def delete_draft(draft_id: str, service: Service) -> Deleted:
     """Delete a draft now."""

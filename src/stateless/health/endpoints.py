@@ -43,7 +43,7 @@ class ReadyResponse(BaseModel):
     checks: dict[str, str]
 
 
-@router.get("/", name="root", response_model=RootResponse)
+@router.get("/", name="root", summary="Show the service banner", response_model=RootResponse)
 async def root(request: Request) -> dict[str, Any]:
     """Service banner; `tenant` echoes a well-formed X-App-ID, else null."""
     return {
@@ -75,7 +75,7 @@ class HealthGate:
         return container.settings
 
 
-@router.get("/health", name=HEALTH_ROUTE, response_model=HealthResponse)
+@router.get("/health", name=HEALTH_ROUTE, summary="Check liveness", response_model=HealthResponse)
 async def health(settings: Annotated[Settings, Depends(HealthGate())]) -> dict[str, str]:
     """Liveness. Limited to 10/min per X-App-ID (or per client address when none is sent)."""
     return {"status": "ok", "env": settings.environment}
@@ -84,6 +84,7 @@ async def health(settings: Annotated[Settings, Depends(HealthGate())]) -> dict[s
 @router.get(
     "/health/ready",
     name="health.ready",
+    summary="Check readiness",
     response_model=ReadyResponse,
     responses=problems(ServiceUnavailable),
 )

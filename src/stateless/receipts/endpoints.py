@@ -27,7 +27,12 @@ class Jwks(BaseModel):
     keys: list[Jwk]
 
 
-@router.get("/.well-known/jwks.json", name="receipts.jwks", response_model=Jwks)
+@router.get(
+    "/.well-known/jwks.json",
+    name="receipts.jwks",
+    summary="Get the deletion receipts' public keys",
+    response_model=Jwks,
+)
 async def jwks(container: ContainerDep) -> JSONResponse:
     """The public keys (Ed25519, RFC 8037) that verify deletion receipts, matched by `kid`.
 

@@ -112,6 +112,7 @@ def _out(view: ObjectView, tenant: TenantContext) -> ObjectOut:
 @router.post(
     "/objects",
     name="storage.create",
+    summary="Declare a file and get its upload URL",
     status_code=201,
     response_model=CreatedObject,
     responses=problems(UnsupportedMediaType, InvalidContentType, UploadTooLarge, TtlOutOfRange),
@@ -143,6 +144,7 @@ async def create_object(body: CreateObjectIn, service: Service) -> CreatedObject
 @router.get(
     "/objects/{object_id}",
     name="storage.read",
+    summary="Read a file's metadata and download URL",
     response_model=ObjectOut,
     responses=problems(ObjectNotFound),
 )
@@ -157,6 +159,7 @@ async def read_object(object_id: str, service: Service) -> ObjectOut:
 @router.delete(
     "/objects/{object_id}",
     name="storage.delete",
+    summary="Delete a file",
     response_model=Deleted,
     responses=problems(ObjectNotFound),
 )
@@ -169,6 +172,7 @@ async def delete_object(object_id: str, service: Service) -> Deleted:
 @router.put(
     "/uploads/{token}",
     name="storage.upload",
+    summary="Upload a file body (local storage)",
     response_model=UploadDone,
     responses=problems(
         ObjectNotFound,
@@ -194,6 +198,7 @@ async def upload_body(token: str, request: Request, upload: Upload) -> UploadDon
 @router.get(
     "/downloads/{token}",
     name="storage.download",
+    summary="Download a file body (local storage)",
     response_class=StreamingResponse,
     responses=problems(ObjectNotFound),
 )

@@ -45,6 +45,7 @@ Notifications = Annotated[NotificationService, Depends(PathService(_notification
 @router.post(
     "/validate-receipt",
     name="ios.validate_receipt",
+    summary="Validate a StoreKit purchase",
     response_model=ValidateReceiptOut,
     responses=problems(ProviderError),
 )
@@ -56,6 +57,7 @@ async def validate_receipt(body: ValidateReceiptIn, service: Validation) -> Any:
 @router.post(
     "/notifications/{app_id}",
     name="ios.notifications",
+    summary="Receive an App Store server notification",
     response_model=NotificationOut,
     responses=problems(InvalidSignedPayload),
 )

@@ -27,7 +27,9 @@ def _build(
 Service = Annotated[SubjectErasureService, Depends(KeyedService(_build, "any"))]
 
 
-@router.post("/erase", name="subjects.erase", response_model=EraseSubjectOut)
+@router.post(
+    "/erase", name="subjects.erase", summary="Erase one user's data", response_model=EraseSubjectOut
+)
 async def erase_subject(body: EraseSubjectIn, service: Service) -> EraseSubjectOut:
     """Erase one user's data now: every row of this app keyed by the identifiers you send
     (device tokens by `device_ids`, Web Push subscriptions by `subscriber_ids`, purchase

@@ -199,6 +199,13 @@ async def test_verifier_agrees_with_apples_strict_sandbox_verifier(
         BUNDLE_ID,
         APP_APPLE_ID,
     )
+    production = SignedDataVerifier(
+        [root, no_oid.root.public_bytes(Encoding.DER)],
+        False,
+        Environment.PRODUCTION,
+        BUNDLE_ID,
+        APP_APPLE_ID,
+    )
     good = purchase(str(uuid.uuid4()))
     cases = {
         "valid": apple_ca.sign(good),
@@ -220,11 +227,15 @@ async def test_verifier_agrees_with_apples_strict_sandbox_verifier(
         except SignedDataInvalid:
             ours_ok = False
         if name == "production_payload":
-            # ours routes a Production payload to the production verifier (which needs the app
-            # Apple id, given); Apple's sandbox-only verifier refuses it: both refuse none here
-            # but the environment each checks differs, so only Apple's verdict is pinned.
+            # One app serves both environments: ours verifies a Production payload with Apple's
+            # strict PRODUCTION verifier (Apple's sandbox one refuses it by design), so that is
+            # the verdict to agree with here.
             assert apple_ok is False
-            continue
+            try:
+                production.verify_and_decode_signed_transaction(jws)
+                apple_ok = True
+            except VerificationException:
+                apple_ok = False
         assert ours_ok == apple_ok, name
     assert (await _verdict(ours, cases["valid"])) is True
 
@@ -353,3 +364,22 @@ async def test_stats_count_purchases_renewals_and_revenue(
         "/api/v1/entitlements/stats?since=2026-02-01&until=2026-01-01", headers=shop.sk
     )
     assert reversed_.status_code == 422
+
+
+async def test_admin_erase_and_inventory_cover_entitlement_sources(
+    ent_client: Client, shop: TenantHandle, apple_ca: TestAppleCA, settings: Any
+) -> None:
+    token = str(uuid.uuid4())
+    await ent_client.post(
+        "/api/v1/entitlements/transactions",
+        headers=shop.pk,
+        json={"signed_transaction": apple_ca.sign(purchase(token))},
+    )
+    stats = (await ent_client.get("/api/v1/admin/stats", headers=shop.sk)).json()
+    assert stats["items"]["entitlement_sources"] == 1
+    inventory = (await ent_client.get("/api/v1/admin/data-inventory", headers=shop.sk)).json()
+    assert "entitlement_sources" in str(inventory)
+    erased = await ent_client.delete("/api/v1/admin/data", headers=shop.sk)
+    assert erased.status_code == 200, erased.text
+    assert await sql(settings, "SELECT count(*) FROM entitlement_sources") == [(0,)]
+    assert (await check(ent_client, shop, token))["pro"]["is_active"] is False

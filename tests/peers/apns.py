@@ -9,7 +9,9 @@ and INITIAL_WINDOW_SIZE it is given (and h2 enforces them: a client that opens m
 sends more body bytes than allowed breaks its connection), delays answers per token, sends
 GOAWAY after N requests on a connection (graceful: finishes streams up to last_stream_id and
 ignores the later ones; abrupt: GOAWAY with an error and an immediate close), or closes the
-connection without a word. A request the peer drops or whose client cancelled it before the
+connection without a word, goes silent (reads and ignores everything, PINGs included: a
+half-open connection), stops reading its socket (the client's writes back up), refuses streams
+with RST_STREAM(REFUSED_STREAM), or puts debug data in its GOAWAY. A request the peer drops or whose client cancelled it before the
 answer is not recorded: "recorded with 200" is "delivered".
 
 Run in-process with `async with ApnsPeer(...).running(tmp_dir)`, or as a separate process for
@@ -43,6 +45,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingReceived,
     RequestReceived,
     StreamEnded,
     StreamReset,
@@ -117,12 +120,19 @@ class ApnsPeer:
     goaway_after: int | None = None  # graceful GOAWAY(NO_ERROR, last_stream_id=that stream)
     goaway_abrupt_after: int | None = None  # GOAWAY(INTERNAL_ERROR) and close at once
     close_after: int | None = None  # close the TCP connection without GOAWAY
+    silent_after: int | None = None  # then read and ignore everything, never answer (half-open)
+    stop_reading_after: int | None = None  # then stop reading the socket at all
+    refuse_streams: int = 0  # RST_STREAM(REFUSED_STREAM) the next N requests (not processed)
+    goaway_debug: bytes = b""  # GOAWAY's additional debug data
+    connection_window: int = 0  # more connection-level window for the client's bodies
     misbehave_connections: int = 10**9  # how many connections misbehave (then it stops)
     # Observations.
     connections: int = 0
     goaways: int = 0
     answered_after_goaway: int = 0  # streams <= last_stream_id finished after a GOAWAY
     max_open_streams: int = 0  # the most concurrent streams a client held on one connection
+    refused: int = 0  # streams refused with REFUSED_STREAM
+    pings: int = 0  # PINGs received (and ACKed, unless silent)
     protocol_errors: list[str] = field(default_factory=list)
     in_flight: Counter[str] = field(default_factory=Counter)  # per topic, now
     max_in_flight: Counter[str] = field(default_factory=Counter)  # per topic, ever
@@ -242,15 +252,20 @@ class ApnsPeer:
         return answer
 
     @contextlib.asynccontextmanager
-    async def running(self, directory: Path, port: int | None = None) -> AsyncIterator[ApnsPeer]:
-        """Serve on 127.0.0.1 with a fresh test CA; `ca_file` is what clients must trust."""
-        context, self.ca_file = tls_context(directory)
+    async def running(
+        self, directory: Path, port: int | None = None, tls: bool = True
+    ) -> AsyncIterator[ApnsPeer]:
+        """Serve on 127.0.0.1 with a fresh test CA; `ca_file` is what clients must trust.
+        `tls=False`: HTTP/2 with prior knowledge on plain TCP (`http://`, loopback only)."""
+        context: ssl.SSLContext | None = None
+        if tls:
+            context, self.ca_file = tls_context(directory)
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
             lambda: _PeerConnection(self), "127.0.0.1", port or 0, ssl=context, backlog=512
         )
         bound = server.sockets[0].getsockname()[1]
-        self.url = f"https://127.0.0.1:{bound}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{bound}"
         try:
             yield self
         finally:
@@ -299,11 +314,13 @@ class _PeerConnection(asyncio.Protocol):
         self.highest_accepted = 0  # the last stream taken for processing
         self.number = 0  # this connection's rank among the peer's connections
         self.closed = False
+        self.silent = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+        plain = transport.get_extra_info("sslcontext") is None and ssl_object is None
+        if not plain and (ssl_object is None or ssl_object.selected_alpn_protocol() != "h2"):
             self.transport.close()  # APNs speaks HTTP/2 only
             self.closed = True
             return
@@ -311,6 +328,8 @@ class _PeerConnection(asyncio.Protocol):
         self.number = self.peer.connections
         self.peer._open.add(self)
         self.h2.initiate_connection()
+        if self.peer.connection_window:
+            self.h2.increment_flow_control_window(self.peer.connection_window)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -320,6 +339,8 @@ class _PeerConnection(asyncio.Protocol):
             self._forget(stream_id)
 
     def data_received(self, data: bytes) -> None:
+        if self.silent:
+            return  # half-open: the bytes arrive, nothing ever answers
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:  # the client broke the rules (streams, windows...)
@@ -341,6 +362,8 @@ class _PeerConnection(asyncio.Protocol):
                 self._complete(event.stream_id)
             elif isinstance(event, StreamReset):
                 self._forget(event.stream_id)
+            elif isinstance(event, PingReceived):
+                self.peer.pings += 1
             elif isinstance(event, ConnectionTerminated):
                 self.drop()
                 return
@@ -360,6 +383,13 @@ class _PeerConnection(asyncio.Protocol):
         if self.last_stream_id is not None and stream_id > self.last_stream_id:
             self.requests.pop(stream_id, None)  # after our GOAWAY: ignored, never processed
             return
+        if self.peer.refuse_streams > 0:  # not processed: the client may send it again
+            self.peer.refuse_streams -= 1
+            self.peer.refused += 1
+            self.requests.pop(stream_id, None)
+            with contextlib.suppress(StreamClosedError, ProtocolError):
+                self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
         headers, _ = self.requests[stream_id]
         topic = headers.get("apns-topic", "")
         self.highest_accepted = max(self.highest_accepted, stream_id)
@@ -376,7 +406,7 @@ class _PeerConnection(asyncio.Protocol):
             self._answer(stream_id)
 
     def _answer(self, stream_id: int) -> None:
-        if self.closed or stream_id not in self.pending:
+        if self.closed or self.silent or stream_id not in self.pending:
             return  # the client cancelled it, or the connection is gone: not delivered
         headers, body = self.requests[stream_id]
         self._forget(stream_id)
@@ -414,12 +444,24 @@ class _PeerConnection(asyncio.Protocol):
         elif peer.close_after is not None and self.answered >= peer.close_after:
             self._flush()
             self.drop()
+        elif peer.silent_after is not None and self.answered >= peer.silent_after:
+            self._flush()
+            self.silent = True
+        elif peer.stop_reading_after is not None and self.answered >= peer.stop_reading_after:
+            self._flush()
+            if self.transport is not None:
+                self.transport.pause_reading()
 
     def _goaway(self, last_stream_id: int, code: ErrorCodes) -> None:
         """Written by hand: h2's close_connection() would stop us answering earlier streams."""
         self.last_stream_id = last_stream_id
         self.peer.goaways += 1
-        frame = GoAwayFrame(0, last_stream_id=last_stream_id, error_code=int(code))
+        frame = GoAwayFrame(
+            0,
+            last_stream_id=last_stream_id,
+            error_code=int(code),
+            additional_data=self.peer.goaway_debug,
+        )
         if self.transport is not None:
             self._flush()
             self.transport.write(frame.serialize())
@@ -444,7 +486,7 @@ class _PeerConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
+        if data and self.transport is not None and not self.closed and not self.silent:
             self.transport.write(data)
 
 

@@ -2,7 +2,9 @@
 
 Provider tokens (ES256 JWTs) are cached per tenant and re-signed after 50 minutes (Apple
 rejects them after 60 and refuses refreshes more often than every 20). 429 and 5xx answers,
-timeouts and lost connections are retried by the shared policy (kit/retry.py: exponential
+timeouts (sent but unanswered: "Timeout"; never sent, no stream slot in time:
+"ConnectionError:QueueTimeout"), refused streams and lost connections are retried by the
+shared policy (kit/retry.py: exponential
 backoff with jitter, a Retry-After honoured unless longer than `max_retry_after_seconds`, when
 the answer is reported instead); everything else is returned to the caller as an outcome. The transport is `kit.h2client` (see docs/apns.md for why
 not httpx or aioapns); in-flight requests are capped per process and per tenant.
@@ -23,7 +25,7 @@ import jwt
 import orjson
 import structlog
 
-from stateless.kit.h2client import H2Client, H2Error, H2Timeout
+from stateless.kit.h2client import H2Client, H2Error, H2QueueTimeout, H2Timeout
 from stateless.kit.pushing import TenantGates
 from stateless.kit.retry import RetryPolicy, retry_after_seconds
 
@@ -255,8 +257,10 @@ class ApnsClient:
                 async with gate.semaphore, self._semaphore:
                     try:
                         response = await pool.request("POST", path, headers, notification.payload)
-                    except H2Timeout:
+                    except H2Timeout:  # sent, the answer late: APNs may have delivered it
                         outcome = ApnsOutcome(0, "Timeout", attempt)
+                    except H2QueueTimeout:  # never sent (no stream slot in time): safe to retry
+                        outcome = ApnsOutcome(0, "ConnectionError:QueueTimeout", attempt)
                     except H2Error as exc:
                         outcome = ApnsOutcome(0, f"ConnectionError:{type(exc).__name__}", attempt)
                     else:

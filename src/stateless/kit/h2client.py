@@ -3,8 +3,11 @@
 Why: pushing means tens of thousands of tiny requests to one origin (APNs, a Web Push service);
 httpx spends about 1.2 ms of CPU on each. This client does only that, cheaply, and still obeys
 the protocol: the peer's SETTINGS (concurrent streams, window sizes, frame size), flow control
-for request bodies, GOAWAY (drain, retry what the peer never processed, reconnect), a timeout
-per request, bounded reconnects.
+for request bodies, GOAWAY (drain, retry what the peer never processed, reconnect, log why),
+REFUSED_STREAM retried, a PING before reusing a connection that has been quiet and on a timer
+while answers are due (a half-open connection fails fast instead of costing every request its
+timeout), write backpressure (no new frames while the socket's buffer is full), a timeout per
+request that tells "never sent" from "sent, answer late", bounded reconnects.
 
 Usage::
 
@@ -17,18 +20,23 @@ Usage::
     await client.aclose()
 
 HTTPS with ALPN `h2` only: an origin that offers only HTTP/1.1 fails with `H2ConnectError`
-("does not offer HTTP/2"), and the caller falls back to httpx for it.
+("does not offer HTTP/2"), and the caller falls back to httpx for it. Plain `http://` (HTTP/2
+with prior knowledge, no TLS) only towards a loopback address: local test peers.
 
 Errors are `H2Error` subclasses, each with `processed`: False when the peer certainly did not
 act on the request (so a retry cannot duplicate it), True when it may have:
 
 - `H2ConnectError` (processed False): TCP/TLS connect failed, or the peer does not speak h2;
 - `H2Refused` (processed False): GOAWAY above its `last_stream_id`, or RST_STREAM
-  REFUSED_STREAM, more often in a row than `max_refused_retries` (they are retried on a fresh
-  connection transparently before that);
-- `H2ConnectionLost` (processed True): the connection broke while the request was in flight;
+  REFUSED_STREAM, more often in a row than `max_refused_retries` (they are retried
+  transparently before that, on another connection after a GOAWAY);
+- `H2QueueTimeout` (processed False): the time ran out before the request was sent (waiting
+  for a stream slot, a connection, a PING's answer or a writable socket);
+- `H2ConnectionLost` (processed True): the connection broke while the request was in flight
+  (also: the peer did not answer a PING within `ping_timeout`);
 - `H2StreamReset` (processed True): the peer reset the stream (`error_code`);
-- `H2Timeout` (processed True): no complete answer within `timeout` (the stream is cancelled);
+- `H2Timeout` (processed True): sent, but no complete answer within `timeout` (the stream is
+  cancelled);
 - `H2ResponseTooLarge` (processed True): the body exceeded `max_response_bytes`.
 """
 
@@ -37,12 +45,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import h2
+import hpack
+import structlog
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -61,11 +74,15 @@ from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.frame import GoAwayFrame
 
+from stateless.kit.urls import is_loopback_host
+
 __all__ = [
+    "BorrowedInternalMissing",
     "H2Client",
     "H2ConnectError",
     "H2ConnectionLost",
     "H2Error",
+    "H2QueueTimeout",
     "H2Refused",
     "H2Response",
     "H2ResponseTooLarge",
@@ -76,6 +93,10 @@ __all__ = [
 # Our receive window per stream and for the connection: answers are small, but a few hundred
 # streams answering at once should not wait on WINDOW_UPDATEs.
 _RECEIVE_WINDOW = 1 << 20
+# GOAWAY debug data is the peer's free text: logged printable, truncated to this many characters.
+_GOAWAY_DEBUG_CHARS = 120
+
+log = structlog.get_logger("stateless.kit.h2client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +141,13 @@ class H2StreamReset(H2Error):
 
 
 class H2Timeout(H2Error):
-    pass
+    """Sent, but no complete answer in time: the peer may have acted on it."""
+
+
+class H2QueueTimeout(H2Error):
+    """The time ran out before the request was sent: certainly not processed."""
+
+    processed = False
 
 
 class H2ResponseTooLarge(H2Error):
@@ -132,6 +159,24 @@ def _code_name(code: int) -> str:
         return ErrorCodes(code).name
     except ValueError:
         return str(code)
+
+
+def _printable(data: bytes | None) -> str | None:
+    """GOAWAY debug data for a log line: printable ASCII only, truncated."""
+    if not data:
+        return None
+    text = data[: _GOAWAY_DEBUG_CHARS * 2].decode("ascii", "replace")
+    text = "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
+    return text[:_GOAWAY_DEBUG_CHARS] + ("..." if len(data) > _GOAWAY_DEBUG_CHARS else "")
+
+
+class _Attempt:
+    """One request's progress: `sent` once handed to a connection (then it may be processed)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
 
 
 class _H2(H2Connection):
@@ -317,6 +362,15 @@ class _Connection(asyncio.Protocol):
         self.going_away = False
         self.last_stream_id = 2**31 - 1
         self._flush_scheduled = False
+        # Liveness: when a frame last arrived, the PING in flight (resolved by any frame or
+        # given up after `ping_timeout`), and the timer that PINGs while answers are due.
+        self.last_received = self.loop.time()
+        self._probe: asyncio.Future[None] | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        # Write backpressure: the transport's buffer is above its high-water mark.
+        self._paused = False
+        self._writable: asyncio.Future[None] | None = None
 
     # -- capacity --------------------------------------------------------------------------
     @property
@@ -332,8 +386,32 @@ class _Connection(asyncio.Protocol):
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_RECEIVE_WINDOW - 65535)
         self.transport.write(self.h2.data_to_send())
+        if self.client.ping_interval is not None:
+            self._idle_timer = self.loop.call_later(self.client.ping_interval, self._check_quiet)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._set_writable()
+
+    def _set_writable(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    async def _drain(self) -> None:
+        """Wait while the socket's buffer is full (the peer or the network is not reading)."""
+        while self._paused and not self.closed:
+            if self._writable is None:
+                self._writable = self.loop.create_future()
+            await asyncio.shield(self._writable)  # one waiter's cancel must not wake the rest
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = self.loop.time()
+        if self._probe is not None:
+            self._probe_answered()  # any frame proves the connection alive
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
@@ -350,16 +428,23 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, WindowUpdated):
                 self._on_window(event.stream_id)
             elif isinstance(event, StreamReset):
-                self._fail(event.stream_id, H2StreamReset(int(event.error_code)))
+                if event.error_code == ErrorCodes.REFUSED_STREAM:  # not processed: retried
+                    error: H2Error = H2Refused("the peer refused the stream (REFUSED_STREAM)")
+                else:
+                    error = H2StreamReset(int(event.error_code))
+                self._fail(event.stream_id, error)
             elif isinstance(event, RemoteSettingsChanged):
                 self._on_settings(event)
             elif isinstance(event, ConnectionTerminated):
                 self._on_goaway(event)
-            # TrailersReceived, PingReceived, SettingsAcknowledged...: nothing to do
+            # PingAckReceived (handled above: any frame answers a probe), TrailersReceived,
+            # PingReceived (h2 queues the ACK), SettingsAcknowledged...: nothing to do
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_liveness()
+        self._set_writable()
         reason = f"connection lost: {exc}" if exc else "connection closed by the peer"
         self._not_ready(H2ConnectError(reason))
         for stream_id in list(self.streams):
@@ -373,6 +458,68 @@ class _Connection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(error)
             self.ready.exception()  # marked as seen: the connecting request may be gone
+
+    # -- liveness (PING) -------------------------------------------------------------------
+    def suspect(self, now: float) -> bool:
+        """Quiet for `ping_interval` or more (or a PING already out): probe before reuse."""
+        interval = self.client.ping_interval
+        return self._probe is not None or (
+            interval is not None and now - self.last_received >= interval
+        )
+
+    def probe(self) -> asyncio.Future[None]:
+        """PING the peer (once at a time); resolved by any frame, or the connection is
+        abandoned after `ping_timeout` (the future resolves then too, never with an error)."""
+        if self._probe is None:
+            self._probe = self.loop.create_future()
+            if self.closed:
+                self._probe_answered()
+                return self._probe
+            probe = self._probe
+            with contextlib.suppress(ProtocolError):
+                self.h2.ping(os.urandom(8))
+            self._flush()
+            self._probe_timer = self.loop.call_later(self.client.ping_timeout, self._probe_failed)
+            return probe
+        return self._probe
+
+    def _probe_answered(self) -> None:
+        probe, self._probe = self._probe, None
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+        if probe is not None and not probe.done():
+            probe.set_result(None)
+
+    def _probe_failed(self) -> None:
+        self._probe_timer = None
+        log.warning(
+            "h2_ping_unanswered",
+            origin=self.client.authority,
+            seconds=self.client.ping_timeout,
+            in_flight=len(self.streams),
+        )
+        self._abort(
+            H2ConnectionLost("the peer did not answer a PING: connection presumed dead"), hard=True
+        )
+
+    def _check_quiet(self) -> None:
+        """The timer: while answers are due and nothing arrived for `ping_interval`, PING."""
+        self._idle_timer = None
+        interval = self.client.ping_interval
+        if self.closed or interval is None:
+            return
+        quiet = self.loop.time() - self.last_received
+        if quiet >= interval and self.streams:
+            self.probe()
+        wait = interval - quiet if quiet < interval else interval
+        self._idle_timer = self.loop.call_later(wait, self._check_quiet)
+
+    def _stop_liveness(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._probe_answered()  # waiters look again: the connection is gone now
 
     # -- events ----------------------------------------------------------------------------
     def _on_response(self, event: ResponseReceived) -> None:
@@ -437,6 +584,15 @@ class _Connection(asyncio.Protocol):
         self.going_away = True
         last = event.last_stream_id if event.last_stream_id is not None else 2**31 - 1
         self.last_stream_id = min(self.last_stream_id, last)
+        code = int(event.error_code) if event.error_code is not None else 0
+        (log.info if code == ErrorCodes.NO_ERROR else log.warning)(
+            "h2_goaway",
+            origin=self.client.authority,
+            error_code=_code_name(code),
+            last_stream_id=last,
+            debug=_printable(event.additional_data),
+            in_flight=len(self.streams),
+        )
         for stream_id in [s for s in self.streams if s > self.last_stream_id]:
             self._fail(stream_id, H2Refused("the peer went away before this stream (GOAWAY)"))
         self._not_ready(H2ConnectError("the peer refused the connection (GOAWAY)"))
@@ -450,8 +606,17 @@ class _Connection(asyncio.Protocol):
         path: str,
         headers: Sequence[tuple[str, str]],
         body: bytes,
+        attempt: _Attempt,
     ) -> H2Response:
-        """Send one request on a slot reserved by the client and wait for its answer."""
+        """Send one request on a slot reserved by the client and wait for its answer;
+        `attempt.sent` turns True once the request is handed to the connection."""
+        if self._paused:  # backpressure: nothing new while the socket's buffer is full
+            try:
+                await self._drain()
+            except BaseException:
+                self.reserved -= 1
+                self._released()
+                raise
         self.reserved -= 1
         if self.closed or self.going_away:
             self.client._wake_waiters(all_of_them=False)
@@ -479,6 +644,7 @@ class _Connection(asyncio.Protocol):
         except ProtocolError as exc:  # not sent: our accounting and h2's disagree
             self._released()
             raise H2Refused(f"stream not opened: {exc}") from exc
+        attempt.sent = True
         # Counted only once opened: h2 asks for the open streams while opening this one.
         stream = _Stream(self.loop.create_future())
         self.streams[stream_id] = stream
@@ -512,12 +678,17 @@ class _Connection(asyncio.Protocol):
                 stream.window = self.loop.create_future()
                 await stream.window
                 continue
+            if self._paused:  # the socket's buffer is full: wait for it to drain
+                await self._drain()
+                continue
             chunk = body[offset : offset + window]
             offset += len(chunk)
             try:
                 self.h2.send_data(stream_id, chunk, end_stream=offset >= size)
             except StreamClosedError:
                 return  # the peer reset or answered it; the outcome arrives as an event
+            if offset < size:
+                self._flush()  # written now, so a full buffer pauses us before the next chunk
         stream.ended_local = True
         self._flush_soon()
 
@@ -556,13 +727,18 @@ class _Connection(asyncio.Protocol):
             self._flush()
             self.transport.close()
 
-    def _abort(self, error: H2Error) -> None:
+    def _abort(self, error: H2Error, *, hard: bool = False) -> None:
         self.going_away = True
         for stream_id in list(self.streams):
             self._fail(stream_id, error)
         if self.transport is not None:
-            self.transport.close()
+            if hard:  # a dead peer: nothing buffered is worth waiting for
+                self.transport.abort()
+            else:
+                self.transport.close()
         self.closed = True
+        self._stop_liveness()
+        self._set_writable()
         self.client._forget(self)
 
     def _flush_soon(self) -> None:
@@ -578,6 +754,7 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self) -> None:
+        self._stop_liveness()
         for stream_id in list(self.streams):
             self._fail(stream_id, H2ConnectionLost("client closed"))
         if self.transport is not None and not self.closed:
@@ -593,8 +770,14 @@ class H2Client:
 
     - `max_connections`: connections opened at most; a new one only when the others are full
       (the peer's MAX_CONCURRENT_STREAMS, capped by `max_streams`) or going away.
-    - `timeout` (default per request): seconds from asking to the complete answer.
+    - `timeout` (default per request): seconds from asking to the complete answer. Run out
+      before the request was sent: `H2QueueTimeout` (not processed); after: `H2Timeout`.
+    - `queue_timeout`: at most this long (within `timeout`) waiting for a stream slot or a
+      connection; None: all of `timeout`.
     - `connect_timeout`: TCP + TLS + the peer's first SETTINGS.
+    - `ping_interval`: a connection that received nothing for this long is PINGed before it
+      takes a new stream, and, while answers are due, on a timer; `ping_timeout` later without
+      a frame it is abandoned (its streams fail with `H2ConnectionLost`). None: never.
     - `max_refused_retries`: times a request the peer never processed (GOAWAY above its
       last_stream_id, REFUSED_STREAM) is tried again on another connection before `H2Refused`.
       A failed connect is not retried here: it fails every queued request at once, and the
@@ -617,21 +800,32 @@ class H2Client:
         max_refused_retries: int = 3,
         max_response_bytes: int = 1 << 20,
         resolve: Callable[[str, int], Awaitable[str]] | None = None,
+        queue_timeout: float | None = None,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float = 3.0,
     ) -> None:
         parts = urlsplit(origin)
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"an https origin is required, got {origin!r}")
-        self.scheme = "https"
-        self.host = parts.hostname
-        self.port = parts.port or 443
-        self.authority = self.host if self.port == 443 else f"{self.host}:{self.port}"
-        if ssl_context is None:
-            ssl_context = ssl.create_default_context()
-        ssl_context.set_alpn_protocols(["h2"])
-        self.ssl_context = ssl_context
+        host = parts.hostname or ""
+        if parts.scheme not in ("https", "http") or not host:
+            raise ValueError(f"an https origin is required, got {origin[:100]!r}")
+        if parts.scheme == "http" and not is_loopback_host(host):
+            raise ValueError(f"plain http:// only towards a loopback address, got {origin[:100]!r}")
+        self.scheme = parts.scheme
+        self.host = host
+        default_port = 443 if self.scheme == "https" else 80
+        self.port = parts.port or default_port
+        self.authority = self.host if self.port == default_port else f"{self.host}:{self.port}"
+        if self.scheme == "https":
+            if ssl_context is None:
+                ssl_context = ssl.create_default_context()
+            ssl_context.set_alpn_protocols(["h2"])
+        self.ssl_context = ssl_context if self.scheme == "https" else None
         self.max_connections = max_connections
         self.max_streams = max_streams
         self.timeout = timeout
+        self.queue_timeout = queue_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.connect_timeout = connect_timeout
         self.max_refused_retries = max_refused_retries
         self.max_response_bytes = max_response_bytes
@@ -658,21 +852,33 @@ class H2Client:
 
         Header names must be lower case; `:method`, `:scheme`, `:authority`, `:path` and
         `content-length` are added here. A request the peer certainly never processed is
-        retried on another connection (up to `max_refused_retries` times) within `timeout`.
+        retried (up to `max_refused_retries` times, the later ones after a short pause) within
+        `timeout`.
         """
+        state = _Attempt()
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                attempt = 0
+                tries = 0
                 while True:
-                    attempt += 1
+                    tries += 1
+                    state.sent = False
                     try:
-                        connection = await self._acquire()
-                        return await connection.exchange(method, path, headers, body)
+                        if self.queue_timeout is None:
+                            connection = await self._acquire()
+                        else:
+                            async with asyncio.timeout(self.queue_timeout):
+                                connection = await self._acquire()
+                        return await connection.exchange(method, path, headers, body, state)
                     except H2Refused:
-                        if attempt > self.max_refused_retries:
+                        state.sent = False
+                        if tries > self.max_refused_retries:
                             raise
+                    if tries > 1:  # refused again: give the peer a moment (Go's http2 does)
+                        await asyncio.sleep(min(0.025 * 2 ** (tries - 2), 0.5))
         except TimeoutError:
-            raise H2Timeout("no complete answer in time") from None
+            if state.sent:
+                raise H2Timeout("sent, but no complete answer in time") from None
+            raise H2QueueTimeout("not sent in time (no stream slot, connection or room)") from None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -687,10 +893,13 @@ class H2Client:
         while True:
             if self._closed:
                 raise H2ConnectError("the client is closed")
-            for connection in self._connections:
-                if connection.available > 0:
-                    connection.reserved += 1
-                    return connection
+            chosen = next((c for c in self._connections if c.available > 0), None)
+            if chosen is not None:
+                if chosen.suspect(chosen.loop.time()):  # quiet a while: is anyone there?
+                    await asyncio.shield(chosen.probe())
+                    continue
+                chosen.reserved += 1
+                return chosen
             if self._connecting == 0 and len(self._connections) < self.max_connections:
                 self._connecting += 1
                 try:
@@ -728,15 +937,16 @@ class H2Client:
                 address = self.host
                 if self.resolve is not None:
                     address = await self.resolve(self.host, self.port)
+                tls = self.ssl_context is not None
                 transport, connection = await loop.create_connection(
                     lambda: _Connection(self),
                     address,
                     self.port,
                     ssl=self.ssl_context,
-                    server_hostname=self.host,
+                    server_hostname=self.host if tls else None,
                 )
                 ssl_object = transport.get_extra_info("ssl_object")
-                if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+                if tls and (ssl_object is None or ssl_object.selected_alpn_protocol() != "h2"):
                     transport.close()
                     raise H2ConnectError(f"{self.authority} does not offer HTTP/2 (ALPN h2)")
                 await connection.ready
@@ -764,3 +974,69 @@ class H2Client:
                 waiter.set_result(None)
                 if not all_of_them:
                     return
+
+
+class BorrowedInternalMissing(RuntimeError):
+    """The installed h2/hpack lacks an internal this module overrides or calls."""
+
+
+def check_borrowed_internals() -> None:
+    """Refuse, naming it, an h2 or hpack whose internals we lean on have moved (pyproject pins
+    h2>=4.1,<5, which brings hpack 4): `_H2` overrides `_receive_goaway_frame` (reached through
+    h2's frame dispatch table), `open_outbound_streams` and `MAX_CLOSED_STREAMS`; the encoder
+    replaces `H2Connection.encoder` and calls `Encoder.add`, `Encoder._encode_table_size_change`,
+    `HeaderTable.add`, `.resized`, `.maxsize`. Run once at import."""
+    versions = f"installed h2 {h2.__version__}, hpack {hpack.__version__}; pinned h2>=4.1,<5"
+
+    def need(ok: bool, name: str) -> None:
+        if not ok:
+            raise BorrowedInternalMissing(
+                f"kit/h2client needs the internal {name}, missing or changed ({versions})"
+            )
+
+    need(
+        isinstance(H2Connection.__dict__.get("MAX_CLOSED_STREAMS"), int),
+        "H2Connection.MAX_CLOSED_STREAMS",
+    )
+    need(
+        isinstance(H2Connection.__dict__.get("open_outbound_streams"), property),
+        "H2Connection.open_outbound_streams (a property)",
+    )
+    goaway = H2Connection.__dict__.get("_receive_goaway_frame")
+    need(
+        callable(goaway) and list(inspect.signature(goaway).parameters) == ["self", "frame"],
+        "H2Connection._receive_goaway_frame(self, frame)",
+    )
+    connection = _H2(config=_configuration())
+    dispatch = getattr(connection, "_frame_dispatch_table", {})
+    handler = dispatch.get(GoAwayFrame) if isinstance(dispatch, dict) else None
+    need(
+        getattr(handler, "__func__", None) is _H2._receive_goaway_frame,
+        "H2Connection._frame_dispatch_table[GoAwayFrame] -> _receive_goaway_frame",
+    )
+    need(isinstance(getattr(connection, "encoder", None), Encoder), "H2Connection.encoder")
+    encoder = _PlainEncoder()
+    table = encoder.header_table
+    need(isinstance(table, _CountingTable), "hpack Encoder.header_table")
+    need(
+        hasattr(table, "resized") and hasattr(table, "maxsize"),
+        "hpack HeaderTable.resized/.maxsize",
+    )
+    need(
+        callable(getattr(Encoder, "_encode_table_size_change", None)),
+        "hpack Encoder._encode_table_size_change",
+    )
+    add = getattr(Encoder, "add", None)
+    need(
+        callable(add)
+        and list(inspect.signature(add).parameters)[:3] == ["self", "to_add", "sensitive"],
+        "hpack Encoder.add(self, to_add, sensitive, huffman)",
+    )
+    # The memo's premise: an indexed field re-encodes to the same bytes, and adding a field
+    # goes through HeaderTable.add (counted).
+    first = encoder.encode([("x-check", "1")])
+    need(getattr(table, "inserts", 0) == 1, "hpack HeaderTable.add (called on insertion)")
+    need(encoder.encode([("x-check", "1")]) != first, "hpack Encoder indexing")
+
+
+check_borrowed_internals()

@@ -25,7 +25,7 @@ import structlog
 
 from stateless.bots.outbound import TargetRefused, resolve_checked
 from stateless.bots.tasks.base import TaskFailed
-from stateless.kit.h2client import H2Client, H2ConnectError, H2Error, H2Timeout
+from stateless.kit.h2client import H2Client, H2ConnectError, H2Error, H2QueueTimeout, H2Timeout
 from stateless.kit.pushing import TenantGates
 from stateless.kit.retry import RetryPolicy, retry_after_seconds
 
@@ -34,6 +34,9 @@ WEBPUSH_RETRY = RetryPolicy(
     attempts=3, initial_seconds=0.1, maximum_seconds=2.0, jitter_seconds=0.1
 )
 MAX_RETRY_AFTER_SECONDS = 10.0
+# Failures without an answer that are tried again: never sent (QueueTimeout: no duplicate
+# possible), and, as before, sent but late (Timeout: a duplicate is judged better than a loss).
+_RETRIED_REASONS = frozenset({"ConnectionError", "Timeout", "QueueTimeout"})
 
 # Request headers: (lower-case name, value) pairs, as HTTP/2 sends them.
 Headers = Sequence[tuple[str, str]]
@@ -48,7 +51,9 @@ class EngineResponse:
 
 
 class EngineError(Exception):
-    """Nothing was answered (connection refused, timeout, refused address); `reason` says why."""
+    """Nothing was answered (connection refused, timeout, refused address); `reason` says why:
+    "QueueTimeout" (never sent: no connection or stream slot in time, safe to send again),
+    "Timeout" (sent, the answer late: the service may have accepted it), "ConnectionError"..."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -178,6 +183,8 @@ class HttpcoreEngine:
                 content=body,
                 extensions={"timeout": self._timeouts},
             )
+        except httpcore.PoolTimeout:  # no connection in time: nothing was sent
+            raise EngineError("QueueTimeout") from None
         except httpcore.TimeoutException:
             raise EngineError("Timeout") from None
         except httpcore.ConnectError as exc:
@@ -262,6 +269,8 @@ class H2Engine:
             if stale is not None:
                 await stale.aclose()
             return await self.fallback.post(endpoint, body, headers)
+        except H2QueueTimeout:
+            raise EngineError("QueueTimeout") from None
         except H2Timeout:
             raise EngineError("Timeout") from None
         except H2Error:
@@ -347,7 +356,7 @@ class WebPushSender:
                 retryable = (
                     outcome.status == 429
                     or outcome.status >= 500
-                    or (outcome.status == 0 and outcome.reason in ("ConnectionError", "Timeout"))
+                    or (outcome.status == 0 and outcome.reason in _RETRIED_REASONS)
                 )
                 wait = policy.next_wait(attempt, retry_after, self.max_retry_after_seconds)
                 if not retryable or wait is None:

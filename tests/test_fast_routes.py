@@ -4,18 +4,31 @@ ours, and every request below must get the same status, headers that matter and 
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, Field
 
 from stateless.config import Settings
 from stateless.deps import TransactionRoute
-from stateless.kit.dispatch import install_route_dispatch
-from stateless.kit.fastroute import FastRoute, plan_for
+from stateless.kit.dispatch import DISPATCHED, install_fast_path, install_route_dispatch
+from stateless.kit.fastroute import (
+    BORROWED,
+    GENERAL,
+    PLANNED,
+    SERVED_BY,
+    FastRoute,
+    assert_plans_match,
+    assert_supported_framework,
+    plan_for,
+)
 from stateless.main import create_app
 
 
@@ -168,9 +181,35 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
 ]
 
 
-async def _answers(app: FastAPI) -> list[tuple[int, str | None, str | None, str | None, bytes]]:
+# Per request above, in order: which handler served it on our classes and through which
+# dispatch. P: the planned handler, through our dispatch; F: FastAPI's handler (a fallback),
+# through our dispatch; R: no handler at all, FastAPI's router answered (404, 405, redirect).
+# The DELETE answers 204 without a response model: not our shape, FastAPI's handler serves it.
+# If the plan or the dispatch quietly stopped working, these would no longer hold.
+SERVED = "PPPPPPFFFPPFFFPPPFPPPPPPPPPPPPPFRRRPRPPPRRPPPPR"
+TAGS = {"P": (PLANNED, True), "F": (GENERAL, True), "R": (None, False)}
+
+
+class Recorder:
+    """ASGI wrapper that keeps, per request, the markers the fast path leaves on the scope."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[tuple[str | None, bool]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.seen.append((scope.get(SERVED_BY), bool(scope.get(DISPATCHED))))
+
+
+async def _answers(
+    app: FastAPI, recorder: Recorder | None = None
+) -> list[tuple[int, str | None, str | None, str | None, bytes]]:
     seen = []
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=recorder or app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for method, path, headers, body in REQUESTS:
             r = await client.request(method, path, headers=headers, content=body)
@@ -187,10 +226,20 @@ async def _answers(app: FastAPI) -> list[tuple[int, str | None, str | None, str 
 
 
 async def test_planned_handler_and_exact_dispatch_answer_as_fastapi_does() -> None:
-    reference = await _answers(build(APIRoute, dispatch=False))
-    ours = await _answers(build(FastRoute, dispatch=True))
+    reference_app = build(APIRoute, dispatch=False)
+    reference_paths = Recorder(reference_app)
+    reference = await _answers(reference_app, reference_paths)
+    our_app = build(FastRoute, dispatch=True)
+    our_paths = Recorder(our_app)
+    ours = await _answers(our_app, our_paths)
     for request, expected, got in zip(REQUESTS, reference, ours, strict=True):
         assert got == expected, request
+    # ... and each answer came the way it should: FastAPI's classes never touch the fast path,
+    # ours take it for every plain request (a plan_for returning None fails here)
+    assert reference_paths.seen == [(None, False)] * len(REQUESTS)
+    assert len(SERVED) == len(REQUESTS)
+    for request, tag, path in zip(REQUESTS, SERVED, our_paths.seen, strict=True):
+        assert path == TAGS[tag], (request, tag, path)
     # the matrix exercises what it claims to: successes, each kind of refusal, the fallback
     statuses = {answer[0] for answer in reference}
     assert {200, 201, 204, 307, 401, 404, 405, 422, 429} <= statuses, statuses
@@ -275,3 +324,179 @@ def test_every_session_route_is_a_transaction_route() -> None:
         and context.original_route.path.startswith("/api/v1/")
     ]
     assert api and all(isinstance(route, TransactionRoute) for route in api)
+
+
+# -- the plan follows FastAPI's effective route (include- and app-level settings) -------------
+
+
+class Auth:
+    """An include-level or app-level gate: refuses a request without credentials."""
+
+    async def __call__(self, request: Request) -> None:
+        if request.headers.get("authorization") != "Bearer ok":
+            raise HTTPException(401, "credentials required")
+
+
+async def header_auth(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """The same gate with a header parameter: not a request-only call, so not planned."""
+    if authorization != "Bearer ok":
+        raise HTTPException(401, "credentials required")
+
+
+class TaggedJSON(JSONResponse):
+    media_type = "application/vnd.tagged+json"
+
+
+def open_router(route_class: type[APIRoute]) -> APIRouter:
+    """A router with no protection of its own: the including app adds it."""
+    router = APIRouter(prefix="/open", route_class=route_class)
+
+    @router.get("/secret", response_model=ItemOut)
+    async def secret(owner: Owner) -> dict[str, Any]:
+        return {"name": "secret", "count": 1, "owner": owner}
+
+    @router.post("/secret", response_model=ItemOut)
+    async def post_secret(body: Item, owner: Owner) -> dict[str, Any]:
+        return {"name": body.name, "count": body.count, "owner": owner}
+
+    return router
+
+
+INCLUDES: dict[str, Callable[[FastAPI, APIRouter], None]] = {
+    "include dependencies": lambda app, r: app.include_router(r, dependencies=[Depends(Auth())]),
+    "include header dependency": lambda app, r: app.include_router(
+        r, dependencies=[Depends(header_auth)]
+    ),
+    "include response class": lambda app, r: app.include_router(
+        r, default_response_class=TaggedJSON
+    ),
+    "include body limit": lambda app, r: app.include_router(r, max_body_size=16),
+    "include concurrency": lambda app, r: app.include_router(
+        r, dependencies=[Depends(Auth(), max_concurrency=2)]
+    ),
+}
+
+
+def build_included(route_class: type[APIRoute], how: str) -> FastAPI:
+    if how == "app dependencies":
+        app = FastAPI(dependencies=[Depends(Auth())])
+        app.include_router(open_router(route_class))
+    else:
+        app = FastAPI()
+        INCLUDES[how](app, open_router(route_class))
+    if route_class is FastRoute:
+        install_fast_path(app)
+    return app
+
+
+INCLUDED_REQUESTS: list[tuple[str, dict[str, str], bytes | None]] = [
+    ("GET", {"x-owner": "ann"}, None),
+    ("GET", {"x-owner": "ann", "authorization": "Bearer ok"}, None),
+    ("GET", {"authorization": "Bearer ok"}, None),
+    ("POST", {**OK, "authorization": "Bearer ok"}, b'{"name": "n"}'),
+    ("POST", {**OK, "authorization": "Bearer ok"}, b'{"name": "' + b"x" * 40 + b'"}'),
+    ("POST", OK, b'{"name": "n"}'),
+]
+
+
+@pytest.mark.parametrize("how", [*INCLUDES, "app dependencies"])
+async def test_include_and_app_level_settings_are_applied_as_fastapi_applies_them(
+    how: str,
+) -> None:
+    """The latent bypass of issue 25: a router included with `dependencies=[Depends(auth)]`
+    answered 200 on the planned handler where FastAPI answers 401. Include-level response
+    class, body limit and concurrency limits must equally be FastAPI's."""
+    answers = []
+    for route_class in (APIRoute, FastRoute):
+        app = build_included(route_class, how)
+        recorder = Recorder(app)
+        seen = []
+        transport = httpx.ASGITransport(app=recorder)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for method, headers, body in INCLUDED_REQUESTS:
+                r = await client.request(method, "/open/secret", headers=headers, content=body)
+                seen.append((r.status_code, r.headers.get("content-type"), r.content))
+        answers.append((seen, recorder.seen))
+    (reference, _), (ours, paths) = answers
+    for request, expected, got in zip(INCLUDED_REQUESTS, reference, ours, strict=True):
+        assert got == expected, (how, request)
+    if how in ("include dependencies", "app dependencies"):
+        assert reference[0][0] == 401 and reference[1][0] == 200
+        # the gate is planned with the include's dependency in front of the route's own
+        assert {served for served, _ in paths} == {PLANNED}
+    else:
+        # a shape the planner does not take: FastAPI's handler, never a wrong plan
+        assert {served for served, _ in paths} == {GENERAL}, how
+    if how == "include response class":
+        assert reference[1][1] == "application/vnd.tagged+json"
+    if how == "include body limit":
+        assert reference[4][0] == 413
+
+
+def test_a_plan_that_disagrees_with_fastapi_refuses_to_start() -> None:
+    app = build_included(FastRoute, "include dependencies")
+    route = next(
+        context.original_route
+        for context in iter_route_contexts(list(app.routes))
+        if isinstance(context.original_route, FastRoute)
+    )
+    assert isinstance(route, FastRoute)
+    # what the planner did before the fix: plan from the route as declared, not as included
+    declared = plan_for(route)
+    assert declared is not None and len(declared.gates) == 1
+    route.__dict__["_built_plans"] = [weakref.ref(declared)]
+    with pytest.raises(RuntimeError, match="not built from FastAPI's effective route"):
+        assert_plans_match(app)
+
+
+def test_unsupported_framework_versions_and_missing_internals_refuse_to_start() -> None:
+    assert_supported_framework()  # what is installed is what is supported
+    with pytest.raises(RuntimeError) as caught:
+        assert_supported_framework({"fastapi": "0.166.1", "starlette": "1.10.0"})
+    message = str(caught.value)
+    assert "fastapi 0.166.1 is installed" in message and "fastapi 0.165.x" in message
+    assert "\n" not in message
+    with pytest.raises(RuntimeError, match=r"starlette 1\.11\.0 is installed.*starlette 1\.10\.x"):
+        assert_supported_framework({"fastapi": "0.165.0", "starlette": "1.11.0"})
+    with pytest.raises(RuntimeError, match=r"fastapi\.routing\._gone is missing"):
+        assert_supported_framework(borrowed=[("fastapi.routing", "_gone")])
+
+
+def test_every_borrowed_name_is_listed() -> None:
+    """Each non-public name kit/fastroute.py and kit/dispatch.py use is in BORROWED (the startup
+    check), so a FastAPI that drops one fails at startup, naming it."""
+    names = {dotted.split(".")[0] for _, dotted in BORROWED}
+    assert {
+        "_effective_route_context_var",
+        "request_params_to_args",
+        "request_body_to_args",
+    } <= names
+    for module in ("fastroute", "dispatch"):
+        source = (Path(__file__).parents[1] / "src/stateless/kit" / f"{module}.py").read_text()
+        # serialize_response and is_body_allowed_for_status_code moved onto a plan-time TypeAdapter
+        imports = [line for line in source.splitlines() if line.startswith(("from ", "import "))]
+        assert not [line for line in imports if "serialize_response" in line]
+        assert not [line for line in imports if "is_body_allowed_for_status_code" in line]
+
+
+async def test_the_switch_serves_everything_with_fastapi() -> None:
+    """`Settings(fast_routes=False)`: the debugging switch; every answer is FastAPI's own."""
+    seen = []
+    for fast_routes in (True, False):
+        app = create_app(Settings(_env_file=None, fast_routes=fast_routes))
+        recorder = Recorder(app)
+        transport = httpx.ASGITransport(app=recorder)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            # refused before any dependency runs (no lifespan needed)
+            r = await client.post(
+                "/api/v1/drafts", content=b'{"a": ', headers={"content-type": "application/json"}
+            )
+        problem = r.json()
+        problem.pop("request_id")
+        seen.append((r.status_code, problem, recorder.seen))
+    (on_status, on_body, on_paths), (off_status, off_body, off_paths) = seen
+    assert (on_status, on_body) == (off_status, off_body) and on_status == 422
+    assert on_paths == [(GENERAL, True)]  # undecodable JSON: FastAPI's handler, our dispatch
+    assert off_paths == [(GENERAL, False)]

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] | None = None
     run_background_jobs: bool = True
+    # A debugging switch: False serves every route with FastAPI's own handler and router
+    # (kit/fastroute.py, kit/dispatch.py), to tell whether a difference comes from the fast path.
+    fast_routes: bool = True
 
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=4.0)
     rate_limit_default: str = "600/minute"

@@ -11,10 +11,10 @@ from starlette.middleware import Middleware
 from starlette.types import Message, Receive, Scope, Send
 
 from stateless import __version__, domains
-from stateless.config import Settings
+from stateless.config import InvalidSettingsError, Settings, load_settings
 from stateless.deps import API_V1, assert_transactional
 from stateless.health.endpoints import router as health_router
-from stateless.kit.dispatch import install_route_dispatch
+from stateless.kit.dispatch import install_fast_path
 from stateless.kit.docs import install_docs
 from stateless.kit.errors import install_problem_handlers
 from stateless.kit.logging import AccessLog, configure_logging
@@ -36,7 +36,7 @@ def settle_heap() -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()  # InvalidSettingsError: one line, no traceback
     settings.assert_safe_for_environment()
     configure_logging(settings.log_level, settings.effective_log_format)
     metrics = Metrics()
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(receipts_router)
     app.include_router(health_router)
     assert_transactional(app)
-    install_route_dispatch(app)
+    install_fast_path(app, enabled=settings.fast_routes)
     install_openapi(app)
     install_docs(app)
     return app
@@ -101,7 +101,11 @@ class _LazyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            self._app = create_app()
+            try:
+                self._app = create_app()
+            except InvalidSettingsError as exc:
+                await _refuse_to_start(scope, receive, send, str(exc))
+                return
         if scope["type"] != "lifespan":
             await self._app(scope, receive, send)
             return
@@ -112,6 +116,15 @@ class _LazyApp:
             await send(message)
 
         await self._app(scope, receive, send_after_startup)
+
+
+async def _refuse_to_start(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+    """A setting that cannot work: the server's startup fails with one line, no traceback."""
+    if scope["type"] == "lifespan":
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.failed", "message": f"error: {reason}"})
+        return
+    raise InvalidSettingsError(reason)
 
 
 app = _LazyApp()

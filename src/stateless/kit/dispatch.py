@@ -13,7 +13,14 @@ the same ASGI app FastAPI's router would have called:
 
 What it cannot decide exactly goes through FastAPI's router unchanged: a path no route serves
 with this method (FastAPI answers 404, 405 or a slash redirect), a path a non-API route (a
-mount) could take, or an app with dependency overrides in place.
+mount) could take, a route with a form body (its routers' form limits are applied by FastAPI's
+router), or an app with dependency overrides in place.
+
+`install_fast_path` is the one startup call: it checks the FastAPI and Starlette versions and
+every borrowed name, that every planned route agrees with FastAPI's effective route
+(kit/fastroute.py), that every API route yields a dispatch target, and then installs the
+dispatch (unless `Settings.fast_routes` is off). A request dispatched here carries
+`scope[DISPATCHED] = True` (tests assert it).
 """
 
 from __future__ import annotations
@@ -23,9 +30,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stateless.kit.fastroute import assert_plans_match, assert_supported_framework
+
+# Set on the scope of a request this dispatch handed to its route (tests read it).
+DISPATCHED = "stateless.dispatched"
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,15 @@ def _literal_start(path: str) -> str:
     return path.split("{", 1)[0]
 
 
+def _form_body(context: RouteContext) -> bool:
+    body_field = getattr(context, "body_field", None)
+    return body_field is not None and isinstance(body_field.field_info, params.Form)
+
+
 def _target(context: RouteContext) -> Target | None:
     route = context.original_route
+    if isinstance(route, APIRoute) and _form_body(context):
+        return None  # FastAPI's router applies the including routers' form limits
     path = context.path
     methods = context.methods
     app = getattr(context, "app", None)
@@ -158,6 +177,7 @@ class RouteDispatch:
             found = self._find(self._current(), path, scope["method"])
             if found is not None:
                 target, params = found
+                scope[DISPATCHED] = True
                 scope.setdefault("router", self.router)
                 scope["endpoint"] = target.route.endpoint
                 scope["route"] = target.route
@@ -168,6 +188,35 @@ class RouteDispatch:
                 await target.app(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def assert_dispatchable(app: FastAPI) -> None:
+    """At startup: every API route (without a form body) yields a dispatch target, so a
+    FastAPI that renamed what dispatch reads fails here, naming it, not silently slower."""
+    for context in iter_route_contexts(list(app.routes)):
+        if not isinstance(context.original_route, APIRoute) or _form_body(context):
+            continue
+        if _target(context) is None:
+            missing = [
+                name
+                for name in ("app", "path_regex", "param_convertors", "methods", "path")
+                if getattr(context, name, None) is None
+            ]
+            raise RuntimeError(
+                f"{context.path}: FastAPI's route context lacks {missing or 'a usable shape'} "
+                "(kit/dispatch.py reads RouteContext.app, .path_regex, .param_convertors)"
+            )
+
+
+def install_fast_path(app: FastAPI, *, enabled: bool = True) -> None:
+    """The startup call for the fast path (see module doc). `enabled=False` (the
+    `fast_routes` setting) leaves every request to FastAPI's own handler and router."""
+    assert_supported_framework()
+    app.state.fast_routes = enabled
+    assert_plans_match(app)
+    assert_dispatchable(app)
+    if enabled:
+        install_route_dispatch(app)
 
 
 def install_route_dispatch(app: FastAPI) -> None:

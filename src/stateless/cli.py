@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 
-from stateless.config import Settings, UnsafeSettingsError
+from stateless.config import InvalidSettingsError, Settings, UnsafeSettingsError, load_settings
 from stateless.kit.errors import ProblemError
 
 if TYPE_CHECKING:
@@ -45,11 +44,9 @@ def _fail(message: str) -> NoReturn:
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        _fail(f"invalid configuration for {where.upper()}: {first.get('msg')}")
+        return load_settings()
+    except InvalidSettingsError as exc:  # one line naming the variable, no traceback
+        _fail(str(exc))
 
 
 def _require_database(settings: Settings) -> None:

@@ -19,6 +19,38 @@ class UnsafeSettingsError(RuntimeError):
     """Raised when production would start on secrets anyone can guess."""
 
 
+class InvalidSettingsError(RuntimeError):
+    """A setting that cannot work; the message is one line naming the variable and its need."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or `InvalidSettingsError` with one line (the first
+    problem: `APNS_PRODUCTION_URL must be https:// ..., got ...`), never pydantic's report."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first.get("loc", ())).upper() or "settings"
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise InvalidSettingsError(f"invalid {name}: {message}{more}") from None
+
+
+def _readable(path: Path, *, directory: bool) -> None:
+    """ValueError naming what is wrong with a file or directory setting."""
+    import os
+
+    kind = "directory" if directory else "file"
+    if not path.exists():
+        raise ValueError(f"{path} does not exist (a {kind} is needed)")
+    if path.is_dir() != directory:
+        raise ValueError(f"{path} is not a {kind}")
+    if not os.access(path, os.R_OK | (os.X_OK if directory else 0)):
+        raise ValueError(f"{path} is not readable by this process")
+
+
 class Settings(BaseSettings):
     """Every knob of SPEC section 11; defaults run the embedded stack (SQLite, local files)."""
 
@@ -148,6 +180,77 @@ class Settings(BaseSettings):
         from stateless.kit.urls import require_https_or_loopback
 
         return require_https_or_loopback(value)
+
+    @field_validator(
+        "apns_production_url",
+        "apns_sandbox_url",
+        "sendgrid_api_base_url",
+        "apple_verify_receipt_url",
+        "apple_verify_receipt_sandbox_url",
+    )
+    @classmethod
+    def _credential_url(cls, value: str) -> str:
+        """https, or plain http towards a loopback address (a local test peer): provider
+        tokens, API keys and receipts must never cross a network in the clear."""
+        from stateless.kit.urls import require_https_or_loopback
+
+        return require_https_or_loopback(value)
+
+    @field_validator("s3_endpoint_url", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """http(s) with a host: S3-compatible stores often listen on plain http inside a
+        private network (MinIO in docker compose)."""
+        from stateless.kit.urls import require_url
+
+        return require_url(value, ("https", "http"), "https://host") if value else None
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        from stateless.kit.urls import require_url
+
+        return require_url(value, ("smtp", "smtps"), "smtp://user:pass@host:587") if value else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        from stateless.kit.urls import require_url
+
+        if not value or (value.startswith("unix://") and len(value) > len("unix://")):
+            return value or None
+        return require_url(value, ("redis", "rediss"), "redis://localhost:6379/0")
+
+    @field_validator("apns_ca_file", "webpush_ca_file")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        """A readable PEM bundle of CA certificates, loaded once here so a bad one is refused
+        at startup, not on the first push."""
+        if value is None:
+            return None
+        _readable(value, directory=False)
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (ssl.SSLError, ValueError):
+            raise ValueError(f"{value} holds no PEM CA certificate") from None
+        return value
+
+    @field_validator("apple_root_certs_dir")
+    @classmethod
+    def _certs_dir(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _readable(value, directory=True)
+        return value
+
+    @field_validator("storage_local_path")
+    @classmethod
+    def _storage_dir(cls, value: Path) -> Path:
+        """Created when missing; a file in its place cannot hold files."""
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} exists and is not a directory")
+        return value
 
     @field_validator("auth_failure_limit_per_app", "auth_failure_limit")
     @classmethod

@@ -40,6 +40,7 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 from h2.exceptions import ProtocolError, StreamClosedError
 from hypercorn.asyncio import serve
@@ -103,6 +104,12 @@ class WebPushPeer:
     url: str = ""
     count: int = 0
     stats: Counter[str] = field(default_factory=Counter)  # what was checked (bench report)
+    # Misbehaviour on raw h2 (`running(raw_h2=True)`): the MAX_CONCURRENT_STREAMS advertised,
+    # seconds before each answer, and RST_STREAM(REFUSED_STREAM) for the next N requests.
+    max_concurrent_streams: int = 1000
+    delay_seconds: float = 0.0
+    refuse_streams: int = 0
+    refused: int = 0
     _seen: int = 0
     _served: Counter[str] = field(default_factory=Counter)
     # (token, key, origin) -> claims: a given JWT's signature is verified once, as a push
@@ -310,7 +317,7 @@ class _H2PeerConnection(asyncio.Protocol):
 
     def __init__(self, peer: WebPushPeer) -> None:
         self.peer = peer
-        self.h2 = server_h2()
+        self.h2 = server_h2(peer.max_concurrent_streams)
         self.transport: asyncio.Transport | None = None
         self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}
 
@@ -336,16 +343,34 @@ class _H2PeerConnection(asyncio.Protocol):
                     request[1].extend(event.data)
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, StreamEnded):
-                self._respond(event.stream_id)
+                if self.peer.refuse_streams > 0:  # not processed: the client may send it again
+                    self.peer.refuse_streams -= 1
+                    self.peer.refused += 1
+                    self.requests.pop(event.stream_id, None)
+                    with contextlib.suppress(StreamClosedError, ProtocolError):
+                        self.h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                elif self.peer.delay_seconds > 0:
+                    asyncio.get_running_loop().call_later(
+                        self.peer.delay_seconds, self._respond_now, event.stream_id
+                    )
+                else:
+                    self._respond(event.stream_id)
             elif isinstance(event, StreamReset):
                 self.requests.pop(event.stream_id, None)
             elif isinstance(event, ConnectionTerminated):
                 if self.transport is not None:
                     self.transport.close()
                 return
+        self._write()
+
+    def _write(self) -> None:
         data_out = self.h2.data_to_send()
-        if data_out and self.transport is not None:
+        if data_out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data_out)
+
+    def _respond_now(self, stream_id: int) -> None:
+        self._respond(stream_id)
+        self._write()
 
     def _respond(self, stream_id: int) -> None:
         request = self.requests.pop(stream_id, None)

@@ -14,6 +14,13 @@ default) falls back to SQLAlchemy, so behaviour never depends on which path ran.
 are raised as the SQLAlchemy exception classes the rest of the app already maps to problems
 (409 on an integrity error, 422 on unstorable text, 503 when the database is unreachable),
 without the parameters, which may hold sealed user data.
+
+Every wait is bounded (docs/faults.md): a request waits at most DB_POOL_TIMEOUT for a pooled
+connection (then 503 `database_unavailable`), a statement at most DB_STATEMENT_TIMEOUT_SECONDS
+(asyncpg's command timeout), a new connection at most DB_POOL_TIMEOUT. A connection found dead
+(the server restarted, or its backend was terminated) is replaced, with every other pooled
+connection of its age, and a SELECT that met it runs once more on a fresh one; a write is never
+run twice, since it may have been applied before the link went.
 """
 
 from __future__ import annotations
@@ -41,6 +48,54 @@ class LoneWriter(Protocol):
     async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]: ...
 
 
+# The application_name of the direct pool's sessions (unless DATABASE_URL names one).
+DIRECT_APPLICATION_NAME = "stateless-direct"
+# SQLSTATEs after which the server has closed the connection: the connection exception class
+# (08: the link is gone) and admin or crash shutdown (pg_terminate_backend, a restart).
+_DEAD_SQLSTATES = ("08", "57P01", "57P02")
+
+
+def _closed(conn: Any) -> bool:
+    """Whether a pooled connection is closed; one whose close already handed it back to the
+    pool (asyncpg then refuses every call on it) is."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _connection_died(exc: BaseException, conn: Any) -> bool:
+    """True when `exc` says the connection itself is gone, not that the statement failed. A
+    statement timeout is not that: asyncpg cancels the statement and keeps the connection."""
+    if isinstance(exc, TimeoutError):
+        return False
+    # InternalClientError: the protocol is in a state it cannot leave (seen when a statement
+    # starts while the server's FATAL for a terminated backend is being read): the connection
+    # cannot be trusted with another statement
+    dead = (asyncpg.ConnectionDoesNotExistError, asyncpg.InternalClientError, ConnectionError)
+    if isinstance(exc, dead):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_DEAD_SQLSTATES):
+        return True
+    return _closed(conn)
+
+
+class _ConnectionDied(Exception):
+    """The connection died under a statement; `cause` is what the driver raised."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _json_text(value: str) -> str:
+    """The json/jsonb codec's encoder. The bind processor of SQLAlchemy's JSON type (the plan's
+    binder) has already serialized the value, so its text goes to the server as it is: encoded
+    once, as SQLAlchemy's own asyncpg dialect does."""
+    return value
+
+
 # Compiled plans kept per process: statements are module constants, so this bounds only a
 # misuse (a statement built per call), never the normal set.
 _MAX_PLANS = 512
@@ -59,6 +114,11 @@ class _Plan:
     defaults: Mapping[str, Callable[[], Any]]
     row: type | None  # the row class of a statement that returns rows
     readers: tuple[Callable[[Any], Any] | None, ...]
+    # A plain SELECT: running it twice changes nothing, so it may run again when its
+    # connection died under it
+    retry_safe: bool = False
+    # Parameters whose type converts None too (JSON stores None as JSON null, as SQLAlchemy does)
+    evaluate_none: frozenset[str] = frozenset()
 
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         values: list[Any] = []
@@ -69,7 +129,9 @@ class _Plan:
                 value = self.defaults[name]()
             else:
                 raise sa_exc.ArgumentError(f"a value is required for bind parameter {name!r}")
-            values.append(bind(value) if bind is not None and value is not None else value)
+            if bind is not None and (value is not None or name in self.evaluate_none):
+                value = bind(value)
+            values.append(value)
         return values
 
     def rows(self, records: Sequence[Any]) -> list[Any]:
@@ -125,8 +187,10 @@ def compile_plan(statement: Executable, dialect: Dialect, keys: Sequence[str]) -
         bind = compiled.binds[name]
         if name not in defaults and not bind.required:
             defaults[name] = _constant(bind.effective_value)
-    binders = tuple(
-        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    types = [compiled.binds[name].type.dialect_impl(dialect) for name in names]
+    binders = tuple(kind.bind_processor(dialect) for kind in types)
+    evaluate_none = frozenset(
+        name for name, kind in zip(names, types, strict=True) if kind.should_evaluate_none
     )
     row: type | None = None
     readers: tuple[Callable[[Any], Any] | None, ...] = ()
@@ -142,7 +206,9 @@ def compile_plan(statement: Executable, dialect: Dialect, keys: Sequence[str]) -
         readers = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
-    return _Plan(statement, sql, names, binders, defaults, row, readers)
+    return _Plan(
+        statement, sql, names, binders, defaults, row, readers, row is not None, evaluate_none
+    )
 
 
 def _rowcount(status: str) -> int:
@@ -173,13 +239,33 @@ class PostgresDirect:
     The pool opens connections as load first needs them (none at start, so a process starts
     while the database is down), keeps them (no idle timeout) and sends no TLS request on
     loopback, so steady load never opens a connection.
+
+    Waiting for a connection is bounded by `acquire_timeout_seconds` (DB_POOL_TIMEOUT), and the
+    bound costs nothing while a connection is free: requests holding or waiting for one are
+    counted, and only a request that finds all `max_size` taken waits under asyncpg's timeout
+    (which runs the wait as a task of its own).
     """
 
-    def __init__(self, pool: asyncpg.Pool, dialect: Dialect, fallback: LoneWriter) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dialect: Dialect,
+        fallback: LoneWriter,
+        *,
+        acquire_timeout_seconds: float = 5.0,
+    ) -> None:
         self._pool = pool
         self._dialect = dialect
         self._fallback = fallback
         self._plans: OrderedDict[tuple[int, frozenset[str] | None], _Plan | None] = OrderedDict()
+        self._acquire_timeout = acquire_timeout_seconds
+        self._max_size = pool.get_max_size()
+        self._in_use = 0  # requests holding a connection or waiting for one
+        # Whole-pool expiries so far: a connection taken after the latest one is of the pool's
+        # current generation (asyncpg replaced any older one on acquire)
+        self._expiries = 0
+        self.dead_connections = 0  # connections found dead under a statement (and replaced)
+        self.retried_reads = 0  # SELECTs run again on a fresh connection after that
 
     @classmethod
     async def open(
@@ -191,17 +277,23 @@ class PostgresDirect:
     ) -> PostgresDirect:
         url = make_url(settings.database_url).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
-        serializer = getattr(dialect, "_json_serializer", None) or json.dumps
         deserializer = getattr(dialect, "_json_deserializer", None) or json.loads
 
         async def setup(conn: asyncpg.Connection) -> None:
             for name in ("json", "jsonb"):
                 await conn.set_type_codec(
-                    name, encoder=serializer, decoder=deserializer, schema="pg_catalog"
+                    name, encoder=_json_text, decoder=deserializer, schema="pg_catalog"
                 )
 
         args = dict(connect_args)
         timeout = args.pop("timeout", settings.db_pool_timeout)
+        if "application_name" not in url.query:
+            # Tells this pool's sessions apart in pg_stat_activity (the outage tests terminate
+            # exactly those)
+            args["server_settings"] = {
+                "application_name": DIRECT_APPLICATION_NAME,
+                **args.get("server_settings", {}),
+            }
         pool = await asyncpg.create_pool(
             dsn,
             min_size=0,
@@ -211,7 +303,7 @@ class PostgresDirect:
             timeout=timeout,
             **args,
         )
-        return cls(pool, dialect, fallback)
+        return cls(pool, dialect, fallback, acquire_timeout_seconds=settings.db_pool_timeout)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -231,14 +323,78 @@ class PostgresDirect:
             return self._plan(statement, params)
         return plan
 
+    async def _acquire(self) -> Any:
+        """A pooled connection, waiting at most the acquire timeout when none is free.
+
+        While fewer than `max_size` requests hold or wait for a connection, a free holder is in
+        the pool's queue and asyncpg hands it over at once (opening its connection, if it must,
+        within the connect timeout), so no timer is armed on that path.
+        """
+        self._in_use += 1
+        try:
+            if self._in_use <= self._max_size:
+                return await self._pool.acquire()
+            try:
+                return await self._pool.acquire(timeout=self._acquire_timeout)
+            except TimeoutError as exc:
+                raise sa_exc.TimeoutError(
+                    f"no database connection free within {self._acquire_timeout:g} s "
+                    f"(DB_POOL_TIMEOUT); all {self._max_size} in use"
+                ) from exc
+        except BaseException:
+            self._in_use -= 1
+            raise
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await self._pool.release(conn)
+        finally:
+            self._in_use -= 1
+
+    async def _forget(self, conn: Any, expiries: int) -> None:
+        """`conn` died: close it (its holder reconnects on next use) and, when it was taken
+        after the latest expiry, expire every pooled connection, which the same restart most
+        likely killed too (each is replaced on its next acquire, or on release when in use).
+        The others a restart killed were taken before that expiry: they are not expired again,
+        so their failures do not drop the fresh connections opened since."""
+        self.dead_connections += 1
+        if not _closed(conn):
+            conn.terminate()
+        if expiries == self._expiries:
+            self._expiries += 1
+            await self._pool.expire_connections()
+
+    async def _once(self, sql: str, arguments: list[Any], fetch: bool) -> Any:
+        """One run on one connection; `_ConnectionDied` when the connection died under it."""
+        conn = await self._acquire()
+        expiries = self._expiries
+        try:
+            if fetch:
+                return await conn.fetch(sql, *arguments)
+            return await conn.execute(sql, *arguments)
+        except Exception as exc:
+            if not _connection_died(exc, conn):
+                raise
+            await self._forget(conn, expiries)
+            raise _ConnectionDied(exc) from exc
+        finally:
+            await self._release(conn)
+
     async def _run(self, plan: _Plan, params: Mapping[str, Any], fetch: bool) -> Any:
         """The plan on a pooled connection: its rows, or asyncpg's command tag."""
         arguments = plan.arguments(params)
         try:
-            async with self._pool.acquire() as conn:
-                if fetch:
-                    return await conn.fetch(plan.sql, *arguments)
-                return await conn.execute(plan.sql, *arguments)
+            try:
+                return await self._once(plan.sql, arguments, fetch)
+            except _ConnectionDied:
+                if not plan.retry_safe:  # a write may have been applied: never run it twice
+                    raise
+            self.retried_reads += 1
+            return await self._once(plan.sql, arguments, fetch)
+        except _ConnectionDied as died:
+            raise sa_exc.OperationalError(
+                plan.sql, None, died.cause, connection_invalidated=True
+            ) from died.cause
         except Exception as exc:
             translated = _translated(exc, plan.sql)
             if translated is exc:

@@ -34,7 +34,11 @@ from fastapi import FastAPI, params
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateless.kit.fastroute import assert_plans_match, assert_supported_framework
+from stateless.kit.fastroute import (
+    assert_plans_match,
+    assert_supported_framework,
+    turn_off_plans,
+)
 
 # Set on the scope of a request this dispatch handed to its route (tests read it).
 DISPATCHED = "stateless.dispatched"
@@ -212,11 +216,12 @@ def install_fast_path(app: FastAPI, *, enabled: bool = True) -> None:
     """The startup call for the fast path (see module doc). `enabled=False` (the
     `fast_routes` setting) leaves every request to FastAPI's own handler and router."""
     assert_supported_framework()
-    app.state.fast_routes = enabled
     assert_plans_match(app)
     assert_dispatchable(app)
     if enabled:
         install_route_dispatch(app)
+    else:
+        turn_off_plans(app)
 
 
 def install_route_dispatch(app: FastAPI) -> None:

@@ -192,6 +192,8 @@ class RoutePlan:
     response_adapter: TypeAdapter[Any]
     status_code: int | None
     overrides_provider: Any
+    # Turned off by `turn_off_plans` (Settings.fast_routes=False): one list lookup per request.
+    enabled: list[bool] = dataclasses.field(default_factory=lambda: [True])
 
 
 def plan_for(route: Any) -> RoutePlan | None:
@@ -248,12 +250,6 @@ def plan_for(route: Any) -> RoutePlan | None:
     )
 
 
-def _fast_routes_off(provider: Any) -> bool:
-    """`Settings.fast_routes=False` (a debugging switch): the app asks for FastAPI's handler."""
-    state = getattr(provider, "state", None)
-    return state is not None and getattr(state, "fast_routes", True) is False
-
-
 def fast_handler(plan: RoutePlan, general: Handler) -> Handler:
     """The planned handler; `general` (FastAPI's) answers whatever the plan does not cover."""
     dependant = plan.dependant
@@ -268,6 +264,7 @@ def fast_handler(plan: RoutePlan, general: Handler) -> Handler:
     validate_response = plan.response_adapter.validate_python
     dump_response = plan.response_adapter.dump_json
     provider = plan.overrides_provider
+    enabled = plan.enabled
     whole_body = None
     if len(body_params) == 1:
         info = body_params[0].field_info
@@ -278,7 +275,7 @@ def fast_handler(plan: RoutePlan, general: Handler) -> Handler:
 
     async def handler(request: Request) -> Response:
         # Overrides (tests) and the debugging switch: FastAPI's handler applies them.
-        if provider is not None and (provider.dependency_overrides or _fast_routes_off(provider)):
+        if not enabled[0] or (provider is not None and provider.dependency_overrides):
             request.scope[SERVED_BY] = GENERAL
             return await general(request)
         body: Any = PydanticUndefined  # what FastAPI validates when no body was sent
@@ -445,6 +442,17 @@ def assert_supported_framework(
                     f"{module_name}.{dotted} is missing from the installed FastAPI/Starlette; "
                     "kit/fastroute.py needs it (install the versions in requirements.lock)"
                 )
+
+
+def turn_off_plans(app: FastAPI) -> None:
+    """`Settings.fast_routes=False`, a debugging switch: every planned handler of this app hands
+    each request to FastAPI's handler."""
+    for context in iter_route_contexts(list(app.routes)):
+        route = context.original_route
+        if isinstance(route, FastRoute):
+            plan = route.built_plan_for(context.dependant)
+            if plan is not None:
+                plan.enabled[0] = False
 
 
 def _depends_calls(dependencies: Iterable[params.Depends]) -> list[Any]:

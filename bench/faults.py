@@ -13,17 +13,25 @@ One line per scenario, PASS/FAIL with its figures; exit 1 if any fails.
    draft is in the database, and the process exits 0 within its graceful bound.
 4. leader-killed: two `stateless worker` processes; SIGKILL the one holding the cleanup
    advisory lock, insert expired drafts, and they are deleted within two cleanup intervals.
+5. pool-overload (on request only: heavy): 1,024 connections on register-token for 20 s while
+   another session holds ios_device_tokens locked for 12 s. Every answer 200 or a 503
+   `database_unavailable` problem with Retry-After, none slower than DB_POOL_TIMEOUT +
+   DB_STATEMENT_TIMEOUT_SECONDS + 1 s, server RSS within 100 MiB of idle, and throughput at
+   normal load back to 70 % of its rate before within 2 s of the overload stopping.
 
     .venv/bin/python -m bench.faults            (make faults)
     .venv/bin/python -m bench.faults --only sigterm-under-load
+    .venv/bin/python -m bench.faults --only pool-overload
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import re
+import secrets
 import signal
 import sys
 import time
@@ -37,7 +45,8 @@ import asyncpg
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench.procs import Sandbox, Tenant, bounded, kill, sandbox
+from bench.loadgen import build_request
+from bench.procs import HOST, Sandbox, Tenant, bounded, kill, sandbox
 
 PROBLEM = "application/problem+json"
 UNAVAILABLE_CODES = {"database_unavailable", "service_unavailable"}
@@ -564,12 +573,226 @@ async def leader_killed(shared: Shared) -> Outcome:
     )
 
 
+# -- 5. 1,024 connections while the device-token table is locked -------------------------------
+OVERLOAD_CONNECTIONS = 1024
+OVERLOAD_SECONDS = 20.0
+OVERLOAD_LOCK_AT = 3.0  # seconds into the overload
+OVERLOAD_LOCK_SECONDS = 12.0
+OVERLOAD_POOL_TIMEOUT = 5.0  # DB_POOL_TIMEOUT and DB_STATEMENT_TIMEOUT_SECONDS: the defaults
+OVERLOAD_STATEMENT_TIMEOUT = 5.0
+OVERLOAD_MARGIN = 1.0
+NORMAL_CONNECTIONS = 64  # the load before and after: "normal" throughput is measured with it
+NORMAL_SECONDS = 3.0
+RSS_BOUND_MIB = 100.0
+RECOVERY_WITHIN = 2.0
+RECOVERED_SHARE = 0.7  # of the normal rate, over a 0.5 s window
+
+
+@dataclass
+class Drive:
+    """What one load run saw: (sent, received, status, problem code, Retry-After) per answer."""
+
+    answers: list[tuple[float, float, int, str | None, str | None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    opened: int = 0
+    sent: int = 0
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, str | None, str | None]:
+    """Status, problem code and Retry-After of one HTTP/1.1 response (Content-Length bodies:
+    every answer of this app)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length, retry_after, problem = 0, None, False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"retry-after":
+            retry_after = value.strip().decode()
+        elif name == b"content-type":
+            problem = value.strip().startswith(PROBLEM.encode())
+    body = await reader.readexactly(length) if length else b""
+    code = None
+    if problem:
+        try:
+            code = json.loads(body).get("code")
+        except ValueError:
+            code = "<unparsable>"
+    return status, code, retry_after
+
+
+async def _drive(
+    port: int, request: Callable[[int], bytes], connections: int, seconds: float
+) -> Drive:
+    """`connections` keep-alive connections sending one request after another for `seconds`
+    (bench/loadgen.py's request builder; every answer timed and kept)."""
+    drive = Drive()
+    stop_at = time.monotonic() + seconds
+
+    async def connection(index: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError as exc:
+            drive.errors.append(f"connect: {type(exc).__name__}")
+            return
+        drive.opened += 1
+        n = 0
+        try:
+            while time.monotonic() < stop_at:
+                n += 1
+                sent = time.monotonic()
+                writer.write(request(index * 1_000_000 + n))
+                drive.sent += 1
+                try:
+                    status, code, retry_after = await _answer(reader)
+                except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                    drive.errors.append(type(exc).__name__)
+                    return
+                drive.answers.append((sent, time.monotonic(), status, code, retry_after))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection(i) for i in range(connections)))
+    return drive
+
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of the server process and any children (uvicorn workers)."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return float(sum(p.memory_info().rss for p in procs)) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+async def pool_overload(shared: Shared) -> Outcome:
+    box, tenant = shared.box, shared.tenant
+    assert box.postgres is not None
+    env = {
+        **shared.env,
+        "DB_POOL_TIMEOUT": str(OVERLOAD_POOL_TIMEOUT),
+        "DB_STATEMENT_TIMEOUT_SECONDS": str(OVERLOAD_STATEMENT_TIMEOUT),
+    }
+    base, proc = box.serve(env, "serve-overload.log")
+    port = int(base.rsplit(":", 1)[1])
+    headers = {**tenant.headers(), "Content-Type": "application/json"}
+    tokens = [secrets.token_hex(32) for _ in range(256)]
+
+    def request(i: int) -> bytes:
+        body = json.dumps({"token": tokens[i % len(tokens)], "device_id": f"device-{i % 20000}"})
+        return build_request(
+            "POST", "/api/v1/ios/register-token", f"{HOST}:{port}", headers, body.encode()
+        )
+
+    bound = OVERLOAD_POOL_TIMEOUT + OVERLOAD_STATEMENT_TIMEOUT + OVERLOAD_MARGIN
+    rss: list[float] = []
+    lock_window: list[float] = []
+    try:
+        before = await _drive(port, request, NORMAL_CONNECTIONS, NORMAL_SECONDS)
+        normal_rate = len(before.answers) / NORMAL_SECONDS
+        await asyncio.sleep(1.0)
+        idle_rss = _rss_mib(proc.pid)
+
+        async def hold_lock() -> None:
+            await asyncio.sleep(OVERLOAD_LOCK_AT)
+            conn = await asyncpg.connect(box.postgres.url if box.postgres else "")
+            try:
+                async with conn.transaction():
+                    await conn.execute("LOCK TABLE ios_device_tokens IN ACCESS EXCLUSIVE MODE")
+                    lock_window.append(time.monotonic())
+                    await asyncio.sleep(OVERLOAD_LOCK_SECONDS)
+                lock_window.append(time.monotonic())
+            finally:
+                await conn.close()
+
+        async def sample_rss(until: float) -> None:
+            while time.monotonic() < until:
+                rss.append(_rss_mib(proc.pid))
+                await asyncio.sleep(0.25)
+
+        started = time.monotonic()
+        locker = asyncio.create_task(hold_lock())
+        sampler = asyncio.create_task(sample_rss(started + OVERLOAD_SECONDS + 15))
+        storm = await _drive(port, request, OVERLOAD_CONNECTIONS, OVERLOAD_SECONDS)
+        storm_end = time.monotonic()
+        after = await _drive(port, request, NORMAL_CONNECTIONS, NORMAL_SECONDS + 1)
+        sampler.cancel()
+        await locker
+    finally:
+        kill(proc)
+
+    statuses: dict[int, int] = {}
+    for *_, status, _code, _retry in storm.answers:
+        statuses[status] = statuses.get(status, 0) + 1
+    latencies = sorted(received - sent for sent, received, *_ in storm.answers)
+    slowest = latencies[-1] if latencies else float("inf")
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("inf")
+    other = [a for a in storm.answers + after.answers if a[2] not in (200, 503)]
+    bad_503 = [
+        a
+        for a in storm.answers + after.answers
+        if a[2] == 503 and (a[3] != "database_unavailable" or not a[4])
+    ]
+    # throughput after the overload: the first 0.5 s window (sliding by 0.1 s) at the normal rate
+    done_at = sorted(received for _, received, *_ in after.answers)
+    recovered: float | None = None
+    step = 0.0
+    while step <= NORMAL_SECONDS and done_at:
+        lo = storm_end + step
+        count = sum(1 for t in done_at if lo <= t < lo + 0.5)
+        if count / 0.5 >= RECOVERED_SHARE * normal_rate:
+            recovered = step
+            break
+        step += 0.1
+    after_rate = len(after.answers) / (NORMAL_SECONDS + 1)
+    peak_rss = max(rss, default=0.0)
+    locked = f"{lock_window[1] - lock_window[0]:.1f} s" if len(lock_window) == 2 else "never"
+    ok = (
+        storm.opened == OVERLOAD_CONNECTIONS
+        and not storm.errors
+        and not after.errors
+        and not other
+        and not bad_503
+        and slowest <= bound
+        and peak_rss - idle_rss <= RSS_BOUND_MIB
+        and recovered is not None
+        and recovered <= RECOVERY_WITHIN
+        and len(lock_window) == 2
+    )
+    shown = f"{recovered:.1f} s" if recovered is not None else f"not within {NORMAL_SECONDS:g} s"
+    figures = (
+        f"{storm.opened}/{OVERLOAD_CONNECTIONS} connections opened, {storm.sent} requests sent, "
+        f"{len(storm.answers)} answered in {OVERLOAD_SECONDS:g} s {statuses} "
+        f"(ios_device_tokens locked {locked}); other statuses {len(other)}, 503 not "
+        f"database_unavailable with Retry-After {len(bad_503)}, transport errors "
+        f"{len(storm.errors) + len(after.errors)}; latency p50 "
+        f"{latencies[len(latencies) // 2] * 1000 if latencies else 0:.0f} ms, p99 {p99:.2f} s, "
+        f"max {slowest:.2f} s (bound {OVERLOAD_POOL_TIMEOUT:g} + {OVERLOAD_STATEMENT_TIMEOUT:g} "
+        f"+ {OVERLOAD_MARGIN:g} s); server RSS idle {idle_rss:.0f} MiB, peak {peak_rss:.0f} MiB "
+        f"(+{peak_rss - idle_rss:.0f}, bound +{RSS_BOUND_MIB:g}); normal rate "
+        f"({NORMAL_CONNECTIONS} connections) {normal_rate:.0f}/s before, {after_rate:.0f}/s "
+        f"after, {RECOVERED_SHARE:.0%} of it reached {shown} after the overload stopped "
+        f"(bound {RECOVERY_WITHIN:g} s)"
+    )
+    if storm.errors or after.errors:
+        figures += f"; e.g. {(storm.errors + after.errors)[0]}"
+    return Outcome(ok, figures)
+
+
 SCENARIOS: dict[str, Callable[[Shared], Coroutine[Any, Any, Outcome]]] = {
     "postgres-down": postgres_down,
     "redis-down": redis_down,
     "sigterm-under-load": sigterm_under_load,
     "leader-killed": leader_killed,
+    "pool-overload": pool_overload,
 }
+# Run by default (`make faults`, and tests/ops/test_faults.py through it); pool-overload is
+# heavy (1,024 connections for 20 s on the same cores) and runs on request:
+#     .venv/bin/python -m bench.faults --only pool-overload
+DEFAULT_SCENARIOS = ["postgres-down", "redis-down", "sigterm-under-load", "leader-killed"]
 
 
 LOGS = {
@@ -577,6 +800,7 @@ LOGS = {
     "redis-down": "serve-redis.log",
     "sigterm-under-load": "serve-sigterm.log",
     "leader-killed": "worker-0.log",
+    "pool-overload": "serve-overload.log",
 }
 
 
@@ -584,7 +808,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=list(SCENARIOS))
     args = parser.parse_args()
-    chosen = args.only or list(SCENARIOS)
+    chosen = args.only or DEFAULT_SCENARIOS
     failures = 0
     started = time.monotonic()
     with bounded(TOTAL_BOUND_SECONDS), sandbox("faults") as box:

@@ -193,6 +193,8 @@ async def _exercise_everything(client: Client, make_tenant: TenantFactory, ca: T
     assert mailed.status_code == 202, mailed.text
     await asyncio.sleep(0.3)  # the scheduler's first run sets its timestamps
     assert (await client.get(f"{api}/bots/tasks/{mailed.json()['task_id']}", headers=sk)).is_success
+    cancelled = await client.delete(f"{api}/bots/tasks/{mailed.json()['task_id']}", headers=sk)
+    assert cancelled.status_code in (200, 202, 409), cancelled.text  # queued, running or done
 
     mapped = await client.put(
         f"{api}/admin/entitlements",

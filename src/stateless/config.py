@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     bot_retry_base_seconds: float = Field(default=10.0, gt=0)
     bot_worker_concurrency: int = Field(default=4, ge=1, le=64)
     bot_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # A push to `all`, or to more listed ids than this, is a broadcast: queued as a resumable job
+    # (202 with a task id), bounded by PUSH_BROADCAST_MAX_SECONDS instead of BOT_TIMEOUT_SECONDS.
+    push_sync_max: int = Field(default=1000, ge=1, le=10_000)
+    push_broadcast_max_seconds: float = Field(default=3600.0, gt=0)
 
     db_pool_size: int = Field(default=20, ge=1)
     # Overflow connections are closed when returned, so any overflow churns connections under

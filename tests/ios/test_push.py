@@ -9,6 +9,7 @@ import pytest
 
 from stateless.config import Settings
 from stateless.ios.apns import APNS_RETRY, ApnsClient, build_verify
+from tests.bots.broadcasts import broadcast, counts
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.ios.conftest import BUNDLE_ID, HIGH_LIMITS, KEY_ID, TEAM_ID, ApnsKey, hex_token, sql
 from tests.peers.apns import ApnsPeer, free_port
@@ -30,8 +31,13 @@ async def register(
 
 
 async def test_push_to_a_thousand_devices_with_mixed_answers(
-    ios_client: Client, ios_tenant: TenantHandle, apns_peer: ApnsPeer
+    ios_client: Client,
+    ios_tenant: TenantHandle,
+    apns_peer: ApnsPeer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # 1,001 listed ids answered inline (per-id results): just above the default PUSH_SYNC_MAX
+    monkeypatch.setattr(ios_client.app.state.container.settings, "push_sync_max", 1001)
     devices = {f"device-{i}": hex_token(i) for i in range(1000)}
     for device_id, token in devices.items():
         await register(ios_client, ios_tenant, device_id, token)
@@ -103,9 +109,9 @@ async def test_push_to_a_thousand_devices_with_mixed_answers(
 
     # pushing to everyone: counts only, the removed devices are not tried again
     apns_peer.received.clear()
-    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json={"all": True, "alert": ALERT})
-    assert r.status_code == 200, r.text
-    assert r.json() == {"sent": 790, "failed": 20, "removed": 0, "results": []}
+    task = await broadcast(ios_client, ios_tenant.sk, PUSH, {"all": True, "alert": ALERT})
+    assert counts(task) == {"sent": 790, "failed": 20, "removed": 0}
+    assert task["progress"]["total"] == 810
     pushed = {x.token for x in apns_peer.received}
     assert len(pushed) == 810 and not pushed & set(tokens[:190])
 
@@ -130,8 +136,8 @@ async def test_provider_token_is_reused_then_refreshed_after_its_age_limit(
 
         async def push_all() -> set[str]:
             apns_peer.received.clear()
-            r = await ios_client.post(PUSH, headers=ios_tenant.sk, json={"all": True, "badge": 1})
-            assert r.status_code == 200 and r.json()["sent"] == 3, r.text
+            task = await broadcast(ios_client, ios_tenant.sk, PUSH, {"all": True, "badge": 1})
+            assert counts(task)["sent"] == 3, task
             return {x.jwt for x in apns_peer.received}
 
         first = await push_all()
@@ -162,8 +168,8 @@ async def test_expired_tokens_are_never_pushed_to(
         "UPDATE ios_device_tokens SET expires_at = created_at WHERE device_hash = :h",
         h=stale_hash,
     )
-    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json={"all": True, "alert": ALERT})
-    assert r.json() == {"sent": 1, "failed": 0, "removed": 0, "results": []}
+    task = await broadcast(ios_client, ios_tenant.sk, PUSH, {"all": True, "alert": ALERT})
+    assert counts(task) == {"sent": 1, "failed": 0, "removed": 0}
     r = await ios_client.post(
         PUSH, headers=ios_tenant.sk, json={"device_ids": ["stale", "live"], "alert": ALERT}
     )
@@ -199,8 +205,8 @@ async def test_other_tenants_devices_are_unreachable(
         {"device_id": "shared-id", "status": "sent", "reason": None},
         {"device_id": "only-b", "status": "not_registered", "reason": "NotRegistered"},
     ]
-    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json={"all": True, "badge": 1})
-    assert r.json()["sent"] == 1
+    task = await broadcast(ios_client, ios_tenant.sk, PUSH, {"all": True, "badge": 1})
+    assert counts(task)["sent"] == 1
     assert [x.token for x in apns_peer.received] == [hex_token(1, "a")] * 2
     assert {x.topic for x in apns_peer.received} == {BUNDLE_ID}
 
@@ -210,10 +216,11 @@ async def test_sandbox_tokens_go_to_the_sandbox_host_with_all_headers(
 ) -> None:
     await register(ios_client, ios_tenant, "dev-phone", hex_token(1), environment="sandbox")
     await register(ios_client, ios_tenant, "prod-phone", hex_token(2), topic="com.example.other")
-    r = await ios_client.post(
+    task = await broadcast(
+        ios_client,
+        ios_tenant.sk,
         PUSH,
-        headers=ios_tenant.sk,
-        json={
+        {
             "all": True,
             "alert": {"title": "T", "subtitle": "S", "body": "B"},
             "sound": "default",
@@ -223,7 +230,7 @@ async def test_sandbox_tokens_go_to_the_sandbox_host_with_all_headers(
             "priority": 5,
         },
     )
-    assert r.json()["sent"] == 2, r.text
+    assert counts(task)["sent"] == 2, task
     [sandbox] = sandbox_peer.received
     [production] = apns_peer.received
     assert sandbox.token == hex_token(1) and sandbox.topic == BUNDLE_ID
@@ -336,8 +343,8 @@ async def test_push_traffic_leaves_no_plaintext(
         PUSH, headers=ios_tenant.sk, json={"device_ids": values[::2], "alert": ALERT}
     )
     assert (r.json()["sent"], r.json()["removed"]) == (20, 10)
-    r = await ios_client.post(PUSH, headers=ios_tenant.sk, json={"all": True, "badge": 2})
-    assert r.json()["sent"] == 20
+    task = await broadcast(ios_client, ios_tenant.sk, PUSH, {"all": True, "badge": 2})
+    assert counts(task)["sent"] == 20
     captured = capsys.readouterr()
     await assert_not_stored(settings, values, logs=captured.out + captured.err)
 
@@ -411,6 +418,6 @@ async def test_unreachable_apns_is_a_502_not_a_hang(
     closed = f"https://127.0.0.1:{free_port()}"
     client = await make_client(apns_production_url=closed, apns_sandbox_url=closed)
     await register(client, ios_tenant, "d", hex_token(1))
-    r = await client.post(PUSH, headers=ios_tenant.sk, json={"all": True, "badge": 1})
+    r = await client.post(PUSH, headers=ios_tenant.sk, json={"device_ids": ["d"], "badge": 1})
     body = assert_problem(r, 502, "apns_unreachable")
     assert (body["sent"], body["failed"], body["removed"]) == (0, 0, 0)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from stateless.kit.h2client import H2Client
+from tests.bots.broadcasts import broadcast, counts
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.ios.conftest import HIGH_LIMITS, KEY_ID, TEAM_ID, ApnsKey, hex_token, sql
 from tests.peers.apns import ApnsPeer
@@ -39,10 +40,8 @@ def pool(client: Client) -> H2Client:
 
 
 async def push_all(client: Client, tenant: TenantHandle) -> dict[str, Any]:
-    r = await client.post(PUSH, headers=tenant.sk, json={"all": True, "alert": ALERT})
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
+    task = await broadcast(client, tenant.sk, PUSH, {"all": True, "alert": ALERT})
+    return {**counts(task), "results": []}
 
 
 def assert_each_processed_once(peer: ApnsPeer, tokens: list[str]) -> None:
@@ -116,12 +115,13 @@ async def test_peer_settings_are_honoured_small_streams_and_windows(
     apns_peer.initial_window_size = 16  # smaller than any payload: bodies need WINDOW_UPDATEs
     apns_peer.delay_seconds = 0.005
     tokens = await register_many(ios_client, ios_tenant, 120)
-    r = await ios_client.post(
+    task = await broadcast(
+        ios_client,
+        ios_tenant.sk,
         PUSH,
-        headers=ios_tenant.sk,
-        json={"all": True, "alert": ALERT, "data": {"padding": "x" * 300}},
+        {"all": True, "alert": ALERT, "data": {"padding": "x" * 300}},
     )
-    assert r.json() == {"sent": 120, "failed": 0, "removed": 0, "results": []}, r.text
+    assert counts(task) == {"sent": 120, "failed": 0, "removed": 0}, task
     assert_each_processed_once(apns_peer, tokens)
     assert apns_peer.received[0].payload["padding"] == "x" * 300
     assert 1 <= apns_peer.max_open_streams <= 3

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stateless.config import Settings
+from tests.bots.broadcasts import broadcast, counts
 from tests.conftest import Client, ClientFactory, TenantFactory
 from tests.ios.conftest import sql
 from tests.peers.webpush import WebPushPeer
@@ -191,8 +192,9 @@ async def test_stats_inventory_erase_and_expiry(
     )
     stats = (await web_client.get("/api/v1/admin/stats", headers=sk)).json()
     assert stats["items"]["webpush_subscriptions"] == 2
-    r = await web_client.post(PUSH, headers=sk, json={"all": True, "data": {"n": 1}})
-    assert r.json()["sent"] == 2
+    assert (
+        counts(await broadcast(web_client, sk, PUSH, {"all": True, "data": {"n": 1}}))["sent"] == 2
+    )
     r = await web_client.post("/api/v1/admin/cleanup", headers=sk)
     assert r.json()["deleted"]["webpush_subscriptions"] == 1
     r = await web_client.delete("/api/v1/admin/data", headers=sk)
@@ -216,7 +218,7 @@ async def test_no_endpoint_key_or_subscriber_id_in_the_dump_or_logs(
         PUSH, headers=web_app.tenant.sk, json={"subscriber_ids": list(subs), "data": {"k": 1}}
     )
     assert r.json()["sent"] == 19
-    await web_client.post(PUSH, headers=web_app.tenant.sk, json={"all": True, "data": {"k": 2}})
+    await broadcast(web_client, web_app.tenant.sk, PUSH, {"all": True, "data": {"k": 2}})
     await web_client.post(
         UNSUBSCRIBE, headers=web_app.tenant.pk, json={"subscriber_id": "reader-1@example.com"}
     )

@@ -14,6 +14,7 @@ from stateless.bots.schemas import ExecuteIn, TaskAccepted, TaskOut
 from stateless.bots.service import (
     BotService,
     ContextTooLarge,
+    TaskNotCancellable,
     TaskNotFound,
     TaskTimeout,
     UnknownTaskType,
@@ -101,6 +102,25 @@ async def execute_task(
     "/tasks/{task_id}", name="bots.task", response_model=TaskOut, responses=problems(TaskNotFound)
 )
 async def read_task(task_id: str, service: Service) -> TaskOut:
-    """A task's status (`queued`, `running`, `success`, `failed`, `timeout`) with its result or
-    error. Unknown, expired and other apps' task ids answer 404."""
+    """A task's status (`queued`, `running`, `success`, `failed`, `timeout`, `cancelled`) with
+    its result or error. A broadcast (a push to `all` or to more ids than PUSH_SYNC_MAX) shows
+    live `progress`: sent, failed and removed so far, out of `total`. Unknown, expired and other
+    apps' task ids answer 404."""
     return await service.get_task(task_id)
+
+
+@router.delete(
+    "/tasks/{task_id}",
+    name="bots.cancel_task",
+    response_model=TaskOut,
+    responses={
+        202: {"model": TaskOut, "description": "A running broadcast: it stops after its page"},
+        **problems(TaskNotFound, TaskNotCancellable),
+    },
+)
+async def cancel_task(task_id: str, service: Service) -> JSONResponse:
+    """Cancel a task: a queued one at once (200), a running broadcast after the page it is
+    sending (202; its counts so far stay in `progress` and `result`). Cancelling again answers
+    200; a finished task answers 409 `task_not_cancellable`; unknown ids 404."""
+    task, was_running = await service.cancel_task(task_id)
+    return JSONResponse(task.model_dump(mode="json"), status_code=202 if was_running else 200)

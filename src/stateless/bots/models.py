@@ -29,6 +29,8 @@ class BotTask(TenantOwned, Base):
     context_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     base_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
     result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A broadcast's journal (cursor per channel and counts), written after every page.
+    progress_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_detail: Mapped[str | None] = mapped_column(String(512), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -4,6 +4,8 @@ commits with the change that caused it, or not at all. The worker picks it up af
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -17,7 +19,13 @@ from stateless.kit.db import utcnow
 from stateless.lifecycle.policy import TtlPolicy
 
 
-async def enqueue_task(
+@dataclass(frozen=True)
+class QueuedTask:
+    task_id: str
+    expires_at: datetime
+
+
+async def queue_task(
     session: AsyncSession,
     tenant: TenantContext,
     *,
@@ -25,10 +33,11 @@ async def enqueue_task(
     policy: TtlPolicy,
     task_type: str,
     context: dict[str, Any],
-) -> str:
-    """Insert a queued task (its context sealed, as every queued context is); its id."""
+) -> QueuedTask:
+    """Insert a queued task (its context sealed, as every queued context is)."""
     now = utcnow()
     task_id = secrets.token_hex(16)
+    expires_at = policy.expires_at("bot_tasks", None, now)
     sealed = kit.encrypt_text(CONTEXT_PURPOSE, tenant.app_id, orjson.dumps(context).decode())
     await BotTaskRepository(session, tenant).insert(
         {
@@ -41,7 +50,23 @@ async def enqueue_task(
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
-            "expires_at": policy.expires_at("bot_tasks", None, now),
+            "expires_at": expires_at,
         }
     )
-    return task_id
+    return QueuedTask(task_id, expires_at)
+
+
+async def enqueue_task(
+    session: AsyncSession,
+    tenant: TenantContext,
+    *,
+    kit: PrivacyKit,
+    policy: TtlPolicy,
+    task_type: str,
+    context: dict[str, Any],
+) -> str:
+    """Insert a queued task (its context sealed, as every queued context is); its id."""
+    queued = await queue_task(
+        session, tenant, kit=kit, policy=policy, task_type=task_type, context=context
+    )
+    return queued.task_id

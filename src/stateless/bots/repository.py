@@ -31,13 +31,25 @@ class BotTaskRepository(TenantScopedRepository[BotTask]):
         return await self.first(BotTask.task_id == task_id)
 
     async def finish(
-        self, task_id: str, values: dict[str, Any], attempts: int | None = None
+        self,
+        task_id: str,
+        values: dict[str, Any],
+        attempts: int | None = None,
+        status: str | None = None,
     ) -> int:
-        """Write an outcome; with `attempts`, only if no other worker re-claimed the task since."""
+        """Write an outcome; with `attempts`, only if no other worker re-claimed the task since;
+        with `status`, only while the task still has that status (not cancelled meanwhile)."""
         where = [BotTask.task_id == task_id]
         if attempts is not None:
             where.append(BotTask.attempts == attempts)
+        if status is not None:
+            where.append(BotTask.status == status)
         return await self.update_where(values, *where)
+
+    async def status_of(self, task_id: str) -> str | None:
+        stmt = select(BotTask.status).where(*self._live(), BotTask.task_id == task_id)
+        value = (await self.session.execute(stmt)).scalar_one_or_none()
+        return None if value is None else str(value)
 
 
 class IdempotencyRepository(TenantScopedRepository[BotIdempotencyRecord]):
@@ -64,6 +76,7 @@ class ClaimedTask:
     context_sealed: str | None
     base_url: str | None
     attempts: int
+    progress_json: str | None = None
 
 
 def _claimable(now: datetime) -> Any:
@@ -107,13 +120,17 @@ class TaskQueue:
                     started_at=now,
                 )
                 .returning(
-                    BotTask.task_type, BotTask.context_sealed, BotTask.base_url, BotTask.attempts
+                    BotTask.task_type,
+                    BotTask.context_sealed,
+                    BotTask.base_url,
+                    BotTask.attempts,
+                    BotTask.progress_json,
                 )
                 .execution_options(synchronize_session=False)
             )
             row = result.first()
             if row is not None:
-                claimed.append(ClaimedTask(app_id, task_id, row[0], row[1], row[2], row[3]))
+                claimed.append(ClaimedTask(app_id, task_id, row[0], row[1], row[2], row[3], row[4]))
         return claimed
 
     async def fail_abandoned_sync(self, now: datetime) -> int:

@@ -1,5 +1,9 @@
 """Running tasks: bounded by BOT_TIMEOUT_SECONDS, and the durable queue's background worker.
 
+A resumable task (a broadcast) is bounded by PUSH_BROADCAST_MAX_SECONDS from its first start
+instead; BOT_TIMEOUT_SECONDS bounds each of its pages, and its journal write after every page
+renews the lease (bots/progress.py).
+
 Async tasks live in bot_tasks. The worker claims due ones (FOR UPDATE SKIP LOCKED on Postgres,
 a guarded UPDATE on SQLite), holds a lease while running, and writes the outcome guarded by the
 attempt number. Transient failures go back to the queue with exponential backoff and jitter; a
@@ -19,6 +23,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
+from stateless.bots.progress import TaskCancelled, TaskJournal, TaskLost, progress_counts
 from stateless.bots.repository import BotTaskRepository, ClaimedTask, TaskQueue
 from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
@@ -164,7 +169,9 @@ class TaskWorker:
         result: dict[str, Any] | None = None,
         error: tuple[str, str] | None = None,
         retry_in_seconds: float | None = None,
-    ) -> None:
+        only_status: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> int:
         now = utcnow()
         values: dict[str, Any] = {
             "status": status,
@@ -181,11 +188,17 @@ class TaskWorker:
             )
         else:
             values["next_attempt_at"] = now + timedelta(seconds=retry_in_seconds)
+        if progress is not None:
+            values["progress_json"] = result_text(progress)
         async with session_scope(self.sessionmaker) as session:
             repo = BotTaskRepository(session, VerifiedAppId(item.app_id))
-            await repo.finish(item.task_id, values, attempts=item.attempts)
-        outcome = status if retry_in_seconds is None else "retry"
-        self.metrics.tasks.labels(task_type=item.task_type, outcome=outcome).inc()
+            written = await repo.finish(
+                item.task_id, values, attempts=item.attempts, status=only_status
+            )
+        if written:
+            outcome = status if retry_in_seconds is None else "retry"
+            self.metrics.tasks.labels(task_type=item.task_type, outcome=outcome).inc()
+        return written
 
     async def _process(self, item: ClaimedTask) -> None:
         settings = self.settings
@@ -213,6 +226,9 @@ class TaskWorker:
         )
         can_retry = item.attempts < settings.bot_max_attempts
         delay = retry_delay_seconds(settings.bot_retry_base_seconds, item.attempts)
+        if task.resumable is not None and task.resumable(ctx, settings):
+            await self._run_resumable(item, task, ctx, deps, can_retry, delay)
+            return
         try:
             result = await run_bounded(task, ctx, deps, settings.bot_timeout_seconds)
         except TaskTimedOut:
@@ -237,6 +253,81 @@ class TaskWorker:
             return
         await self._finish(item, status="success", result=result)
         log.info("bot_task_done", task_type=item.task_type, tenant=item.app_id)
+
+    async def _run_resumable(
+        self,
+        item: ClaimedTask,
+        task: TaskType[Any],
+        ctx: Any,
+        deps: TaskDeps,
+        can_retry: bool,
+        delay: float,
+    ) -> None:
+        """A broadcast: resumes from its journal, bounded by PUSH_BROADCAST_MAX_SECONDS since it
+        first started; every outcome is written only while the task is still `running` (a
+        DELETE may have cancelled it), and the journal keeps counts only once it is final."""
+        settings = self.settings
+        saved: dict[str, Any] = orjson.loads(item.progress_json) if item.progress_json else {}
+        began = float(saved.setdefault("began", time.time()))
+        journal = TaskJournal(
+            self.sessionmaker,
+            VerifiedAppId(item.app_id),
+            item.task_id,
+            item.attempts,
+            lease_seconds(settings),
+            saved,
+        )
+        deps.journal = journal
+        remaining = settings.push_broadcast_max_seconds - (time.time() - began)
+
+        def final() -> dict[str, Any]:
+            return {"done": progress_counts(journal.saved) or {}}
+
+        def counts() -> dict[str, Any]:
+            return {**(progress_counts(journal.saved) or {}), "broadcast": True}
+
+        status, result, error = "success", None, None
+        try:
+            if remaining <= 0:
+                raise TaskTimedOut
+            result = await run_bounded(task, ctx, deps, remaining)
+        except TaskTimedOut:
+            limit = f"{settings.push_broadcast_max_seconds:g}"
+            status, error = "timeout", ("task_timeout", f"the broadcast ran past {limit} s")
+        except TaskCancelled:
+            status = "cancelled"
+        except TaskLost:
+            log.info("bot_task_taken_over", task_type=item.task_type, tenant=item.app_id)
+            return
+        except TaskFailed as exc:
+            if exc.transient and can_retry:  # resumes from the journal on the next attempt
+                await self._finish(
+                    item,
+                    status="queued",
+                    error=(exc.code, exc.detail),
+                    retry_in_seconds=delay,
+                    only_status="running",
+                )
+                return
+            status, error = "failed", (exc.code, exc.detail)
+        except ProblemError as exc:
+            status, error = "failed", (exc.code, exc.detail)
+        if status != "cancelled":
+            written = await self._finish(
+                item,
+                status=status,
+                result=result if result is not None else counts(),
+                error=error,
+                only_status="running",
+                progress=final(),
+            )
+            if written:
+                log.info("bot_task_done", task_type=item.task_type, tenant=item.app_id)
+                return
+        # Cancelled (seen at a page boundary, or after the last page): keep what was done.
+        await self._finish(
+            item, status="cancelled", result=counts(), only_status="cancelled", progress=final()
+        )
 
     async def shutdown(self) -> None:
         """Give running tasks a grace period, then cancel them (claiming has stopped).

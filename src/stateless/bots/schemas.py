@@ -10,7 +10,7 @@ from stateless.kit.bounds import BoundedInput, FreeFormObject
 from stateless.kit.timestamps import Timestamp
 
 MAX_CONTEXT_BYTES = 1024 * 1024
-TaskStatus = Literal["queued", "running", "success", "failed", "timeout"]
+TaskStatus = Literal["queued", "running", "success", "failed", "timeout", "cancelled"]
 
 
 class ExecuteIn(BoundedInput):
@@ -46,12 +46,36 @@ class TaskError(BaseModel):
     detail: str
 
 
+class TaskProgress(BaseModel):
+    """A broadcast's counts so far (all channels): devices or subscribers sent to, failed,
+    removed (dead tokens, gone subscriptions), out of `total` counted when it started."""
+
+    sent: int
+    failed: int
+    removed: int
+    total: int
+
+
+class TaskQueued(BaseModel):
+    """A push queued as a broadcast: poll GET /bots/tasks/{task_id}."""
+
+    status: Literal["queued"] = "queued"
+    task_id: str
+    task_type: str
+    tenant: str
+    ephemeral: bool = True
+    expires_at: Timestamp
+
+
 class TaskOut(BaseModel):
     task_id: str
     task_type: str
     mode: Literal["sync", "async"]
     status: TaskStatus
     attempts: int
+    progress: TaskProgress | None = Field(
+        default=None, description="Broadcasts: live counts, written after every page."
+    )
     result: dict[str, Any] | None = None
     error: TaskError | None = None
     created_at: Timestamp

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.idempotency import PENDING_ABANDON_GRACE_SECONDS, IdempotencyKeys, Outcome
 from stateless.bots.models import BotTask
+from stateless.bots.progress import progress_counts
 from stateless.bots.repository import BotTaskRepository
 from stateless.bots.runner import (
     CONTEXT_PURPOSE,
@@ -28,12 +29,20 @@ from stateless.bots.runner import (
     result_text,
     run_bounded,
 )
-from stateless.bots.schemas import MAX_CONTEXT_BYTES, ExecuteIn, TaskAccepted, TaskError, TaskOut
+from stateless.bots.schemas import (
+    MAX_CONTEXT_BYTES,
+    ExecuteIn,
+    TaskAccepted,
+    TaskError,
+    TaskOut,
+    TaskProgress,
+)
 from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.kit.db import session_scope, utcnow
 from stateless.kit.errors import (
     BadRequest,
+    Conflict,
     GatewayTimeout,
     NotFound,
     PayloadTooLarge,
@@ -59,6 +68,10 @@ class TaskTimeout(GatewayTimeout):
 
 class TaskNotFound(NotFound):
     code, title = "task_not_found", "Task not found"
+
+
+class TaskNotCancellable(Conflict):
+    code, title = "task_not_cancellable", "This task can no longer be cancelled"
 
 
 def _context_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -254,7 +267,46 @@ class BotService:
             row = await BotTaskRepository(session, self.tenant).by_id(task_id[:64])
         if row is None:
             raise TaskNotFound(f"No task {task_id[:64]}")
+        return self._task_out(row)
+
+    async def cancel_task(self, task_id: str) -> tuple[TaskOut, bool]:
+        """Cancel a queued task (at once) or a running `push` (its broadcast stops after the
+        page in flight); (the task, whether it was still running). Cancelling twice answers the
+        same; a finished task, or a running one that cannot stop midway, is a 409."""
+        now = utcnow()
+        async with session_scope(self.maker) as session:
+            repo = BotTaskRepository(session, self.tenant)
+            row = await repo.by_id(task_id[:64])
+            if row is None:
+                raise TaskNotFound(f"No task {task_id[:64]}")
+            running = row.status == "running"
+            if row.status == "queued":
+                await repo.finish(
+                    row.task_id,
+                    {
+                        "status": "cancelled",
+                        "finished_at": now,
+                        "context_sealed": None,
+                        "lease_expires_at": None,
+                        "next_attempt_at": None,
+                    },
+                    status="queued",
+                )
+            elif running and row.mode == "async" and row.task_type == "push":
+                # The worker sees it at its next page boundary and writes the final counts.
+                await repo.finish(row.task_id, {"status": "cancelled"}, status="running")
+            elif row.status != "cancelled":
+                raise TaskNotCancellable(
+                    f"The task is {row.status}; only queued tasks and running broadcasts stop"
+                )
+            row = await repo.by_id(row.task_id)
+        assert row is not None
+        return self._task_out(row), running
+
+    def _task_out(self, row: BotTask) -> TaskOut:
+        counts = progress_counts(orjson.loads(row.progress_json) if row.progress_json else None)
         return TaskOut(
+            progress=TaskProgress(**counts) if counts else None,
             task_id=row.task_id,
             task_type=row.task_type,
             mode="async" if row.mode == "async" else "sync",

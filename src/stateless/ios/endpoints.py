@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stateless.bots.broadcasts import BroadcastQueue
+from stateless.bots.schemas import TaskQueued
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
 from stateless.ios.schemas import (
@@ -36,14 +40,31 @@ def _tokens(
     return DeviceTokenService(session, tenant, container.privacy, container.lifecycle.policy)
 
 
+@dataclass(frozen=True)
+class Pusher:
+    """A push now (the service) or, for a broadcast, queued (the queue)."""
+
+    service: PushService
+    broadcasts: BroadcastQueue
+    sync_max: int
+
+
 def _push(
     container: Container, session: AsyncSession, tenant: TenantContext, request: Request
-) -> PushService:
-    return PushService(session, tenant, container.privacy, container.apns, container.metrics)
+) -> Pusher:
+    service = PushService(session, tenant, container.privacy, container.apns, container.metrics)
+    queue = BroadcastQueue(
+        session,
+        tenant,
+        container.privacy,
+        container.lifecycle.policy,
+        container.background.task_wakeup,
+    )
+    return Pusher(service, queue, container.settings.push_sync_max)
 
 
 Tokens = Annotated[DeviceTokenService, Depends(KeyedService(_tokens, "any"))]
-Push = Annotated[PushService, Depends(KeyedService(_push, "secret"))]
+Push = Annotated[Pusher, Depends(KeyedService(_push, "secret"))]
 
 
 @router.post(
@@ -73,13 +94,26 @@ async def unregister_token(body: UnregisterTokenIn, service: Tokens) -> Unregist
     "/push",
     name="ios.push",
     response_model=PushOut,
-    responses=problems(ApnsNotConfigured, ApnsUnreachable),
+    responses={
+        202: {"model": TaskQueued, "description": "A broadcast, queued as a resumable job"},
+        **problems(ApnsNotConfigured, ApnsUnreachable),
+    },
 )
-async def push(body: PushIn, service: Push) -> PushOut:
+async def push(body: PushIn, pusher: Push) -> PushOut | JSONResponse:
     """Send one notification over APNs to `device_ids`, or to every live device with `all`.
 
-    `sent`, `failed` and `removed` count devices; tokens APNs reports dead are deleted
-    (`removed`). `results` names each listed device id; with `all` it is empty, because device
-    ids are stored only as keyed hashes. Needs the app's APNs key (409 `apns_not_configured`).
+    Up to PUSH_SYNC_MAX ids (default 1,000) are sent now: 200 with `sent`, `failed` and
+    `removed` device counts and `results` naming each listed device id. Tokens APNs reports dead
+    are deleted (`removed`).
+
+    `all`, or more ids, is a broadcast: 202 `{"status": "queued", "task_id", ...}` at once. The
+    job pages through the devices, resumes after a worker restart, and is bounded by
+    PUSH_BROADCAST_MAX_SECONDS (default 1 h). Watch its counts (`progress`) at
+    GET /bots/tasks/{task_id}; stop it with DELETE /bots/tasks/{task_id}.
+
+    Needs the app's APNs key (409 `apns_not_configured`, before anything is sent or queued).
     """
-    return await service.push(body)
+    if body.is_broadcast(pusher.sync_max):
+        pusher.service.check(body)
+        return await pusher.broadcasts.queue("ios", body.model_dump(mode="json", exclude_none=True))
+    return await pusher.service.push(body)

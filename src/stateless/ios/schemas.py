@@ -109,6 +109,10 @@ class PushIn(BoundedInput):
         description="apns-expiration: UNIX time until which APNs retries delivery; 0 = once.",
     )
 
+    def is_broadcast(self, sync_max: int) -> bool:
+        """`all`, or more ids than PUSH_SYNC_MAX: queued as a resumable job, not sent inline."""
+        return self.all is True or len(self.device_ids or ()) > sync_max
+
     @field_validator("device_ids")
     @classmethod
     def _device_ids(cls, value: list[str] | None) -> list[str] | None:

@@ -42,12 +42,16 @@ from stateless.kit.db import utcnow
 from stateless.kit.errors import BadGateway, Conflict
 from stateless.kit.metrics import Metrics
 from stateless.kit.pushing import (
+    Page,
     PushTally,
     SenderPool,
     Settled,
     Status,
     deliver,
+    keyset_pages,
+    listed_pages,
     names_by_hash,
+    push_journaled,
 )
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
@@ -178,10 +182,9 @@ class PushService:
         self.metrics = metrics
         self.batch_size = batch_size
 
-    async def push(self, request: PushIn) -> PushOut:
+    def check(self, request: PushIn) -> tuple[ApnsCredentials, bytes]:
+        """What can fail before anything is sent (or queued): the APNs key must sign."""
         credentials = credentials_of(self.kit, self.tenant)
-        payload = build_payload(request)
-        tally = _ApnsTally()
         try:
             # Sign (or reuse) the provider token first: a key that cannot sign fails the push
             # before any token is read.
@@ -190,15 +193,72 @@ class PushService:
             raise ApnsNotConfigured(
                 "The stored APNs key cannot sign; configure --apns-key-file again"
             ) from exc
-        pool: SenderPool[PushRow, ApnsOutcome] = SenderPool(
+        return credentials, build_payload(request)
+
+    def _pool(
+        self, request: PushIn, credentials: ApnsCredentials, payload: bytes
+    ) -> SenderPool[PushRow, ApnsOutcome]:
+        return SenderPool(
             self._sender(request, credentials, payload),
             self.apns.tenant_max_concurrency,
             on_error=lambda: ApnsOutcome(0, "InternalError"),
         )
+
+    def _hashes(self, device_ids: list[str]) -> dict[str, str]:
+        app_id = self.tenant.app_id
+        return names_by_hash(device_ids, lambda d: device_hash(self.kit, app_id, d))
+
+    async def audience(self, request: PushIn) -> int:
+        """How many devices a broadcast addresses: live devices (one COUNT) or distinct ids."""
+        if request.device_ids is None:
+            return await self.repo.count()
+        return len(self._hashes(request.device_ids))
+
+    async def broadcast(
+        self,
+        request: PushIn,
+        *,
+        start_after: str | None,
+        counts: tuple[int, int, int],
+        on_page: Callable[[str | None, PushTally[PushResult]], Awaitable[None]],
+        page_timeout_seconds: float,
+    ) -> PushTally[PushResult]:
+        """A push as a resumable job: keyset pages from `start_after`, counts only (`counts`:
+        sent, failed, removed so far), `on_page(cursor, tally)` after each settled page."""
+        credentials, payload = self.check(request)
+        sent, failed, removed = counts
+        tally = _ApnsTally(sent=sent, failed=failed, removed=removed)
+        next_page: Callable[[str | None], Awaitable[Page[PushRow]]]
+        if request.device_ids is None:
+            next_page = keyset_pages(self.repo.page_after, _device_hash, self.batch_size)
+        else:
+
+            def missing(n: int) -> None:
+                tally.failed += n
+
+            hashes = list(self._hashes(request.device_ids))
+            next_page = listed_pages(hashes, self.repo.by_hashes, self.batch_size, missing)
+
+        async def page_done(page: Page[PushRow]) -> None:
+            await on_page(page.cursor, tally)
+
+        await push_journaled(
+            self._pool(request, credentials, payload),
+            next_page=next_page,
+            start_after=start_after,
+            settle=functools.partial(self._settle, tally=tally, names=None),
+            page_timeout_seconds=page_timeout_seconds,
+            on_page=page_done,
+        )
+        return tally
+
+    async def push(self, request: PushIn) -> PushOut:
+        credentials, payload = self.check(request)
+        tally = _ApnsTally()
+        pool = self._pool(request, credentials, payload)
         names: dict[str, str] | None = None
         if request.device_ids is not None:
-            app_id = self.tenant.app_id
-            names = names_by_hash(request.device_ids, lambda d: device_hash(self.kit, app_id, d))
+            names = self._hashes(request.device_ids)
         await deliver(
             pool,
             names=names,

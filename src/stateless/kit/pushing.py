@@ -10,6 +10,7 @@ request and the meaning of an answer differ; those stay with each service.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -147,6 +148,80 @@ async def deliver(
             tally.finish_listed(names, found, missing, name_of)
     finally:
         await pool.cancel()  # only does something when the push stopped early
+
+
+@dataclass(frozen=True)
+class Page(Generic[RowT]):
+    """One page of a broadcast: its rows and the key the next page starts after."""
+
+    rows: Sequence[RowT]
+    cursor: str | None
+    last: bool
+
+
+async def push_journaled(
+    pool: SenderPool[RowT, OutcomeT],
+    *,
+    next_page: Callable[[str | None], Awaitable[Page[RowT]]],
+    start_after: str | None,
+    settle: Settle[RowT, OutcomeT],
+    page_timeout_seconds: float,
+    on_page: Callable[[Page[RowT]], Awaitable[None]],
+) -> None:
+    """A broadcast: page after page from `start_after`, each page sent and settled whole before
+    `on_page` records its cursor, so a run resumed from the last recorded cursor skips nobody
+    and repeats at most the page that was in flight. Each page (read, send, settle) is bounded
+    by `page_timeout_seconds` (TimeoutError); the pool's workers stop however it ends."""
+    after = start_after
+    try:
+        while True:
+            async with asyncio.timeout(page_timeout_seconds):
+                page = await next_page(after)
+                for row in page.rows:
+                    await pool.put(row)
+                await settle(await pool.finish(), page.last)
+            await on_page(page)
+            if page.last:
+                return
+            after = page.cursor
+    finally:
+        await pool.cancel()
+
+
+def keyset_pages(
+    page_after: Callable[[str | None, int], Awaitable[Sequence[RowT]]],
+    key: Callable[[RowT], str],
+    batch_size: int,
+) -> Callable[[str | None], Awaitable[Page[RowT]]]:
+    """Every live row, by key (no OFFSET): constant cost per page however far in."""
+
+    async def next_page(after: str | None) -> Page[RowT]:
+        rows = await page_after(after, batch_size)
+        cursor = key(rows[-1]) if rows else after
+        return Page(rows, cursor, last=len(rows) < batch_size)
+
+    return next_page
+
+
+def listed_pages(
+    hashes: Sequence[str],
+    by_hashes: Callable[[Sequence[str]], Awaitable[Sequence[RowT]]],
+    batch_size: int,
+    on_missing: Callable[[int], None],
+) -> Callable[[str | None], Awaitable[Page[RowT]]]:
+    """The listed hashes in key order, `batch_size` at a time; the cursor is the last hash of
+    the chunk (found or not), and `on_missing(n)` counts those with no live row."""
+    ordered = sorted(set(hashes))
+
+    async def next_page(after: str | None) -> Page[RowT]:
+        start = 0 if after is None else bisect.bisect_right(ordered, after)
+        chunk = ordered[start : start + batch_size]
+        rows = await by_hashes(chunk) if chunk else []
+        on_missing(len(chunk) - len(rows))
+        last = start + batch_size >= len(ordered)
+        return Page(rows, chunk[-1] if chunk else after, last)
+
+    return next_page
 
 
 def names_by_hash(ids: Iterable[str], hash_of: Callable[[str], str]) -> dict[str, str]:

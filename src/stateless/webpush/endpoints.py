@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stateless.bots.broadcasts import BroadcastQueue
+from stateless.bots.schemas import TaskQueued
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
 from stateless.kit.context import TenantContext
@@ -47,17 +51,34 @@ def _subscriptions(
     )
 
 
+@dataclass(frozen=True)
+class Pusher:
+    """A push now (the service) or, for a broadcast, queued (the queue)."""
+
+    service: WebPushService
+    broadcasts: BroadcastQueue
+    sync_max: int
+
+
 def _push(
     container: Container, session: AsyncSession, tenant: TenantContext, request: Request
-) -> WebPushService:
+) -> Pusher:
     client = container.webpush
-    return WebPushService(
+    service = WebPushService(
         session, tenant, container.privacy, client.sender, client.signer, container.metrics
     )
+    queue = BroadcastQueue(
+        session,
+        tenant,
+        container.privacy,
+        container.lifecycle.policy,
+        container.background.task_wakeup,
+    )
+    return Pusher(service, queue, container.settings.push_sync_max)
 
 
 Subscriptions = Annotated[SubscriptionService, Depends(KeyedService(_subscriptions, "any"))]
-Push = Annotated[WebPushService, Depends(KeyedService(_push, "secret"))]
+Push = Annotated[Pusher, Depends(KeyedService(_push, "secret"))]
 
 
 @router.get(
@@ -104,15 +125,28 @@ async def unsubscribe(body: UnsubscribeIn, service: Subscriptions) -> Unsubscrib
     "/push",
     name="web.push",
     response_model=WebPushOut,
-    responses=problems(WebPushNotConfigured, PushPayloadTooLarge),
+    responses={
+        202: {"model": TaskQueued, "description": "A broadcast, queued as a resumable job"},
+        **problems(WebPushNotConfigured, PushPayloadTooLarge),
+    },
 )
-async def push(body: WebPushIn, service: Push) -> WebPushOut:
+async def push(body: WebPushIn, pusher: Push) -> WebPushOut | JSONResponse:
     """Send one notification to `subscriber_ids`, or to every live subscriber with `all`.
 
     Each message is encrypted for its subscription (RFC 8291) and signed with the app's VAPID key
     (RFC 8292). Subscriptions the push service reports gone (404, 410) are deleted (`removed`);
-    429 and 5xx are retried after `Retry-After`. A payload that would exceed 4096 bytes on the
-    wire answers 413 before anything is sent. With `all`, `results` is empty (subscriber ids
-    are stored only as keyed hashes). Needs the app's VAPID keys (409 `webpush_not_configured`).
+    429 and 5xx are retried after `Retry-After`. Up to PUSH_SYNC_MAX ids (default 1,000) are sent
+    now: 200 with counts and `results` naming each listed subscriber id.
+
+    `all`, or more ids, is a broadcast: 202 `{"status": "queued", "task_id", ...}` at once. The
+    job pages through the subscribers, resumes after a worker restart, and is bounded by
+    PUSH_BROADCAST_MAX_SECONDS (default 1 h). Watch its counts (`progress`) at
+    GET /bots/tasks/{task_id}; stop it with DELETE /bots/tasks/{task_id}.
+
+    Checked before anything is sent or queued: the app's VAPID keys (409
+    `webpush_not_configured`) and the payload (over 4096 bytes on the wire: 413).
     """
-    return await service.push(body)
+    if body.is_broadcast(pusher.sync_max):
+        pusher.service.check(body)
+        return await pusher.broadcasts.queue("web", body.model_dump(mode="json", exclude_none=True))
+    return await pusher.service.push(body)

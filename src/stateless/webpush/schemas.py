@@ -128,6 +128,10 @@ class WebPushIn(BaseModel):
         '({"web_push": 8030, "notification": {...}}), shown without a service worker.',
     )
 
+    def is_broadcast(self, sync_max: int) -> bool:
+        """`all`, or more ids than PUSH_SYNC_MAX: queued as a resumable job, not sent inline."""
+        return self.all is True or len(self.subscriber_ids or ()) > sync_max
+
     @model_validator(mode="after")
     def _target_and_content(self) -> WebPushIn:
         if (self.subscriber_ids is None) == (self.all is not True):

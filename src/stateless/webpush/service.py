@@ -28,12 +28,16 @@ from stateless.kit.db import utcnow
 from stateless.kit.errors import Conflict, PayloadTooLarge, Unprocessable
 from stateless.kit.metrics import Metrics
 from stateless.kit.pushing import (
+    Page,
     PushTally,
     SenderPool,
     Settled,
     Status,
     deliver,
+    keyset_pages,
+    listed_pages,
     names_by_hash,
+    push_journaled,
 )
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
@@ -288,7 +292,9 @@ class WebPushService:
         self.metrics = metrics
         self.batch_size = batch_size
 
-    async def push(self, request: WebPushIn) -> WebPushOut:
+    def check(self, request: WebPushIn) -> SenderPool[SubscriptionRow, PushOutcome]:
+        """What can fail before anything is sent (or queued): VAPID keys, the payload's size.
+        Returns the pool of senders for this message."""
         keys, contact = vapid_of(self.kit, self.tenant)
         payload = build_payload(request)
         if len(payload) > MAX_PLAINTEXT_BYTES:
@@ -305,18 +311,66 @@ class WebPushService:
             headers.append(("urgency", request.urgency))
         if request.topic is not None:
             headers.append(("topic", request.topic))
-        tally: PushTally[WebPushResult] = PushTally()
-        pool: SenderPool[SubscriptionRow, PushOutcome] = SenderPool(
+        return SenderPool(
             self._sender(payload, headers, keys, contact),
             self.sender.tenant_max_concurrency,
             on_error=lambda: PushOutcome(0, "InternalError"),
         )
+
+    def _hashes(self, subscriber_ids: list[str]) -> dict[str, str]:
+        app_id = self.tenant.app_id
+        return names_by_hash(subscriber_ids, lambda s: subscriber_hash(self.kit, app_id, s))
+
+    async def audience(self, request: WebPushIn) -> int:
+        """How many subscribers a broadcast addresses: live ones (one COUNT) or distinct ids."""
+        if request.subscriber_ids is None:
+            return await self.repo.count()
+        return len(self._hashes(request.subscriber_ids))
+
+    async def broadcast(
+        self,
+        request: WebPushIn,
+        *,
+        start_after: str | None,
+        counts: tuple[int, int, int],
+        on_page: Callable[[str | None, PushTally[WebPushResult]], Awaitable[None]],
+        page_timeout_seconds: float,
+    ) -> PushTally[WebPushResult]:
+        """A push as a resumable job (see PushService.broadcast): keyset pages from
+        `start_after`, counts only, `on_page(cursor, tally)` after each settled page."""
+        pool = self.check(request)
+        sent, failed, removed = counts
+        tally: PushTally[WebPushResult] = PushTally(sent=sent, failed=failed, removed=removed)
+        next_page: Callable[[str | None], Awaitable[Page[SubscriptionRow]]]
+        if request.subscriber_ids is None:
+            next_page = keyset_pages(self.repo.page_after, _subscriber_hash, self.batch_size)
+        else:
+
+            def missing(n: int) -> None:
+                tally.failed += n
+
+            hashes = list(self._hashes(request.subscriber_ids))
+            next_page = listed_pages(hashes, self.repo.by_hashes, self.batch_size, missing)
+
+        async def page_done(page: Page[SubscriptionRow]) -> None:
+            await on_page(page.cursor, tally)
+
+        await push_journaled(
+            pool,
+            next_page=next_page,
+            start_after=start_after,
+            settle=functools.partial(self._settle, tally=tally, names=None),
+            page_timeout_seconds=page_timeout_seconds,
+            on_page=page_done,
+        )
+        return tally
+
+    async def push(self, request: WebPushIn) -> WebPushOut:
+        pool = self.check(request)
+        tally: PushTally[WebPushResult] = PushTally()
         names: dict[str, str] | None = None
         if request.subscriber_ids is not None:
-            app_id = self.tenant.app_id
-            names = names_by_hash(
-                request.subscriber_ids, lambda s: subscriber_hash(self.kit, app_id, s)
-            )
+            names = self._hashes(request.subscriber_ids)
         await deliver(
             pool,
             names=names,

@@ -30,6 +30,7 @@ from stateless.tenants.schemas import TenantContext, TenantSecrets
 from stateless.tenants.service import open_secrets
 
 if TYPE_CHECKING:  # webpush's sender imports bots.outbound, which imports this module
+    from stateless.bots.progress import TaskJournal
     from stateless.webpush.wiring import WebPushClient
 
 C = TypeVar("C", bound=BaseModel)
@@ -87,6 +88,8 @@ class TaskDeps:
     task_id: str
     base_url: str
     attempt: int = 1
+    # Set by the worker for a resumable run (a broadcast): where it stopped, and the journal.
+    journal: TaskJournal | None = None
 
     @property
     def settings(self) -> Settings:
@@ -109,6 +112,9 @@ class TaskType(Generic[C]):
     # Optional cheap checks before anything is sent or queued (raise TaskRejected for a 422).
     prepare: Callable[[C, TaskDeps], Awaitable[None]] | None = None
     description: str = ""
+    # Contexts whose run is a resumable job (a broadcast): run by the worker only, bounded by
+    # PUSH_BROADCAST_MAX_SECONDS, journaled after every page, resumed after a worker restart.
+    resumable: Callable[[C, Settings], bool] | None = None
 
 
 async def store_task_file(

@@ -4,6 +4,10 @@
 context is the /web/push body) or `all` (`{"target": "all", "ios": {...}, "web": {...}}`). The
 result is stored with the task record, so it keeps counts and failure reasons only, never device
 or subscriber ids.
+
+A broadcast (`all`, or more ids than PUSH_SYNC_MAX) queued for the worker is a resumable job:
+keyset pages, each sent whole and journaled (cursor and counts per channel) on the task row, so
+a restarted worker resumes after the last recorded page. See docs/bots.md.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from stateless.bots.progress import TaskJournal, progress_counts
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
+from stateless.config import Settings
 from stateless.ios.schemas import PushIn
 from stateless.ios.service import (
     ApnsNotConfigured,
@@ -23,6 +29,7 @@ from stateless.ios.service import (
 )
 from stateless.kit.db import session_scope
 from stateless.kit.errors import PayloadTooLarge
+from stateless.kit.pushing import PushTally
 from stateless.webpush.schemas import WebPushIn
 from stateless.webpush.service import WebPushNotConfigured, WebPushService, vapid_of
 
@@ -131,7 +138,73 @@ async def _run_web(ctx: WebPushIn, deps: TaskDeps) -> dict[str, Any]:
     return _summary(out.sent, out.failed, out.removed, reasons)
 
 
+def is_broadcast(ctx: PushTaskIn, settings: Settings) -> bool:
+    bodies: list[PushIn | WebPushIn | None] = [ctx.ios, ctx.web]
+    return any(b is not None and b.is_broadcast(settings.push_sync_max) for b in bodies)
+
+
+async def _broadcast_channel(
+    channel: str, body: PushIn | WebPushIn, deps: TaskDeps, journal: TaskJournal
+) -> None:
+    """One channel of a broadcast, from its recorded cursor; every page commits its deletions
+    and then journals cursor and counts (renewing the lease, noticing a cancel)."""
+    providers = deps.providers
+    progress = dict(journal.saved)
+    state: dict[str, Any] = dict(progress.get(channel) or {})
+    async with session_scope(deps.sessionmaker) as session:
+        service: PushService | WebPushService
+        if isinstance(body, PushIn):
+            service = PushService(
+                session, deps.tenant, providers.kit, providers.apns, providers.metrics
+            )
+        else:
+            client = providers.webpush
+            service = WebPushService(
+                session, deps.tenant, providers.kit, client.sender, client.signer, providers.metrics
+            )
+        if "total" not in state:  # first run: the live audience, counted once
+            total = await service.audience(body)  # type: ignore[arg-type]
+            await session.commit()
+            state = {"cursor": None, "sent": 0, "failed": 0, "removed": 0, "total": total}
+            await journal.record({**progress, channel: state})
+
+        async def on_page(cursor: str | None, tally: PushTally[Any]) -> None:
+            await session.commit()  # this page's deletions, before its cursor is recorded
+            state.update(cursor=cursor, sent=tally.sent, failed=tally.failed, removed=tally.removed)
+            await journal.record({**journal.saved, channel: dict(state)})
+
+        await service.broadcast(
+            body,  # type: ignore[arg-type]
+            start_after=state["cursor"],
+            counts=(state["sent"], state["failed"], state["removed"]),
+            on_page=on_page,
+            page_timeout_seconds=deps.settings.bot_timeout_seconds,
+        )
+    await journal.record({**journal.saved, channel: {**state, "cursor": None, "done": True}})
+
+
+async def _broadcast(ctx: PushTaskIn, deps: TaskDeps, journal: TaskJournal) -> dict[str, Any]:
+    channels: list[tuple[str, PushIn | WebPushIn | None]] = [("ios", ctx.ios), ("web", ctx.web)]
+    for channel, body in channels:
+        if body is None or (journal.saved.get(channel) or {}).get("done"):
+            continue
+        try:
+            await _broadcast_channel(channel, body, deps, journal)
+        except ApnsNotConfigured as exc:
+            raise NoApnsKey(exc.detail) from exc
+        except ApnsUnreachable as exc:
+            raise TaskFailed("APNs could not be reached", transient=True) from exc
+        except WebPushNotConfigured as exc:
+            raise NoVapidKeys(exc.detail) from exc
+        except PayloadTooLarge as exc:
+            raise PayloadRejected(exc.detail) from exc
+    counts = progress_counts(journal.saved) or {}
+    return {**counts, "broadcast": True}
+
+
 async def run(ctx: PushTaskIn, deps: TaskDeps) -> dict[str, Any]:
+    if deps.journal is not None:
+        return await _broadcast(ctx, deps, deps.journal)
     if ctx.target == "ios" and ctx.ios is not None:
         return await _run_ios(ctx.ios, deps)
     if ctx.target == "web" and ctx.web is not None:
@@ -155,4 +228,5 @@ TASK = TaskType(
     prepare=prepare,
     description="Send a notification over APNs (target ios, the default), Web Push (web) or "
     "both (all), as POST /ios/push and POST /web/push.",
+    resumable=is_broadcast,
 )

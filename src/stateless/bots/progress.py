@@ -72,9 +72,14 @@ class TaskJournal:
             written = await repo.finish(
                 self.task_id, values, attempts=self.attempts, status="running"
             )
-            status = None if written else await repo.status_of(self.task_id)
-        if not written:
-            if status == "cancelled":
-                raise TaskCancelled
+            cancelled = not written and await repo.finish(
+                self.task_id,
+                {"progress_json": values["progress_json"]},  # the page that was sent counts
+                attempts=self.attempts,
+                status="cancelled",
+            )
+        if not written and not cancelled:
             raise TaskLost
         self.saved = progress
+        if cancelled:
+            raise TaskCancelled

@@ -46,11 +46,6 @@ class BotTaskRepository(TenantScopedRepository[BotTask]):
             where.append(BotTask.status == status)
         return await self.update_where(values, *where)
 
-    async def status_of(self, task_id: str) -> str | None:
-        stmt = select(BotTask.status).where(*self._live(), BotTask.task_id == task_id)
-        value = (await self.session.execute(stmt)).scalar_one_or_none()
-        return None if value is None else str(value)
-
 
 class IdempotencyRepository(TenantScopedRepository[BotIdempotencyRecord]):
     model = BotIdempotencyRecord

@@ -299,7 +299,9 @@ class BotService:
                 raise TaskNotCancellable(
                     f"The task is {row.status}; only queued tasks and running broadcasts stop"
                 )
-            row = await repo.by_id(row.task_id)
+            found = row.task_id
+            session.expire_all()  # read back what the UPDATE wrote, not the identity map
+            row = await repo.by_id(found)
         assert row is not None
         return self._task_out(row), running
 

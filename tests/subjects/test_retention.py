@@ -7,9 +7,6 @@ import asyncio
 import re
 from typing import Any
 
-import pytest
-from sqlalchemy.exc import IntegrityError
-
 from stateless.config import Settings
 from stateless.container import Container
 from stateless.lifecycle.scheduler import CleanupScheduler
@@ -180,17 +177,3 @@ async def test_a_process_that_stops_leading_drops_its_gauges(
     metrics = (await subjects_client.get("/metrics")).text
     assert "stateless_expired_rows{" not in metrics
     assert "stateless_oldest_expired_age_seconds{" not in metrics
-
-
-async def test_postgres_refuses_a_counter_that_would_outlive_the_cap(settings: Settings) -> None:
-    """The counters table carries the TTL CHECK like every tenant-owned table (Postgres)."""
-    if settings.is_sqlite:
-        pytest.skip("the database-side TTL guard is Postgres's")
-    insert = (
-        "INSERT INTO erasure_counts (app_id, kind, hour, erased, created_at, expires_at) "
-        "VALUES ('t', 'drafts', date_trunc('hour', now()), 1, now(), now() + interval :life)"
-    )
-    await sql(settings, insert.replace(":life", "'1 day'"))
-    with pytest.raises(IntegrityError, match="ck_erasure_counts_max_ttl"):
-        await sql(settings, insert.replace(":life", "'91 days'").replace("'t'", "'u'"))
-    assert await count_rows(settings, "erasure_counts") == 1

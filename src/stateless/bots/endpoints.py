@@ -51,6 +51,7 @@ Service = Annotated[BotService, Depends(KeyedService(_build, "secret"))]
 @router.post(
     "/execute",
     name="bots.execute",
+    summary="Run a task",
     response_model=TaskAccepted,
     responses={
         202: {"model": TaskAccepted, "description": "Queued (mode async)"},
@@ -99,7 +100,11 @@ async def execute_task(
 
 
 @router.get(
-    "/tasks/{task_id}", name="bots.task", response_model=TaskOut, responses=problems(TaskNotFound)
+    "/tasks/{task_id}",
+    name="bots.task",
+    summary="Read a task",
+    response_model=TaskOut,
+    responses=problems(TaskNotFound),
 )
 async def read_task(task_id: str, service: Service) -> TaskOut:
     """A task's status (`queued`, `running`, `success`, `failed`, `timeout`, `cancelled`) with
@@ -112,6 +117,7 @@ async def read_task(task_id: str, service: Service) -> TaskOut:
 @router.delete(
     "/tasks/{task_id}",
     name="bots.cancel_task",
+    summary="Cancel a task",
     response_model=TaskOut,
     responses={
         202: {"model": TaskOut, "description": "A running broadcast: it stops after its page"},

@@ -70,6 +70,7 @@ Push = Annotated[Pusher, Depends(KeyedService(_push, "secret"))]
 @router.post(
     "/register-token",
     name="ios.register_token",
+    summary="Register an APNs device token",
     response_model=RegisterTokenOut,
     responses=problems(TtlOutOfRange),
 )
@@ -83,7 +84,12 @@ async def register_token(body: RegisterTokenIn, service: Tokens) -> RegisterToke
     return RegisterTokenOut(tenant=service.tenant.app_id, expires_at=expires_at)
 
 
-@router.post("/unregister-token", name="ios.unregister_token", response_model=UnregisterTokenOut)
+@router.post(
+    "/unregister-token",
+    name="ios.unregister_token",
+    summary="Unregister an APNs device token",
+    response_model=UnregisterTokenOut,
+)
 async def unregister_token(body: UnregisterTokenIn, service: Tokens) -> UnregisterTokenOut:
     """Forget this device's token now. Unknown devices answer the same (idempotent)."""
     await service.unregister(body.device_id)
@@ -93,6 +99,7 @@ async def unregister_token(body: UnregisterTokenIn, service: Tokens) -> Unregist
 @router.post(
     "/push",
     name="ios.push",
+    summary="Send an APNs push",
     response_model=PushOut,
     responses={
         202: {"model": TaskQueued, "description": "A broadcast, queued as a resumable job"},

@@ -257,6 +257,12 @@ CATALOGUE: dict[str, ProblemDoc] = {
         "Mastodon not configured",
         "The operator sets it with `--mastodon-url` and `--mastodon-token`.",
     ),
+    "task_not_cancellable": _doc(
+        409,
+        "This task can no longer be cancelled",
+        "The task has finished, or it is running and is not a broadcast (only a queued task or "
+        "a running broadcast can be cancelled).",
+    ),
     # Entitlements
     "invalid_app_account_token": _doc(
         422,

@@ -84,6 +84,7 @@ Push = Annotated[Pusher, Depends(KeyedService(_push, "secret"))]
 @router.get(
     "/vapid-public-key",
     name="web.vapid_public_key",
+    summary="Get the VAPID public key",
     response_model=VapidPublicKeyOut,
     responses=problems(WebPushNotConfigured),
 )
@@ -99,6 +100,7 @@ async def vapid_public_key(service: Subscriptions) -> VapidPublicKeyOut:
 @router.post(
     "/subscribe",
     name="web.subscribe",
+    summary="Subscribe a browser to Web Push",
     response_model=SubscribeOut,
     responses=problems(EndpointNotAllowed, InvalidKeys, SubscriptionExpired, TtlOutOfRange),
 )
@@ -114,7 +116,12 @@ async def subscribe(body: SubscribeIn, service: Subscriptions) -> SubscribeOut:
     return SubscribeOut(tenant=service.tenant.app_id, expires_at=expires_at)
 
 
-@router.post("/unsubscribe", name="web.unsubscribe", response_model=UnsubscribeOut)
+@router.post(
+    "/unsubscribe",
+    name="web.unsubscribe",
+    summary="Unsubscribe a browser from Web Push",
+    response_model=UnsubscribeOut,
+)
 async def unsubscribe(body: UnsubscribeIn, service: Subscriptions) -> UnsubscribeOut:
     """Forget this subscriber's subscription now. Unknown subscribers answer the same."""
     await service.unsubscribe(body.subscriber_id)
@@ -124,6 +131,7 @@ async def unsubscribe(body: UnsubscribeIn, service: Subscriptions) -> Unsubscrib
 @router.post(
     "/push",
     name="web.push",
+    summary="Send a Web Push notification",
     response_model=WebPushOut,
     responses={
         202: {"model": TaskQueued, "description": "A broadcast, queued as a resumable job"},

@@ -20,8 +20,8 @@ import asyncpg
 
 from stateless.config import Settings
 from stateless.drafts.models import Draft
-from stateless.kit.db import build_engine, build_sessionmaker
-from stateless.kit.metrics import Metrics
+from stateless.kit.data.db import build_engine, build_sessionmaker
+from stateless.kit.observe.metrics import Metrics
 from stateless.lifecycle.cleanup import CleanupService
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry

@@ -30,8 +30,8 @@ from stateless.config import Settings
 from stateless.drafts.models import Draft
 from stateless.drafts.repository import DraftRepository
 from stateless.ios.repository import DeviceTokenRepository
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import (
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import (
     build_engine,
     build_read_engine,
     build_sessionmaker,

@@ -23,8 +23,8 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from stateless.config import Settings
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker, session_scope
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import build_engine, build_sessionmaker, session_scope
 from stateless.main import create_app
 from stateless.migrations.runner import upgrade
 from stateless.tenants.service import ConfigureRequest, TenantService

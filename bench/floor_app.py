@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException
 from stateless.bots.schemas import ExecuteIn
 from stateless.drafts.schemas import DraftIn
 from stateless.ios.schemas import RegisterTokenIn
-from stateless.kit.crypto import PrivacyKit
+from stateless.kit.crypto.sealing import PrivacyKit
 
 DEVICE_TTL = timedelta(days=30)
 DRAFT_TTL = timedelta(hours=24)

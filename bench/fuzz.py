@@ -602,7 +602,7 @@ def fuzz_operation(
 
 
 def plain_document(env: dict[str, str]) -> dict[str, Any]:
-    """FastAPI's own document, before kit/openapi.py amends it: the "before" figures."""
+    """FastAPI's own document, before kit/web/openapi.py amends it: the "before" figures."""
     from fastapi import FastAPI
 
     from stateless.config import Settings

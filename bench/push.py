@@ -5,9 +5,9 @@ Every scenario runs in a fresh process (so peak RSS is its own) against a local 
 shows instead of hiding in the figures. Two paths:
 
 - `app`: POST /api/v1/ios/push with `all` through the whole app (ASGI, SQLite, keyset pages of
-  500 tokens, sealed tokens opened, one provider JWT) with our engine (`kit/h2client.py`);
+  500 tokens, sealed tokens opened, one provider JWT) with our engine (`kit/push/h2client.py`);
 - `client`: the HTTP/2 library alone sending N notifications with 128 in flight, as the app
-  would: `ours` (ApnsClient on kit/h2client.py), `httpx` (http2=True, what we used before) and
+  would: `ours` (ApnsClient on kit/push/h2client.py), `httpx` (http2=True, what we used before) and
   `aioapns` (a maintained APNs client, pointed at the peer).
 
     .venv/bin/python -m bench.push                          # app 1k/10k/100k, clients 1k/10k
@@ -31,12 +31,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.broadcast import broadcast
+from bench.broadcast import Result, Runner, Scenario, broadcast
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_ID = "com.example.bench"
@@ -44,44 +44,6 @@ TEAM_ID = "BENCHTEAM1"
 KEY_ID = "BENCHKEY01"
 IN_FLIGHT = 128  # the per-tenant default (APNS_TENANT_MAX_CONCURRENCY)
 ENGINES = ("ours", "httpx", "aioapns")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One measurement: `kind` of push ("apns"; Web Push adds its own), `path` ("app" or
-    "client"), `engine` (the HTTP/2 library), `recipients` (notifications sent)."""
-
-    kind: str
-    path: str
-    engine: str
-    recipients: int
-
-
-@dataclass(frozen=True)
-class Result:
-    scenario: Scenario
-    seconds: float
-    cpu_seconds: float  # this process (user + system) during the pushes
-    peer_cpu_seconds: float  # the peer process during the same window
-    rss_before_mb: float
-    rss_peak_mb: float
-    delivered: int
-    peer_verified: str = ""  # what the peer checked in this run, when it says
-
-    @property
-    def pushes_per_second(self) -> float:
-        return self.scenario.recipients / self.seconds
-
-    @property
-    def cpu_ms_per_push(self) -> float:
-        return self.cpu_seconds * 1000 / self.scenario.recipients
-
-    @property
-    def peer_cpu_ms_per_push(self) -> float:
-        return self.peer_cpu_seconds * 1000 / self.scenario.recipients
-
-
-Runner = Callable[[Scenario], Result]
 
 
 # -- the APNs runner (parent side) ---------------------------------------------------------
@@ -231,8 +193,8 @@ async def _app_child(scenario: Scenario, args: argparse.Namespace) -> dict[str, 
     from stateless.config import Settings
     from stateless.ios.models import DeviceToken
     from stateless.ios.service import DEVICE_ID_PURPOSE, TOKEN_PURPOSE
-    from stateless.kit.crypto import PrivacyKit
-    from stateless.kit.db import build_engine, build_sessionmaker, session_scope, utcnow
+    from stateless.kit.crypto.sealing import PrivacyKit
+    from stateless.kit.data.db import build_engine, build_sessionmaker, session_scope, utcnow
     from stateless.main import create_app
     from stateless.migrations.runner import upgrade
     from stateless.tenants.service import ConfigureRequest, TenantService

@@ -1,5 +1,5 @@
 """`python -m bench.stallwatch --port N`: the server `stateless serve` runs (same app, same
-settings from the environment, same server and protocol: stateless.kit.draining), plus an event-loop stall detector.
+settings from the environment, same server and protocol: stateless.kit.runtime.draining), plus an event-loop stall detector.
 
 A ticker on the server's loop sleeps 5 ms at a time and measures how much longer than that it
 waited, minus the time the thread sat in the kernel's run queue (Linux schedstat): that is how
@@ -84,7 +84,7 @@ class StallWatch:
 
 
 def main() -> None:
-    from stateless.kit import draining
+    from stateless.kit.runtime import draining
     from stateless.main import app
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)

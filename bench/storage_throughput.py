@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from stateless.config import Settings
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker, session_scope
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import build_engine, build_sessionmaker, session_scope
 from stateless.migrations.runner import upgrade
 from stateless.tenants.service import TenantService
 

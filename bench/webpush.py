@@ -36,7 +36,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.broadcast import broadcast
+from bench.broadcast import Result, Scenario, broadcast
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTACT = "mailto:bench@example.com"
@@ -151,8 +151,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     from asgi_lifespan import LifespanManager
 
     from stateless.config import Settings
-    from stateless.kit.crypto import PrivacyKit
-    from stateless.kit.db import build_engine, build_sessionmaker, session_scope, utcnow
+    from stateless.kit.crypto.sealing import PrivacyKit
+    from stateless.kit.data.db import build_engine, build_sessionmaker, session_scope, utcnow
     from stateless.main import create_app
     from stateless.migrations.runner import upgrade
     from stateless.tenants.service import ConfigureRequest, TenantService, seal_secrets
@@ -359,7 +359,6 @@ def _run_size(size: int, setup: _Setup, loop: str, profile: str | None = None) -
 
 def push_runner(loop: str = "uvloop", decrypt_every: int = DECRYPT_EVERY) -> Any:
     """The Runner bench.push uses for `webpush` scenarios: a fresh peer and child per run."""
-    from bench.push import Result, Scenario
 
     def run_one(scenario: Scenario) -> Result:
         with tempfile.TemporaryDirectory(prefix="bench-webpush-") as tmp:

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stateless.config import Settings
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker, session_scope
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import build_engine, build_sessionmaker, session_scope
 from stateless.main import create_app
 from stateless.migrations.runner import upgrade
 from stateless.tenants.service import ConfigureRequest, TenantService

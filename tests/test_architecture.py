@@ -7,7 +7,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "stateless"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "stateless"
 
 # The checkpoints that may vouch for a tenant id: request authentication, and the background
 # workers that read the id from their own records (queued tasks, stored object keys, the
@@ -59,6 +60,105 @@ def test_kit_imports_no_domain() -> None:
                 assert module.startswith(("stateless.kit", "stateless.config")), (name, module)
 
 
+def _module_graph(root: Path) -> dict[str, set[str]]:
+    """Dotted module -> the modules of the same tree it imports: every import counts, lazy
+    ones and those under TYPE_CHECKING too (a circle drawn there is still a circle)."""
+    trees: dict[str, ast.Module] = {}
+    for path in sorted(root.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        trees[name] = ast.parse(path.read_text(), str(path))
+    graph: dict[str, set[str]] = {}
+    for name, tree in trees.items():
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        # A package's own __init__ is not an edge back from its modules.
+        graph[name] = {t for t in targets if t in trees and not name.startswith(t + ".")} - {name}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_circles() -> None:
+    """No module imports, directly or through others, a module that imports it back: in the
+    package and in the benchmarks. A circle is broken by moving what both need down (kit), or
+    by the lower side taking a protocol instead of the upper side's type."""
+    assert _circles(_module_graph(SRC)) == []
+    assert _circles(_module_graph(ROOT / "bench")) == []
+
+
+def test_circle_finder_finds_a_circle() -> None:
+    """The check above can fail: a drawn circle is reported."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _circles(graph) == [["a", "b", "c"]]
+
+
+def test_kit_rooms_are_layered() -> None:
+    """kit's rooms (web, data, push, observe, crypto, wire, runtime) import each other in one
+    direction only: no two rooms lean on each other."""
+    rooms: dict[str, set[str]] = {}
+    for name, targets in _module_graph(SRC).items():
+        parts = name.split(".")
+        if parts[1:2] != ["kit"] or len(parts) < 3:
+            continue
+        room = rooms.setdefault(parts[2], set())
+        for target in targets:
+            other = target.split(".")
+            if other[1:2] == ["kit"] and len(other) > 2 and other[2] != parts[2]:
+                room.add(other[2])
+    assert {"web", "data", "push", "observe", "crypto", "wire", "runtime"} <= set(rooms)
+    assert _circles(rooms) == []
+    loose = sorted(p.name for p in (SRC / "kit").glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"kit modules belong in a room: {loose}"
+
+
 def test_each_route_solves_flat_dependencies() -> None:
     """One dependency per route group (auth, rate limit, transaction, service), never a chain:
     FastAPI's per-request solving cost grows with every nested node."""
@@ -91,7 +191,7 @@ _COMPOSER_MODULES = {
 }
 # The background loop and the jobs it runs: built in domains.py with the providers they use.
 _BACKGROUND_JOB_MODULES = (
-    "kit/background.py",
+    "kit/runtime/background.py",
     "lifecycle/scheduler.py",
     "storage/lifecycle.py",
     "bots/runner.py",

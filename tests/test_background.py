@@ -1,4 +1,4 @@
-"""The one background-loop mechanism (kit/background.py): intervals, wake-ups, failures counted
+"""The one background-loop mechanism (kit/runtime/background.py): intervals, wake-ups, failures counted
 and survived, leader-only jobs, and a bounded stop."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from stateless.kit.background import BackgroundJobs, Job
-from stateless.kit.metrics import Metrics
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.runtime.background import BackgroundJobs, Job
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:

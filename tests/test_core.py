@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from stateless.kit.middleware import new_request_id
+from stateless.kit.web.middleware import new_request_id
 from tests.conftest import Client, ClientFactory, TenantHandle
 
 PROBLEM = "application/problem+json"

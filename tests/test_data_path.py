@@ -12,14 +12,14 @@ from sqlalchemy.engine import make_url
 from stateless.config import Settings
 from stateless.drafts.models import Draft
 from stateless.drafts.repository import DraftRepository
-from stateless.kit.db import (
+from stateless.kit.data.db import (
     DeferredSession,
     build_engine,
     build_sessionmaker,
     postgres_connect_args,
     settle,
 )
-from stateless.kit.tenancy import TenantScopedRepository, scoped_select
+from stateless.kit.data.tenancy import TenantScopedRepository, scoped_select
 from stateless.tenants.schemas import VerifiedAppId
 from tests.conftest import Client, TenantFactory, TenantHandle, base_settings
 from tests.support import count_rows
@@ -127,7 +127,7 @@ def test_no_tls_attempt_on_loopback_only(url: str, tls_left_to_driver: bool) -> 
 async def test_lone_statements_on_the_direct_path_keep_types_and_errors(
     settings: Settings, make_tenant: TenantFactory
 ) -> None:
-    """Lone statements run as compiled plans on the raw driver (kit/direct.py on Postgres, the
+    """Lone statements run as compiled plans on the raw driver (kit/data/direct.py on Postgres, the
     writer's sqlite3 connection on SQLite): rows come back typed like SQLAlchemy's (UTC-aware
     datetimes, attribute, index and mapping access), and a unique violation is the
     IntegrityError the app answers 409 for, without the statement's parameters."""

@@ -1,4 +1,4 @@
-"""The shorter request path (kit/fastroute.py, kit/dispatch.py) answers exactly as FastAPI's
+"""The shorter request path (kit/web/fastroute.py, kit/web/dispatch.py) answers exactly as FastAPI's
 own handler and router do: the same app is built twice, once on FastAPI's classes and once on
 ours, and every request below must get the same status, headers that matter and body."""
 
@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 
 from stateless.config import Settings
 from stateless.deps import TransactionRoute
-from stateless.kit.dispatch import DISPATCHED, install_fast_path, install_route_dispatch
-from stateless.kit.fastroute import (
+from stateless.kit.web.dispatch import DISPATCHED, install_fast_path, install_route_dispatch
+from stateless.kit.web.fastroute import (
     BORROWED,
     GENERAL,
     PLANNED,
@@ -465,7 +465,7 @@ def test_unsupported_framework_versions_and_missing_internals_refuse_to_start() 
 
 
 def test_every_borrowed_name_is_listed() -> None:
-    """Each non-public name kit/fastroute.py and kit/dispatch.py use is in BORROWED (the startup
+    """Each non-public name kit/web/fastroute.py and kit/web/dispatch.py use is in BORROWED (the startup
     check), so a FastAPI that drops one fails at startup, naming it."""
     names = {dotted.split(".")[0] for _, dotted in BORROWED}
     assert {
@@ -474,7 +474,7 @@ def test_every_borrowed_name_is_listed() -> None:
         "request_body_to_args",
     } <= names
     for module in ("fastroute", "dispatch"):
-        source = (Path(__file__).parents[1] / "src/stateless/kit" / f"{module}.py").read_text()
+        source = (Path(__file__).parents[1] / "src/stateless/kit/web" / f"{module}.py").read_text()
         # serialize_response and is_body_allowed_for_status_code moved onto a plan-time TypeAdapter
         imports = [line for line in source.splitlines() if line.startswith(("from ", "import "))]
         assert not [line for line in imports if "serialize_response" in line]

@@ -1,5 +1,5 @@
 """RFC 9457: a problem type's `title` does not change between occurrences. Every code has
-exactly one title, wherever it is raised (kit/errors.py title_for)."""
+exactly one title, wherever it is raised (kit/web/errors.py title_for)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pkgutil
 from collections import defaultdict
 
 import stateless
-from stateless.kit.errors import ProblemError, title_for
+from stateless.kit.web.errors import ProblemError, title_for
 from tests.bots.conftest import execute
 from tests.conftest import Client, TenantHandle
 from tests.test_core import assert_problem
@@ -38,7 +38,7 @@ def test_every_code_has_exactly_one_title() -> None:
 
 
 def test_the_named_offenders() -> None:
-    from stateless.kit.errors import BadGateway
+    from stateless.kit.web.errors import BadGateway
     from stateless.storekit.receipts import ProviderError
 
     assert ProviderError().title == BadGateway().title == "Upstream provider failed"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import stateless
-from stateless.kit.errors import _CODES_BY_STATUS, ProblemError
-from stateless.kit.problems import CATALOGUE
+from stateless.kit.web.errors import _CODES_BY_STATUS, ProblemError
+from stateless.kit.web.problems import CATALOGUE
 from tests.conftest import Client, TenantHandle
 from tests.test_core import assert_problem
 
@@ -37,7 +37,7 @@ def _codes_in_source() -> set[str]:
 
 def test_every_code_in_the_source_has_a_page() -> None:
     missing = sorted(_codes_in_source() - set(CATALOGUE))
-    assert missing == [], f"add these codes to kit/problems.py CATALOGUE: {missing}"
+    assert missing == [], f"add these codes to kit/web/problems.py CATALOGUE: {missing}"
 
 
 async def test_problem_pages(client: Client) -> None:

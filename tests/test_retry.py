@@ -1,4 +1,4 @@
-"""The one retry policy (kit/retry.py): tries, backoff, Retry-After, and a test mode."""
+"""The one retry policy (kit/push/retry.py): tries, backoff, Retry-After, and a test mode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from stateless.kit.retry import Retryable, RetryPolicy
+from stateless.kit.push.retry import Retryable, RetryPolicy
 
 
 async def _run(policy: RetryPolicy, outcomes: list[Exception | str]) -> tuple[str, int]:

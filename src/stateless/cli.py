@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from stateless.config import InvalidSettingsError, Settings, UnsafeSettingsError, load_settings
-from stateless.kit.errors import ProblemError
+from stateless.kit.web.errors import ProblemError
 
 if TYPE_CHECKING:
     from stateless.tenants.service import TenantService
@@ -107,7 +107,7 @@ def _first_line(exc: BaseException) -> str:
 
 async def _with_tenants(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     from stateless import domains
-    from stateless.kit.db import session_scope
+    from stateless.kit.data.db import session_scope
     from stateless.tenants.service import TenantService
 
     async with (
@@ -142,9 +142,13 @@ def serve(
     SIGTERM: stop accepting, let in-flight requests finish within GRACEFUL_TIMEOUT_SECONDS, stop
     background loops after their current unit, close pools, then exit 0 (a clean stop, not a crash).
     """
-    from stateless.kit import draining
-    from stateless.kit.logging import configure_logging
-    from stateless.kit.serving import PortUnavailable, announce_address_on, check_port_available
+    from stateless.kit.observe.logging import configure_logging
+    from stateless.kit.runtime import draining
+    from stateless.kit.runtime.serving import (
+        PortUnavailable,
+        announce_address_on,
+        check_port_available,
+    )
 
     settings = _settings()
     try:
@@ -224,8 +228,8 @@ def cleanup() -> None:
 
 async def _worker(settings: Settings) -> None:
     from stateless import domains
-    from stateless.kit.logging import configure_logging
-    from stateless.kit.looplag import watch_loop_lag
+    from stateless.kit.observe.logging import configure_logging
+    from stateless.kit.observe.looplag import watch_loop_lag
 
     configure_logging(settings.log_level, settings.effective_log_format)
     stop = asyncio.Event()
@@ -660,7 +664,7 @@ _APP_ID_ARG = Annotated[str, typer.Argument(metavar="APP_ID", help="The app whos
 
 async def _read_entitlements(settings: Settings, app_id: str) -> dict[str, list[str]]:
     """The app's entitlement map from its plain settings (its sealed secrets stay closed)."""
-    from stateless.kit.errors import NotFound
+    from stateless.kit.web.errors import NotFound
 
     async def read(service: TenantService) -> dict[str, list[str]]:
         tenant = await service.repo.get(app_id)
@@ -757,7 +761,7 @@ def entitlements_remove(
 
     E.g. stateless entitlements remove my-app pro
     """
-    from stateless.kit.errors import NotFound
+    from stateless.kit.web.errors import NotFound
 
     def drop(current: dict[str, list[str]]) -> dict[str, list[str]]:
         if name not in current:

@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     run_background_jobs: bool = True
     # A debugging switch: False serves every route with FastAPI's own handler and router
-    # (kit/fastroute.py, kit/dispatch.py), to tell whether a difference comes from the fast path.
+    # (kit/web/fastroute.py, kit/web/dispatch.py), to tell whether a difference comes from the fast path.
     fast_routes: bool = True
 
     auth_cache_seconds: float = Field(default=2.0, ge=0, le=4.0)
@@ -181,7 +181,7 @@ class Settings(BaseSettings):
     def _store_api_url(cls, value: str) -> str:
         """https, or plain http towards a loopback address (a local test peer): a store's API
         carries signed credentials that must never cross a network in the clear."""
-        from stateless.kit.urls import require_https_or_loopback
+        from stateless.kit.wire.urls import require_https_or_loopback
 
         return require_https_or_loopback(value)
 
@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     def _credential_url(cls, value: str) -> str:
         """https, or plain http towards a loopback address (a local test peer): provider
         tokens, API keys and receipts must never cross a network in the clear."""
-        from stateless.kit.urls import require_https_or_loopback
+        from stateless.kit.wire.urls import require_https_or_loopback
 
         return require_https_or_loopback(value)
 
@@ -205,21 +205,21 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         """http(s) with a host: S3-compatible stores often listen on plain http inside a
         private network (MinIO in docker compose)."""
-        from stateless.kit.urls import require_url
+        from stateless.kit.wire.urls import require_url
 
         return require_url(value, ("https", "http"), "https://host") if value else None
 
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: str | None) -> str | None:
-        from stateless.kit.urls import require_url
+        from stateless.kit.wire.urls import require_url
 
         return require_url(value, ("smtp", "smtps"), "smtp://user:pass@host:587") if value else None
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        from stateless.kit.urls import require_url
+        from stateless.kit.wire.urls import require_url
 
         if not value or (value.startswith("unix://") and len(value) > len("unix://")):
             return value or None

@@ -19,10 +19,10 @@ from stateless.affiliate.codes import AffiliateKeyring
 from stateless.config import Settings
 from stateless.email.base import EmailProvider
 from stateless.ios.apns import ApnsClient
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.metrics import Metrics
-from stateless.kit.ratelimit import RateLimiter
-from stateless.kit.receipts import DeletionReceipts
+from stateless.kit.crypto.receipts import DeletionReceipts
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.ratelimit import RateLimiter
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.lifecycle.state import BackgroundState
 from stateless.storage.backends import StorageBackend
@@ -41,7 +41,7 @@ class Container:
     sessionmaker: async_sessionmaker[AsyncSession]
     # Autocommit sessions for GET/HEAD: no BEGIN/COMMIT round trips around a single read.
     read_sessionmaker: async_sessionmaker[AsyncSession]
-    # Keyed hashes and AES-GCM sealing under SECRET_KEY (kit/crypto.py).
+    # Keyed hashes and AES-GCM sealing under SECRET_KEY (kit/crypto/sealing.py).
     privacy: PrivacyKit
     metrics: Metrics
     directory: TenantDirectory

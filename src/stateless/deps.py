@@ -19,9 +19,9 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from stateless.container import Container
-from stateless.kit.context import TenantContext
-from stateless.kit.db import settle
-from stateless.kit.fastroute import FastRoute
+from stateless.kit.data.context import TenantContext
+from stateless.kit.data.db import settle
+from stateless.kit.web.fastroute import FastRoute
 from stateless.tenants.auth import PATH_TENANT_PROBLEMS, TenantAuth, tenant_from_path
 
 # Routers carry the full prefix themselves, so route templates in logs and metrics are whole.
@@ -60,7 +60,7 @@ def _session(request: Request, container: Container) -> AsyncSession:
 class TransactionRoute(FastRoute):
     """Settles the session a route-group dependency opened, after the handler and before the
     response is sent: a failed commit still answers a problem, never a false success. The
-    handler itself is `FastRoute`'s (kit/fastroute.py)."""
+    handler itself is `FastRoute`'s (kit/web/fastroute.py)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -121,7 +121,7 @@ class KeyedService(Generic[S]):
     def __init__(self, build: ServiceBuilder[S], key: Literal["any", "secret"]) -> None:
         self.build = build
         self.auth = TenantAuth(key)
-        # Read by kit/openapi.py to document the key schemes and auth problems.
+        # Read by kit/web/openapi.py to document the key schemes and auth problems.
         self.required_key_scope = key
         self.raises = self.auth.raises
 

@@ -34,9 +34,9 @@ from stateless.entitlements.wiring import (
 from stateless.ios import endpoints as ios_endpoints
 from stateless.ios import lifecycle as ios_lifecycle
 from stateless.ios.wiring import build_apns_client
-from stateless.kit.background import BackgroundJobs, Job
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import (
+from stateless.kit.crypto.receipts import DEFAULT_ISSUER, DeletionReceipts
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import (
     build_engine,
     build_read_engine,
     build_sessionmaker,
@@ -44,9 +44,9 @@ from stateless.kit.db import (
     open_direct,
     orm_pool_size,
 )
-from stateless.kit.metrics import Metrics
-from stateless.kit.ratelimit import RateLimiter
-from stateless.kit.receipts import DEFAULT_ISSUER, DeletionReceipts
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.runtime.background import BackgroundJobs, Job
+from stateless.kit.web.ratelimit import RateLimiter
 from stateless.lifecycle.leader import Leadership
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry

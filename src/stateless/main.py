@@ -14,14 +14,14 @@ from stateless import __version__, domains
 from stateless.config import InvalidSettingsError, Settings, load_settings
 from stateless.deps import API_V1, assert_transactional
 from stateless.health.endpoints import router as health_router
-from stateless.kit.dispatch import install_fast_path
-from stateless.kit.docs import install_docs
-from stateless.kit.errors import install_problem_handlers
-from stateless.kit.logging import AccessLog, configure_logging
-from stateless.kit.looplag import watch_loop_lag
-from stateless.kit.metrics import Metrics
-from stateless.kit.middleware import EdgeMiddleware
-from stateless.kit.openapi import install_openapi
+from stateless.kit.observe.logging import AccessLog, configure_logging
+from stateless.kit.observe.looplag import watch_loop_lag
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.dispatch import install_fast_path
+from stateless.kit.web.docs import install_docs
+from stateless.kit.web.errors import install_problem_handlers
+from stateless.kit.web.middleware import EdgeMiddleware
+from stateless.kit.web.openapi import install_openapi
 from stateless.receipts.endpoints import router as receipts_router
 from stateless.tenants.cors import TenantCorsPolicy
 
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Metrics are Prometheus (/metrics) and logs our own JSON lines; FastAPI's OpenTelemetry
         # hooks would cost every request a provider lookup for exporters nobody configured.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
-        docs_url=None,  # kit/docs.py serves /docs and /redoc without any CDN
+        docs_url=None,  # kit/web/docs.py serves /docs and /redoc without any CDN
         redoc_url=None,
         middleware=[
             Middleware(

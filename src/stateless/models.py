@@ -10,7 +10,7 @@ from stateless.entitlements.models import (
     ReconcileCursor,
 )
 from stateless.ios.models import DeviceToken
-from stateless.kit.db import Base
+from stateless.kit.data.db import Base
 from stateless.lifecycle.models import ErasureCount
 from stateless.storage.models import StoredFile
 from stateless.storekit.models import Entitlement, NotificationReceipt

@@ -12,7 +12,7 @@ import pytest
 
 from stateless.affiliate.wiring import affiliate_service
 from stateless.config import Settings
-from stateless.kit.db import session_scope
+from stateless.kit.data.db import session_scope
 from stateless.tenants.schemas import TenantConfig, TenantContext, VerifiedAppId
 from tests.conftest import Client, TenantHandle
 from tests.privacy import assert_not_stored

@@ -18,9 +18,10 @@ import httpx
 import pytest
 import trustme
 
-from stateless.bots.outbound import address_allowed, post_checked
+from stateless.bots.outbound import post_checked
 from stateless.bots.tasks.base import TaskFailed
 from stateless.config import Settings
+from stateless.kit.push.targets import address_allowed
 from tests.bots.conftest import configure, execute, tenant_webhook_secret
 from tests.conftest import ClientFactory, TenantFactory
 from tests.peers.webhook import Answer, Received, running_webhook_receiver

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stateless.kit.db import build_engine
+from stateless.kit.data.db import build_engine
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.peers.apns import ApnsPeer
 

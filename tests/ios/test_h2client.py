@@ -1,4 +1,4 @@
-"""kit/h2client.py on its own against the APNs peer: failures a caller must be able to tell apart."""
+"""kit/push/h2client.py on its own against the APNs peer: failures a caller must be able to tell apart."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import orjson
 import pytest
 import trustme
 
-from stateless.kit.h2client import H2Client, H2ConnectError, H2Timeout
+from stateless.kit.push.h2client import H2Client, H2ConnectError, H2Timeout
 from tests.ios.conftest import BUNDLE_ID, KEY_ID, TEAM_ID, ApnsKey, hex_token
 from tests.peers.apns import ApnsPeer, free_port
 

@@ -1,4 +1,4 @@
-"""kit/h2client.py against an APNs peer that misbehaves on purpose: a full queue, refused
+"""kit/push/h2client.py against an APNs peer that misbehaves on purpose: a full queue, refused
 streams, a half-open connection, GOAWAY with a reason, a peer that stops reading, h2c on
 loopback, and the guard on the h2/hpack internals the client leans on."""
 
@@ -14,8 +14,8 @@ import pytest
 import structlog
 from h2.connection import H2Connection
 
-from stateless.kit import h2client
-from stateless.kit.h2client import (
+from stateless.kit.push import h2client
+from stateless.kit.push.h2client import (
     BorrowedInternalMissing,
     H2Client,
     H2ConnectionLost,

@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Any
 
-from stateless.kit.h2client import H2Client
+from stateless.kit.push.h2client import H2Client
 from tests.bots.broadcasts import broadcast, counts
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.ios.conftest import HIGH_LIMITS, KEY_ID, TEAM_ID, ApnsKey, hex_token, sql

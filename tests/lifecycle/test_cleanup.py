@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from stateless.config import Settings
 from stateless.drafts.models import Draft
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import build_engine, build_sessionmaker
-from stateless.kit.metrics import Metrics
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import build_engine, build_sessionmaker
+from stateless.kit.observe.metrics import Metrics
 from stateless.lifecycle.cleanup import CleanupService
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.lifecycle.registry import LifecycleRegistry

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import structlog
 
-from stateless.kit.logging import REDACTED, configure_logging, redact_text
+from stateless.kit.observe.logging import REDACTED, configure_logging, redact_text
 from tests.privacy import assert_absent
 
 EMAIL = "alice.hostile@example.com"

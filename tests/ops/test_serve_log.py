@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from stateless.kit.logging import configure_logging
-from stateless.kit.serving import announce_address_on
+from stateless.kit.observe.logging import configure_logging
+from stateless.kit.runtime.serving import announce_address_on
 
 
 def test_serving_event_shows_bind_address_and_docs(capsys: pytest.CaptureFixture[str]) -> None:

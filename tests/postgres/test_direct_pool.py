@@ -1,4 +1,4 @@
-"""The direct path's waits and dead connections (kit/direct.py), against real Postgres.
+"""The direct path's waits and dead connections (kit/data/direct.py), against real Postgres.
 
 - A request waits at most DB_POOL_TIMEOUT for a pooled connection, then answers 503
   `database_unavailable` with Retry-After; nothing waits past pool + statement timeout.
@@ -24,8 +24,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from stateless.config import Settings
-from stateless.kit.db import LONE_WRITER, AutocommitWriter, postgres_connect_args
-from stateless.kit.direct import DIRECT_APPLICATION_NAME, PostgresDirect
+from stateless.kit.data.db import LONE_WRITER, AutocommitWriter, postgres_connect_args
+from stateless.kit.data.direct import DIRECT_APPLICATION_NAME, PostgresDirect
 from tests.conftest import Client, ClientFactory, TenantHandle
 from tests.support import count_rows
 from tests.test_core import assert_problem

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from stateless.config import Settings
 from stateless.domains import open_container
-from stateless.kit.background import BackgroundJobs
+from stateless.kit.runtime.background import BackgroundJobs
 from stateless.lifecycle.scheduler import CleanupScheduler
 from stateless.lifecycle.wiring import cleanup_service
 from tests.support import count_rows, sql

@@ -377,7 +377,7 @@ async def test_declared_size_type_and_ttl_are_validated(
 
 async def test_put_bytes_contract_for_other_parts(storage: Storage, tenant: TenantHandle) -> None:
     """Exports write through StorageService.put_bytes and hand out its download URL."""
-    from stateless.kit.db import session_scope
+    from stateless.kit.data.db import session_scope
     from stateless.storage.wiring import storage_service
     from stateless.tenants.schemas import TenantConfig, TenantContext, VerifiedAppId
 

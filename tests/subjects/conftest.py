@@ -11,7 +11,7 @@ import pytest
 
 from stateless.config import Settings
 from stateless.ios.service import device_hash
-from stateless.kit.crypto import PrivacyKit
+from stateless.kit.crypto.sealing import PrivacyKit
 from stateless.webpush.service import subscriber_hash
 from tests.conftest import Client, ClientFactory, TenantFactory, TenantHandle
 from tests.peers.webpush import WebPushPeer

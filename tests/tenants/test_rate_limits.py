@@ -64,8 +64,8 @@ async def test_concurrent_checks_in_one_pipeline_are_counted_exactly(services: S
     import asyncio
 
     from stateless.config import Settings
-    from stateless.kit.metrics import Metrics
-    from stateless.kit.ratelimit import RateLimiter
+    from stateless.kit.observe.metrics import Metrics
+    from stateless.kit.web.ratelimit import RateLimiter
     from tests.services import unique_name
 
     settings = Settings(
@@ -102,8 +102,8 @@ async def test_high_limits_counted_in_leases_never_admit_more_than_the_limit(
     from redis.asyncio import Redis
 
     from stateless.config import Settings
-    from stateless.kit.metrics import Metrics
-    from stateless.kit.ratelimit import RateLimiter, lease_size
+    from stateless.kit.observe.metrics import Metrics
+    from stateless.kit.web.ratelimit import RateLimiter, lease_size
     from tests.services import unique_name
 
     prefix = unique_name("rl")
@@ -134,7 +134,7 @@ async def test_high_limits_counted_in_leases_never_admit_more_than_the_limit(
 
 
 def test_lease_sizes_are_exact_for_ordinary_limits_and_near_the_edge() -> None:
-    from stateless.kit.ratelimit import MAX_LEASE, lease_size
+    from stateless.kit.web.ratelimit import MAX_LEASE, lease_size
 
     assert lease_size(600, 0) == 1
     assert lease_size(1999, 0) == 1

@@ -309,7 +309,7 @@ async def test_a_long_retry_after_is_reported_not_waited_for(
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
-    from stateless.kit.retry import retry_after_seconds
+    from stateless.kit.push.retry import retry_after_seconds
 
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds(None) is None

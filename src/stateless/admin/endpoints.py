@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stateless.admin.service import AdminService
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
-from stateless.kit.context import TenantContext
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.data.context import TenantContext
+from stateless.kit.wire.timestamps import Timestamp
 from stateless.lifecycle.wiring import cleanup_service
 
 router = api_router(f"{API_V1}/admin", ["admin"])

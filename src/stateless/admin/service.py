@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from stateless import __version__
 from stateless.config import Settings
 from stateless.health.checks import dependency_checks
-from stateless.kit.context import TenantContext
-from stateless.kit.db import utcnow
-from stateless.kit.receipts import DeletionReceipts
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.crypto.receipts import DeletionReceipts
+from stateless.kit.data.context import TenantContext
+from stateless.kit.data.db import utcnow
+from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.lifecycle.cleanup import Backlog, CleanupReport, CleanupService
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.lifecycle.repository import ErasureCountRepository

@@ -13,7 +13,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from stateless.kit.crypto import PrivacyKit
+from stateless.kit.crypto.sealing import PrivacyKit
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 CODE_LENGTH = 16

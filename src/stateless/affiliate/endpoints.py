@@ -33,9 +33,9 @@ from stateless.affiliate.service import (
 from stateless.affiliate.wiring import affiliate_service
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
-from stateless.kit.bounds import BoundedDate
-from stateless.kit.context import TenantContext
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.openapi import problems
+from stateless.kit.wire.bounds import BoundedDate
 
 router = api_router(f"{API_V1}/affiliate", ["affiliate"])
 

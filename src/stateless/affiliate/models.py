@@ -9,8 +9,8 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Date, Index, Numeric, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base
-from stateless.kit.tenancy import TenantOwned
+from stateless.kit.data.db import Base
+from stateless.kit.data.tenancy import TenantOwned
 
 # Sums are integers in the currency's minor units, so adding them is exact on both databases:
 # NUMERIC(38, 0) on Postgres (no overflow in practice), INTEGER (64-bit) on SQLite, which has no

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from stateless.affiliate.models import AffiliateAggregate, AffiliateEventMark
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.data.tenancy import TenantScopedRepository
 
 
 class SumOverflowError(ArithmeticError):

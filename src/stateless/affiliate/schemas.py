@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 
-from stateless.kit.bounds import BoundedDecimal, BoundedInput
+from stateless.kit.wire.bounds import BoundedDecimal, BoundedInput
 
 MAX_CODE_ID_LENGTH = 128
 MAX_EVENT_ID_LENGTH = 256

@@ -34,12 +34,12 @@ from stateless.affiliate.schemas import (
     StatsRow,
     StatsTotal,
 )
-from stateless.kit.bounds import check_decimal
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, Unprocessable
-from stateless.kit.metrics import Metrics
-from stateless.kit.timestamps import whole_seconds
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.errors import BadRequest, Unprocessable
+from stateless.kit.wire.bounds import check_decimal
+from stateless.kit.wire.timestamps import whole_seconds
 from stateless.tenants.schemas import TenantContext
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate.service import AffiliateService
 from stateless.container import Container
-from stateless.kit.db import utcnow
+from stateless.kit.data.db import utcnow
 from stateless.tenants.schemas import TenantContext
 
 

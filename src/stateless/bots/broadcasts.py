@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.outbox import queue_task
 from stateless.bots.schemas import TaskQueued
-from stateless.kit.context import TenantContext
-from stateless.kit.crypto import PrivacyKit
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.context import TenantContext
 from stateless.lifecycle.policy import TtlPolicy
 
 

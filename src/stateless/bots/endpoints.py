@@ -29,9 +29,9 @@ from stateless.bots.tasks.webhook import WebhookNotConfigured
 from stateless.bots.wiring import bot_service
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
-from stateless.kit.context import TenantContext
-from stateless.kit.errors import BadGateway, Unprocessable
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.errors import BadGateway, Unprocessable
+from stateless.kit.web.openapi import problems
 
 router = api_router(f"{API_V1}/bots", ["bots"])
 

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.bots.models import BotIdempotencyRecord
 from stateless.bots.repository import IdempotencyRepository
-from stateless.kit.context import TenantContext
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import session_scope, utcnow
-from stateless.kit.errors import Conflict, ProblemError, problem_body
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.context import TenantContext
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.web.errors import Conflict, ProblemError, problem_body
 from stateless.lifecycle.policy import TtlPolicy
 
 KEY_PURPOSE = "bots-idempotency-key"

@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base, UTCDateTime
-from stateless.kit.tenancy import TenantOwned
+from stateless.kit.data.db import Base, UTCDateTime
+from stateless.kit.data.tenancy import TenantOwned
 
 
 class BotTask(TenantOwned, Base):

@@ -1,18 +1,15 @@
 """Outbound HTTP to tenant-configured URLs (webhooks, Mastodon) without SSRF.
 
-The host is resolved once, every address is checked (private, loopback, link-local including
-169.254.169.254, multicast, reserved, unspecified are refused unless
-WEBHOOK_ALLOW_PRIVATE_NETWORKS=true), and the connection goes to the checked address itself
+The host is resolved once and every address is checked by kit/push/targets.py (private,
+loopback, link-local including 169.254.169.254, multicast, reserved, unspecified are refused
+unless WEBHOOK_ALLOW_PRIVATE_NETWORKS=true), and the connection goes to the checked address itself
 (Host header and TLS SNI keep the name), so a second DNS answer cannot redirect it. Redirects
 are never followed and the response body read is bounded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import ipaddress
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,15 +19,20 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from stateless.bots.tasks.base import TaskFailed
-from stateless.kit.errors import Unprocessable
-from stateless.kit.retry import Retryable, RetryPolicy
+from stateless.kit.push.retry import Retryable, RetryPolicy
+from stateless.kit.push.targets import (
+    IPAddress,
+    TargetError,
+    TargetNotAllowed,
+)
+from stateless.kit.push.targets import resolve_checked as check_target
+from stateless.kit.web.errors import Unprocessable
 
 MAX_RESPONSE_BYTES = 64 * 1024
 # Webhooks and Mastodon: 0.5-1 s, then 1-1.5 s, ... between tries (capped at 4 s).
 OUTBOUND_RETRY = RetryPolicy(
     attempts=3, initial_seconds=0.5, maximum_seconds=4.0, jitter_seconds=0.5
 )
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class TargetRefusedProblem(Unprocessable):
@@ -49,38 +51,14 @@ class OutboundResponse:
     body: bytes
 
 
-def address_allowed(ip: IPAddress) -> bool:
-    """Only globally routable unicast addresses are reachable by default."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return address_allowed(ip.ipv4_mapped)
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
-
-
 async def resolve_checked(host: str, port: int, allow_private: bool) -> IPAddress:
-    """Resolve `host` once and return an address we may connect to, or refuse."""
+    """kit's check, its refusals as task failures (a refused target is a 422 of the task)."""
     try:
-        literal: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        candidates = [literal]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-        except (OSError, UnicodeError):
-            raise TaskFailed("the target host name does not resolve", transient=True) from None
-        candidates = [ipaddress.ip_address(info[4][0]) for info in infos]
-        if not candidates:
-            raise TaskFailed("the target host name does not resolve", transient=True)
-    # Every answer must be public: a mixed answer is how DNS rebinding slips through.
-    if not allow_private and any(not address_allowed(ip) for ip in candidates):
-        raise TargetRefused(
-            "the target resolves to a private, loopback, link-local or reserved address; "
-            "refused (WEBHOOK_ALLOW_PRIVATE_NETWORKS is off)"
-        )
-    return candidates[0]
+        return await check_target(host, port, allow_private)
+    except TargetNotAllowed as exc:
+        raise TargetRefused(exc.detail) from None
+    except TargetError as exc:
+        raise TaskFailed(exc.detail, transient=True) from None
 
 
 async def post_checked(

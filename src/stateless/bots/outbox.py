@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.repository import BotTaskRepository
 from stateless.bots.runner import CONTEXT_PURPOSE
-from stateless.kit.context import TenantContext
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.context import TenantContext
+from stateless.kit.data.db import utcnow
 from stateless.lifecycle.policy import TtlPolicy
 
 

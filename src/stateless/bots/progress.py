@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stateless.bots.repository import BotTaskRepository
-from stateless.kit.db import session_scope, utcnow
+from stateless.kit.data.db import session_scope, utcnow
 from stateless.tenants.schemas import VerifiedAppId
 
 COUNTS = ("sent", "failed", "removed", "total")

@@ -15,7 +15,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.bots.models import BotIdempotencyRecord, BotTask
-from stateless.kit.tenancy import TenantScopedRepository, scoped_insert
+from stateless.kit.data.tenancy import TenantScopedRepository, scoped_insert
 
 _TASK_INSERT = scoped_insert(insert(BotTask.__table__))  # type: ignore[arg-type]
 

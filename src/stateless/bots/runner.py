@@ -28,9 +28,9 @@ from stateless.bots.repository import BotTaskRepository, ClaimedTask, TaskQueue
 from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
 from stateless.config import Settings
-from stateless.kit.background import Job
-from stateless.kit.db import session_scope, utcnow
-from stateless.kit.errors import ProblemError
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.runtime.background import Job
+from stateless.kit.web.errors import ProblemError
 from stateless.tenants.directory import TenantDirectory
 from stateless.tenants.schemas import TenantContext, TenantSnapshot, VerifiedAppId
 

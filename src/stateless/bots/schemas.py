@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateless.kit.bounds import BoundedInput, FreeFormObject
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.bounds import BoundedInput, FreeFormObject
+from stateless.kit.wire.timestamps import Timestamp
 
 MAX_CONTEXT_BYTES = 1024 * 1024
 TaskStatus = Literal["queued", "running", "success", "failed", "timeout", "cancelled"]

@@ -39,8 +39,8 @@ from stateless.bots.schemas import (
 )
 from stateless.bots.tasks import registry
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskProviders, TaskType
-from stateless.kit.db import session_scope, utcnow
-from stateless.kit.errors import (
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.web.errors import (
     BadRequest,
     Conflict,
     GatewayTimeout,
@@ -97,7 +97,7 @@ class BotService:
     ) -> None:
         self.providers = providers
         # The request's session: queueing is one lone INSERT, which runs on it without a
-        # transaction (kit/tenancy.py); sync runs and reads use short sessions of their own.
+        # transaction (kit/data/tenancy.py); sync runs and reads use short sessions of their own.
         self.session = session
         self.settings = providers.settings
         self.metrics = providers.metrics

@@ -13,9 +13,9 @@ from stateless.drafts.models import Draft
 from stateless.drafts.repository import StoredDraft
 from stateless.drafts.schemas import Deleted, DraftIn, DraftList, DraftOut, DraftSummary
 from stateless.drafts.service import DraftNotFound, DraftService
-from stateless.kit.context import TenantContext
-from stateless.kit.errors import PayloadTooLarge
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.errors import PayloadTooLarge
+from stateless.kit.web.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
 
 router = api_router(f"{API_V1}/drafts", ["drafts"])

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert
 
 from stateless.drafts.models import Draft
-from stateless.kit.tenancy import TenantScopedRepository, scoped_insert, scoped_select
+from stateless.kit.data.tenancy import TenantScopedRepository, scoped_insert, scoped_select
 
 _TABLE: Any = Draft.__table__
 _BY_ID = scoped_select(Draft, _TABLE.c.draft_id == bindparam("draft_id"))

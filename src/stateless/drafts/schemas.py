@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from stateless.kit.bounds import BoundedInput
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.bounds import BoundedInput
+from stateless.kit.wire.timestamps import Timestamp
 
 MAX_DRAFT_BYTES = 1024 * 1024
 

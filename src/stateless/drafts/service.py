@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stateless.drafts.models import Draft
 from stateless.drafts.repository import DraftRepository, StoredDraft
 from stateless.drafts.schemas import MAX_DRAFT_BYTES
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import NotFound, PayloadTooLarge
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.web.errors import NotFound, PayloadTooLarge
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
 

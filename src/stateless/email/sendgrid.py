@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from stateless.email.base import EmailError, EmailMessage, Recipient, batches
-from stateless.kit.retry import Retryable, RetryPolicy
+from stateless.kit.push.retry import Retryable, RetryPolicy
 
 MAX_PERSONALIZATIONS = 1000  # SendGrid's per-request limit
 # 3 tries, 0.25-0.5 s then 0.5-0.75 s apart (or the Retry-After asked for, up to 10 s).

@@ -35,7 +35,7 @@ from appstoreserverlibrary.models.NotificationHistoryRequest import Notification
 from stateless.entitlements.catalog import token_or_none
 from stateless.entitlements.service import minor_amount
 from stateless.entitlements.states import SourceFacts, State
-from stateless.kit.bounds import datetime_from_epoch_ms
+from stateless.kit.wire.bounds import datetime_from_epoch_ms
 from stateless.storekit.verifier import VerifiedNotification
 
 LIBRARY = "app-store-server-library"

@@ -7,8 +7,8 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 
-from stateless.kit.context import TenantConfig
-from stateless.kit.errors import Unprocessable
+from stateless.kit.data.context import TenantConfig
+from stateless.kit.web.errors import Unprocessable
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_.-]{1,64}$")
 PRODUCT_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")

@@ -41,8 +41,8 @@ from stateless.entitlements.schemas import (
 )
 from stateless.entitlements.service import EntitlementService, InvalidDateWindow
 from stateless.entitlements.wiring import entitlement_service, purchase_flows, reconcile_tenant
-from stateless.kit.context import TenantContext
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.openapi import problems
 from stateless.storekit.service import InvalidSignedPayload
 from stateless.tenants.service import TenantService
 

@@ -35,10 +35,10 @@ from stateless.entitlements.stripe_billing import (
     subscription_facts,
     verify_signature,
 )
-from stateless.kit.bounds import datetime_from_epoch_ms
-from stateless.kit.context import TenantContext
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.errors import BadGateway, BadRequest, Conflict, ProblemError, Unprocessable
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.errors import BadGateway, BadRequest, Conflict, ProblemError, Unprocessable
+from stateless.kit.wire.bounds import datetime_from_epoch_ms
 from stateless.storekit.service import InvalidSignedPayload
 from stateless.storekit.verifier import SignedDataInvalid, StoreKitVerifier, VerifiedNotification
 from stateless.tenants.service import open_secrets

@@ -14,7 +14,7 @@ from stateless.entitlements.models import (
 )
 
 if TYPE_CHECKING:
-    from stateless.kit.crypto import PrivacyKit
+    from stateless.kit.crypto.sealing import PrivacyKit
     from stateless.lifecycle.registry import LifecycleRegistry
 
 SUBJECT_PURPOSE = "entitlement-subject"  # the same label as entitlements/service.py

@@ -10,8 +10,8 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base, UTCDateTime
-from stateless.kit.tenancy import TenantOwned
+from stateless.kit.data.db import Base, UTCDateTime
+from stateless.kit.data.tenancy import TenantOwned
 
 
 class EntitlementSource(TenantOwned, Base):

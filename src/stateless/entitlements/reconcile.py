@@ -12,10 +12,10 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stateless.kit.background import Job
-from stateless.kit.context import TenantContext, VerifiedAppId
-from stateless.kit.db import session_scope
-from stateless.kit.metrics import Metrics
+from stateless.kit.data.context import TenantContext, VerifiedAppId
+from stateless.kit.data.db import session_scope
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.runtime.background import Job
 from stateless.tenants.directory import TenantDirectory
 from stateless.tenants.models import Tenant
 

@@ -1,4 +1,4 @@
-"""Entitlement queries, every one scoped to the tenant and to live rows (kit/tenancy.py)."""
+"""Entitlement queries, every one scoped to the tenant and to live rows (kit/data/tenancy.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from stateless.entitlements.models import (
     EntitlementSource,
     ReconcileCursor,
 )
-from stateless.kit.tenancy import Scoped, TenantScopedRepository, scoped_select, scoped_update
+from stateless.kit.data.tenancy import Scoped, TenantScopedRepository, scoped_select, scoped_update
 
 _S: Any = EntitlementSource.__table__
 # What /check reads: never whole ORM objects on the hot path.

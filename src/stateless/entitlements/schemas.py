@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateless.kit.bounds import BoundedInput
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.bounds import BoundedInput
+from stateless.kit.wire.timestamps import Timestamp
 from stateless.storekit.verifier import MAX_JWS_CHARS
 
 TOKEN_FIELD = Field(

@@ -38,11 +38,11 @@ from stateless.entitlements.states import (
     grants_access,
     row_expires_at,
 )
-from stateless.kit.context import TenantContext
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import Unprocessable
-from stateless.kit.timestamps import format_timestamp
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.context import TenantContext
+from stateless.kit.data.db import utcnow
+from stateless.kit.web.errors import Unprocessable
+from stateless.kit.wire.timestamps import format_timestamp
 from stateless.lifecycle.policy import TtlPolicy
 
 log = structlog.get_logger("stateless.entitlements")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from stateless.kit.timestamps import whole_seconds
+from stateless.kit.wire.timestamps import whole_seconds
 
 Store = Literal["app_store", "stripe"]
 State = Literal["active", "cancelled", "grace", "billing_retry", "expired", "revoked"]

@@ -14,7 +14,7 @@ from stateless.entitlements.appstore import AppStoreApi, assert_library_hooks
 from stateless.entitlements.flows import EntitlementProviders, PurchaseFlows
 from stateless.entitlements.service import EntitlementService
 from stateless.entitlements.stripe_billing import StripeGateway
-from stateless.kit.context import TenantContext
+from stateless.kit.data.context import TenantContext
 from stateless.storekit.service import NotificationFollower, StoreKitProviders
 from stateless.storekit.wiring import notification_service
 

@@ -15,11 +15,11 @@ from stateless.config import Settings
 from stateless.container import Container
 from stateless.deps import ContainerDep
 from stateless.health.checks import dependency_checks
-from stateless.kit.errors import NotFound, RateLimited, ServiceUnavailable, Unauthorized
-from stateless.kit.fastroute import FastRoute
-from stateless.kit.openapi import problems
-from stateless.kit.problems import CODE_PATTERN, describe, render_html
-from stateless.kit.ratelimit import HEALTH_ROUTE
+from stateless.kit.web.errors import NotFound, RateLimited, ServiceUnavailable, Unauthorized
+from stateless.kit.web.fastroute import FastRoute
+from stateless.kit.web.openapi import problems
+from stateless.kit.web.problems import CODE_PATTERN, describe, render_html
+from stateless.kit.web.ratelimit import HEALTH_ROUTE
 from stateless.tenants.auth import enforce_rate_limit
 from stateless.tenants.schemas import valid_app_id_or_none
 

@@ -4,9 +4,9 @@ Provider tokens (ES256 JWTs) are cached per tenant and re-signed after 50 minute
 rejects them after 60 and refuses refreshes more often than every 20). 429 and 5xx answers,
 timeouts (sent but unanswered: "Timeout"; never sent, no stream slot in time:
 "ConnectionError:QueueTimeout"), refused streams and lost connections are retried by the
-shared policy (kit/retry.py: exponential
+shared policy (kit/push/retry.py: exponential
 backoff with jitter, a Retry-After honoured unless longer than `max_retry_after_seconds`, when
-the answer is reported instead); everything else is returned to the caller as an outcome. The transport is `kit.h2client` (see docs/apns.md for why
+the answer is reported instead); everything else is returned to the caller as an outcome. The transport is `kit.push.h2client` (see docs/apns.md for why
 not httpx or aioapns); in-flight requests are capped per process and per tenant.
 """
 
@@ -25,9 +25,9 @@ import jwt
 import orjson
 import structlog
 
-from stateless.kit.h2client import H2Client, H2Error, H2QueueTimeout, H2Timeout
-from stateless.kit.pushing import TenantGates
-from stateless.kit.retry import RetryPolicy, retry_after_seconds
+from stateless.kit.push.h2client import H2Client, H2Error, H2QueueTimeout, H2Timeout
+from stateless.kit.push.pushing import TenantGates
+from stateless.kit.push.retry import RetryPolicy, retry_after_seconds
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_REFRESH_AFTER_SECONDS = 50 * 60

@@ -27,8 +27,8 @@ from stateless.ios.service import (
     DeviceTokenService,
     PushService,
 )
-from stateless.kit.context import TenantContext
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
 
 router = api_router(f"{API_V1}/ios", ["ios"])

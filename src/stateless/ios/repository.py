@@ -10,7 +10,7 @@ from sqlalchemy import Row, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stateless.ios.models import DeviceToken
-from stateless.kit.tenancy import (
+from stateless.kit.data.tenancy import (
     Scoped,
     TenantScopedRepository,
     scoped_delete,

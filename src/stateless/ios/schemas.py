@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stateless.kit.bounds import MAX_EPOCH_MS, BoundedInput, FreeFormObject, HeaderText
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.bounds import MAX_EPOCH_MS, BoundedInput, FreeFormObject, HeaderText
+from stateless.kit.wire.timestamps import Timestamp
 
 TOKEN_PATTERN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 MAX_DEVICE_IDS_PER_PUSH = 10_000

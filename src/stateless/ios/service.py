@@ -37,11 +37,10 @@ from stateless.ios.schemas import (
     PushResult,
     RegisterTokenIn,
 )
-from stateless.kit.crypto import DecryptionError, PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import BadGateway, Conflict
-from stateless.kit.metrics import Metrics
-from stateless.kit.pushing import (
+from stateless.kit.crypto.sealing import DecryptionError, PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.push.pushing import (
     Page,
     PushTally,
     SenderPool,
@@ -53,6 +52,7 @@ from stateless.kit.pushing import (
     names_by_hash,
     push_journaled,
 )
+from stateless.kit.web.errors import BadGateway, Conflict
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
 from stateless.tenants.service import open_secrets

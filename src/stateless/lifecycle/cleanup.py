@@ -17,9 +17,9 @@ import structlog
 from sqlalchemy import delete, func, inspect, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stateless.kit.db import checkpoint_sqlite_wal, utcnow
-from stateless.kit.metrics import Metrics
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.data.db import checkpoint_sqlite_wal, utcnow
+from stateless.kit.data.tenancy import TenantScopedRepository
+from stateless.kit.observe.metrics import Metrics
 from stateless.lifecycle.models import ErasureCount
 from stateless.lifecycle.registry import ExpiringKind, LifecycleRegistry
 from stateless.lifecycle.repository import BUCKET_LIFETIME, add_erasure_counts, hour_of

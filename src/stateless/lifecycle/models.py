@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base, UTCDateTime
-from stateless.kit.tenancy import TenantOwned
+from stateless.kit.data.db import Base, UTCDateTime
+from stateless.kit.data.tenancy import TenantOwned
 
 
 class ErasureCount(TenantOwned, Base):

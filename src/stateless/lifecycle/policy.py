@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from stateless.kit.errors import Unprocessable
-from stateless.kit.timestamps import whole_seconds
+from stateless.kit.web.errors import Unprocessable
+from stateless.kit.wire.timestamps import whole_seconds
 
 HOUR = 3600
 DAY = 24 * HOUR

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from stateless.kit.crypto import PrivacyKit
+from stateless.kit.crypto.sealing import PrivacyKit
 from stateless.lifecycle.policy import TtlPolicy
 
 # Called with the expiring rows of one batch before they are deleted (e.g. delete file bodies).

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.lifecycle.models import ErasureCount
 
 # A bucket counts for the 24 hours after its hour began, then expires (and cleanup deletes it).

@@ -1,5 +1,5 @@
 """The cleanup job: every CLEANUP_INTERVAL_SECONDS, on the replica holding the leader lock,
-delete expired rows (run by kit/background.py with the other background jobs).
+delete expired rows (run by kit/runtime/background.py with the other background jobs).
 
 Before each pass the leader measures the expired backlog of every kind (index ranges only) into
 the `stateless_expired_rows` and `stateless_oldest_expired_age_seconds` gauges: how many rows
@@ -19,9 +19,9 @@ from datetime import timedelta
 
 import structlog
 
-from stateless.kit.background import Job
-from stateless.kit.db import utcnow
-from stateless.kit.metrics import Metrics
+from stateless.kit.data.db import utcnow
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.runtime.background import Job
 from stateless.lifecycle.cleanup import CleanupService
 from stateless.lifecycle.state import SchedulerState
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from stateless.deps import ContainerDep
-from stateless.kit.fastroute import FastRoute
+from stateless.kit.web.fastroute import FastRoute
 
 router = APIRouter(route_class=FastRoute, tags=["receipts"])
 

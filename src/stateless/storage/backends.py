@@ -24,9 +24,9 @@ import obstore
 from obstore.store import S3Store
 
 from stateless.config import Settings
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.web.errors import Forbidden, NotFound, PayloadTooLarge, Unprocessable
 
 API_STORAGE = "/api/v1/storage"
 # SigV4 presigned URLs cannot outlive 7 days; our local URLs follow the same cap.

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
-from stateless.kit.context import TenantContext
-from stateless.kit.errors import NotFound, RateLimited
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.errors import NotFound, RateLimited
+from stateless.kit.web.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
 from stateless.storage.backends import (
     InvalidSignature,
@@ -74,7 +74,7 @@ class _SignedUrl:
     """Route-group dependency of the signed URLs: the URL is the credential. Check its MAC and
     expiry, then rate-limit its tenant like a keyed request."""
 
-    # What this checkpoint may answer (documented by kit/openapi.py).
+    # What this checkpoint may answer (documented by kit/web/openapi.py).
     raises = (NotFound, InvalidSignature, UrlExpired, RateLimited)
 
     def __init__(self, method: Method) -> None:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stateless.kit.background import Job
-from stateless.kit.db import session_scope, utcnow
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.runtime.background import Job
 from stateless.storage.backends import StorageBackend, split_key
 from stateless.storage.models import StoredFile
 from stateless.storage.repository import StoredFileRepository

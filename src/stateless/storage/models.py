@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, PrimaryKeyConstraint, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base, UTCDateTime
-from stateless.kit.tenancy import TenantOwned
+from stateless.kit.data.db import Base, UTCDateTime
+from stateless.kit.data.tenancy import TenantOwned
 
 STATUS_PENDING = "pending"
 STATUS_UPLOADED = "uploaded"

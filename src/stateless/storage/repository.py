@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.storage.models import STATUS_UPLOADED, StoredFile
 
 

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from stateless.kit.bounds import BoundedInput
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.bounds import BoundedInput
+from stateless.kit.wire.timestamps import Timestamp
 
 MAX_FILENAME_CHARS = 255
 # type/subtype with optional simple parameters ("text/plain; charset=utf-8"), RFC 6838 characters.

@@ -12,10 +12,10 @@ from urllib.parse import quote
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import session_scope, utcnow
-from stateless.kit.errors import Conflict, NotFound, ProblemError, Unprocessable
-from stateless.kit.timestamps import whole_seconds
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.web.errors import Conflict, NotFound, ProblemError, Unprocessable
+from stateless.kit.wire.timestamps import whole_seconds
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.storage.backends import (
     MAX_PRESIGN_SECONDS,

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, PathService, api_router
-from stateless.kit.context import TenantContext
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.openapi import problems
 from stateless.storekit.receipts import ProviderError
 from stateless.storekit.schemas import (
     NotificationIn,

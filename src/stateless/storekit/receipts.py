@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import structlog
 
-from stateless.kit.errors import BadGateway
+from stateless.kit.web.errors import BadGateway
 
 log = structlog.get_logger("stateless.storekit.receipts")
 

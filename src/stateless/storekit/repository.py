@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.storekit.models import Entitlement, NotificationReceipt
 
 

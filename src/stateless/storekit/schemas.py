@@ -4,8 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from stateless.kit.bounds import BoundedInput
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.bounds import BoundedInput
+from stateless.kit.wire.timestamps import Timestamp
 from stateless.storekit.verifier import MAX_JWS_CHARS
 
 # A legacy app receipt is base64 of a PKCS#7 blob: tens of kB, rarely more than a few hundred.

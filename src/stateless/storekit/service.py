@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.affiliate.currencies import minor_units
 from stateless.affiliate.service import AffiliateService, InvalidCode
-from stateless.kit.bounds import datetime_from_epoch_ms
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, ProblemError
-from stateless.kit.metrics import Metrics
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.errors import BadRequest, ProblemError
+from stateless.kit.wire.bounds import datetime_from_epoch_ms
 from stateless.lifecycle.policy import DAY, TtlPolicy
 from stateless.storekit.models import Entitlement, NotificationReceipt
 from stateless.storekit.receipts import VerifyReceiptClient, reason_for_status

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
-from stateless.kit.context import TenantContext
+from stateless.kit.data.context import TenantContext
 from stateless.subjects.schemas import EraseSubjectIn, EraseSubjectOut
 from stateless.subjects.service import SubjectErasureService
 

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from stateless.kit.bounds import BoundedInput
+from stateless.kit.wire.bounds import BoundedInput
 
 MAX_IDS_PER_LIST = 100
 

@@ -15,11 +15,11 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.kit.context import TenantContext
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import after_commit, checkpoint_sqlite_wal, utcnow
-from stateless.kit.receipts import DeletionReceipts
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.crypto.receipts import DeletionReceipts
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.context import TenantContext
+from stateless.kit.data.db import after_commit, checkpoint_sqlite_wal, utcnow
+from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.lifecycle.repository import ErasureCountRepository
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from fastapi import Request
 
 from stateless.container import Container
-from stateless.kit.db import utcnow
-from stateless.kit.errors import (
+from stateless.kit.data.db import utcnow
+from stateless.kit.web.errors import (
     BadRequest,
     Forbidden,
     NotFound,
@@ -20,7 +20,7 @@ from stateless.kit.errors import (
     RateLimited,
     Unauthorized,
 )
-from stateless.kit.ratelimit import RateLimitOutcome
+from stateless.kit.web.ratelimit import RateLimitOutcome
 from stateless.tenants.schemas import (
     APP_ID_PATTERN,
     MAX_APP_ID_LENGTH,
@@ -193,7 +193,7 @@ class TenantAuth:
 
     def __init__(self, required: Literal["any", "secret"]) -> None:
         self.required = required
-        # What this checkpoint may answer (documented by kit/openapi.py).
+        # What this checkpoint may answer (documented by kit/web/openapi.py).
         self.raises: tuple[type[ProblemError], ...] = (
             MissingAppId,
             InvalidAppId,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stateless.kit.errors import PROBLEM_CONTENT_TYPE, problem_response
+from stateless.kit.web.errors import PROBLEM_CONTENT_TYPE, problem_response
 from stateless.tenants.directory import TenantDirectory
 from stateless.tenants.schemas import valid_app_id_or_none
 
@@ -103,7 +103,7 @@ class CorsPolicy:
 
 class TenantCorsPolicy:
     """Applies CorsPolicy to a request that carries an Origin; unknown origins get no CORS
-    headers. Called by the edge middleware (kit/middleware.py) with the rest of the app."""
+    headers. Called by the edge middleware (kit/web/middleware.py) with the rest of the app."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         origin = app_id = None

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base, UTCDateTime, utcnow
+from stateless.kit.data.db import Base, UTCDateTime, utcnow
 
 
 class Tenant(Base):

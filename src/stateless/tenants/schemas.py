@@ -9,10 +9,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 # Re-exported: these live in kit so kit needs nothing from tenants.
-from stateless.kit.context import KeyKind as KeyKind
-from stateless.kit.context import TenantConfig as TenantConfig
-from stateless.kit.context import TenantContext as TenantContext
-from stateless.kit.context import VerifiedAppId as VerifiedAppId
+from stateless.kit.data.context import KeyKind as KeyKind
+from stateless.kit.data.context import TenantConfig as TenantConfig
+from stateless.kit.data.context import TenantContext as TenantContext
+from stateless.kit.data.context import VerifiedAppId as VerifiedAppId
 
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_APP_ID_LENGTH = 64

@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import BadRequest, Conflict, NotFound
-from stateless.kit.ratelimit import parse_limit
-from stateless.kit.timestamps import format_timestamp
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.web.errors import BadRequest, Conflict, NotFound
+from stateless.kit.web.ratelimit import parse_limit
+from stateless.kit.wire.timestamps import format_timestamp
 from stateless.tenants.models import ApiKey, Tenant
 from stateless.tenants.repository import TenantRepository
 from stateless.tenants.schemas import (

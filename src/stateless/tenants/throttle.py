@@ -15,10 +15,10 @@ import asyncio
 from fastapi import Request
 
 from stateless.config import Settings
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.errors import RateLimited
-from stateless.kit.metrics import Metrics
-from stateless.kit.ratelimit import RateLimiter
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.errors import RateLimited
+from stateless.kit.web.ratelimit import RateLimiter
 
 PER_APP_ROUTE = "auth.failed.app"
 OVERALL_ROUTE = "auth.failed"

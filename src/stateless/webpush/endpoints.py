@@ -13,8 +13,8 @@ from stateless.bots.broadcasts import BroadcastQueue
 from stateless.bots.schemas import TaskQueued
 from stateless.container import Container
 from stateless.deps import API_V1, KeyedService, api_router
-from stateless.kit.context import TenantContext
-from stateless.kit.openapi import problems
+from stateless.kit.data.context import TenantContext
+from stateless.kit.web.openapi import problems
 from stateless.lifecycle.policy import TtlOutOfRange
 from stateless.webpush.schemas import (
     SubscribeIn,

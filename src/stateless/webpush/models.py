@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stateless.kit.db import Base
-from stateless.kit.tenancy import TenantOwned
+from stateless.kit.data.db import Base
+from stateless.kit.data.tenancy import TenantOwned
 
 
 class WebPushSubscription(TenantOwned, Base):

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from stateless.kit.tenancy import TenantScopedRepository
+from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.webpush.models import WebPushSubscription
 
 # Columns a push needs; never whole ORM objects, so 100,000 rows never sit in the identity map.

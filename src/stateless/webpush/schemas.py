@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stateless.kit.timestamps import Timestamp
+from stateless.kit.wire.timestamps import Timestamp
 
 MAX_SUBSCRIBER_IDS_PER_PUSH = 10_000
 MAX_ENDPOINT_LENGTH = 2048

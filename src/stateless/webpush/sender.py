@@ -6,7 +6,7 @@ every connection goes to an address checked by the webhook SSRF guard after DNS 
 (the TLS name stays the push service's host). Redirects are never followed.
 
 `WebPushSender` adds what the protocol asks around the engine: bounded concurrency (per process
-and per tenant), and 429 or 5xx answers retried by the shared policy (kit/retry.py) after
+and per tenant), and 429 or 5xx answers retried by the shared policy (kit/push/retry.py) after
 `Retry-After` or a jittered backoff; a Retry-After longer than a cap is reported, not awaited.
 """
 
@@ -23,11 +23,10 @@ from urllib.parse import urlsplit
 import httpcore
 import structlog
 
-from stateless.bots.outbound import TargetRefused, resolve_checked
-from stateless.bots.tasks.base import TaskFailed
-from stateless.kit.h2client import H2Client, H2ConnectError, H2Error, H2QueueTimeout, H2Timeout
-from stateless.kit.pushing import TenantGates
-from stateless.kit.retry import RetryPolicy, retry_after_seconds
+from stateless.kit.push.h2client import H2Client, H2ConnectError, H2Error, H2QueueTimeout, H2Timeout
+from stateless.kit.push.pushing import TenantGates
+from stateless.kit.push.retry import RetryPolicy, retry_after_seconds
+from stateless.kit.push.targets import TargetError, TargetNotAllowed, resolve_checked
 
 # Three tries, 0.1 s then 0.2 s apart (plus up to 0.1 s of jitter), unless Retry-After says more.
 WEBPUSH_RETRY = RetryPolicy(
@@ -112,9 +111,11 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         try:
             address = await resolve_checked(host, port, self.allow_private)
-        except TaskFailed as exc:
+        except TargetError as exc:
             raise httpcore.ConnectError(
-                "EndpointNotAllowed" if isinstance(exc, TargetRefused) else "EndpointUnresolvable"
+                "EndpointNotAllowed"
+                if isinstance(exc, TargetNotAllowed)
+                else "EndpointUnresolvable"
             ) from None
         return await self._inner.connect_tcp(
             str(address),
@@ -205,7 +206,7 @@ class HttpcoreEngine:
 
 
 class H2Engine:
-    """HTTP/2 on kit/h2client (the APNs engine): one small client per push-service origin.
+    """HTTP/2 on kit/push/h2client (the APNs engine): one small client per push-service origin.
 
     Its connections go to the address the SSRF guard checked (TLS verifies the host name).
     An origin that does not offer HTTP/2, and any origin past `max_origins`, goes through the
@@ -232,9 +233,11 @@ class H2Engine:
     async def _resolve(self, host: str, port: int) -> str:
         try:
             return str(await resolve_checked(host, port, self.allow_private))
-        except TaskFailed as exc:
+        except TargetError as exc:
             raise EngineError(
-                "EndpointNotAllowed" if isinstance(exc, TargetRefused) else "EndpointUnresolvable"
+                "EndpointNotAllowed"
+                if isinstance(exc, TargetNotAllowed)
+                else "EndpointUnresolvable"
             ) from None
 
     def _client(self, origin: str) -> H2Client | None:

@@ -3,7 +3,7 @@
 Subscriber ids are stored only as keyed hashes and subscriptions (endpoint URL and keys) only
 sealed, so pushing to `all` reports counts. Subscriptions a push service calls gone (404, 410)
 are deleted as we go. Pushing streams subscribers from the database page by page into a fixed
-pool of senders (kit/pushing.py), so memory and in-flight work stay flat however many there
+pool of senders (kit/push/pushing.py), so memory and in-flight work stay flat however many there
 are, and the next page is read while the previous one is on the wire.
 """
 
@@ -21,13 +21,10 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stateless.bots.outbound import TargetRefused, resolve_checked
-from stateless.bots.tasks.base import TaskFailed
-from stateless.kit.crypto import DecryptionError, PrivacyKit
-from stateless.kit.db import utcnow
-from stateless.kit.errors import Conflict, PayloadTooLarge, Unprocessable
-from stateless.kit.metrics import Metrics
-from stateless.kit.pushing import (
+from stateless.kit.crypto.sealing import DecryptionError, PrivacyKit
+from stateless.kit.data.db import utcnow
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.push.pushing import (
     Page,
     PushTally,
     SenderPool,
@@ -39,6 +36,8 @@ from stateless.kit.pushing import (
     names_by_hash,
     push_journaled,
 )
+from stateless.kit.push.targets import TargetError, TargetNotAllowed, resolve_checked
+from stateless.kit.web.errors import Conflict, PayloadTooLarge, Unprocessable
 from stateless.lifecycle.policy import TtlPolicy
 from stateless.tenants.schemas import TenantContext
 from stateless.tenants.service import open_secrets
@@ -134,10 +133,10 @@ async def check_endpoint(endpoint: str, allow_private: bool) -> str:
         raise EndpointNotAllowed(
             detail, extra=_field_error(loc, detail, "endpoint_not_allowed")
         ) from None
-    except TaskFailed as exc:
+    except TargetError as exc:
         detail = (
             "The endpoint resolves to a private, loopback, link-local or reserved address"
-            if isinstance(exc, TargetRefused)
+            if isinstance(exc, TargetNotAllowed)
             else "The endpoint's host name does not resolve"
         )
         raise EndpointNotAllowed(
@@ -272,7 +271,7 @@ def _subscriber_hash(row: SubscriptionRow) -> str:
 
 class WebPushService:
     """Sends one notification to listed subscribers or to all live ones, streaming their rows
-    through a fixed pool of senders (kit/pushing.py, as APNs does)."""
+    through a fixed pool of senders (kit/push/pushing.py, as APNs does)."""
 
     def __init__(
         self,

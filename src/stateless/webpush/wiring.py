@@ -29,7 +29,7 @@ async def build_webpush_client(settings: Settings) -> WebPushClient:
         allow_private=settings.webpush_allow_private_networks,
         timeout_seconds=settings.webpush_timeout_seconds,
     )
-    # HTTP/2 on kit/h2client for push services that offer it (all the big ones do), httpcore
+    # HTTP/2 on kit/push/h2client for push services that offer it (all the big ones do), httpcore
     # for the rest.
     engine = H2Engine(
         ssl_context=h2_context,

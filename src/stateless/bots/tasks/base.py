@@ -19,10 +19,10 @@ from stateless.affiliate.codes import AffiliateKeyring
 from stateless.config import Settings
 from stateless.email.base import EmailProvider
 from stateless.ios.apns import ApnsClient
-from stateless.kit.crypto import PrivacyKit
-from stateless.kit.errors import BadGateway, ProblemError, Unprocessable
-from stateless.kit.metrics import Metrics
-from stateless.kit.timestamps import format_timestamp
+from stateless.kit.crypto.sealing import PrivacyKit
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.errors import BadGateway, ProblemError, Unprocessable
+from stateless.kit.wire.timestamps import format_timestamp
 from stateless.lifecycle.registry import LifecycleRegistry
 from stateless.storage.backends import StorageBackend
 from stateless.storage.service import StorageService

@@ -16,9 +16,9 @@ from pydantic import ConfigDict, Field
 
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
-from stateless.kit.bounds import BoundedInput
-from stateless.kit.db import session_scope, utcnow
-from stateless.kit.timestamps import format_timestamp
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.wire.bounds import BoundedInput
+from stateless.kit.wire.timestamps import format_timestamp
 
 MAX_ROWS_PER_KIND = 100_000
 SEALED = "[sealed]"

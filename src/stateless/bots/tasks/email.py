@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import ConfigDict, EmailStr, Field, model_validator
 
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 from stateless.email.base import EmailError, EmailMessage, EmailProvider, Recipient
-from stateless.kit.bounds import BoundedInput, FreeFormObject
-
-if TYPE_CHECKING:
-    from stateless.bots.tasks.email_campaign import EmailCampaignContext
+from stateless.kit.wire.bounds import BoundedInput, FreeFormObject
 
 MAX_RECIPIENTS = 50  # larger audiences belong in email_campaign
 
@@ -43,7 +40,15 @@ class EmailContext(BoundedInput):
         return self
 
 
-def drop_empty_parts(ctx: EmailContext | EmailCampaignContext) -> None:
+class MessageParts(Protocol):
+    """What an email and a campaign body share (email_campaign builds on this module)."""
+
+    text: str | None
+    html: str | None
+    template_id: str | None
+
+
+def drop_empty_parts(ctx: MessageParts) -> None:
     """Empty `text` / `html` parts are left out (providers refuse empty content); sent parts
     that were all empty, with no template, leave nothing to send: a 422."""
     sent = ctx.text is not None or ctx.html is not None

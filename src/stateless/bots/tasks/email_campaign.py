@@ -20,7 +20,7 @@ from stateless.bots.tasks.email import (
     sender_of,
 )
 from stateless.email.base import EmailError, EmailMessage, Recipient, batches
-from stateless.kit.bounds import BoundedInput, FreeFormObject
+from stateless.kit.wire.bounds import BoundedInput, FreeFormObject
 
 MAX_CAMPAIGN_RECIPIENTS = 10_000
 

@@ -27,9 +27,9 @@ from stateless.ios.service import (
     PushService,
     credentials_of,
 )
-from stateless.kit.db import session_scope
-from stateless.kit.errors import PayloadTooLarge
-from stateless.kit.pushing import PushTally
+from stateless.kit.data.db import session_scope
+from stateless.kit.push.pushing import PushTally
+from stateless.kit.web.errors import PayloadTooLarge
 from stateless.webpush.schemas import WebPushIn
 from stateless.webpush.service import WebPushNotConfigured, WebPushService, vapid_of
 

@@ -19,8 +19,8 @@ from stateless.bots.models import BotTask
 from stateless.bots.repository import LiveRows
 from stateless.bots.tasks.base import TaskDeps, TaskRejected, TaskType, store_task_file
 from stateless.ios.service import DeviceTokenService
-from stateless.kit.bounds import BoundedDate, BoundedInput
-from stateless.kit.db import session_scope, utcnow
+from stateless.kit.data.db import session_scope, utcnow
+from stateless.kit.wire.bounds import BoundedDate, BoundedInput
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

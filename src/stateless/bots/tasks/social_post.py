@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field
 
 from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
-from stateless.kit.bounds import BoundedInput
+from stateless.kit.wire.bounds import BoundedInput
 
 ATTEMPTS_PER_RUN = 3
 ATTEMPT_TIMEOUT_SECONDS = 15.0

@@ -20,9 +20,9 @@ from pydantic import ConfigDict, Field
 
 from stateless.bots.outbound import OutboundResponse, post_with_retries
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
-from stateless.kit.bounds import BoundedInput, FreeFormValue
-from stateless.kit.db import utcnow
-from stateless.kit.timestamps import format_timestamp
+from stateless.kit.data.db import utcnow
+from stateless.kit.wire.bounds import BoundedInput, FreeFormValue
+from stateless.kit.wire.timestamps import format_timestamp
 
 ATTEMPTS_PER_RUN = 3
 ATTEMPT_TIMEOUT_SECONDS = 10.0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from stateless.kit.db import UTCDateTime
+from stateless.kit.data.db import UTCDateTime
 from stateless.migrations.helpers import add_ttl_check, create_ttl_guard, drop_ttl_guard
 
 revision: str = "0002"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from stateless.kit.db import UTCDateTime
+from stateless.kit.data.db import UTCDateTime
 from stateless.migrations.helpers import add_ttl_check
 
 revision: str = "0006"

@@ -2,8 +2,9 @@
 
 FastAPI parses a body as JSON only when it is declared as JSON; a form, text or undeclared body
 reaches validation as raw bytes and fails with "Input should be a valid dictionary", which
-hides the real mistake. The problem renderer (kit/errors.py) asks
-`unsupported_body_problem` first whenever a body fails validation.
+hides the real mistake. The problem renderer (kit/web/errors.py) asks
+`unsupported_body_detail` first whenever a body fails validation, and answers 415 when it
+names one (this module knows media types, not problems: errors.py imports it, never back).
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ from email.message import Message
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 
-from stateless.kit.errors import ProblemError
-
 _MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
-
-
-class UnsupportedBodyMediaType(ProblemError):
-    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -33,10 +28,8 @@ def is_json_media_type(content_type: str) -> bool:
     )
 
 
-def unsupported_body_problem(
-    request: Request, exc: RequestValidationError
-) -> UnsupportedBodyMediaType | None:
-    """The 415 to answer when a JSON body failed because it was not sent as JSON.
+def unsupported_body_detail(request: Request, exc: RequestValidationError) -> str | None:
+    """What a 415 says when a JSON body failed because it was not sent as JSON.
 
     FastAPI hands a body to validation as raw bytes exactly when it did not parse it as JSON
     (another or no Content-Type), so a body error on bytes input is the signal.
@@ -53,6 +46,4 @@ def unsupported_body_problem(
         return None
     media_type = content_type.split(";", 1)[0].strip().lower()
     sent = f" (got {media_type})" if _MEDIA_TYPE.match(media_type) else " (got no Content-Type)"
-    return UnsupportedBodyMediaType(
-        "This endpoint takes a JSON body: send it with Content-Type: application/json" + sent
-    )
+    return "This endpoint takes a JSON body: send it with Content-Type: application/json" + sent

@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from stateless.kit.crypto import PrivacyKit
+from stateless.kit.crypto.sealing import PrivacyKit
 
 RECEIPT_PURPOSE = "deletion-receipt-signing"
 DEFAULT_ISSUER = "stateless-backend"

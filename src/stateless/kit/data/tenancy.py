@@ -38,9 +38,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from stateless.kit.context import TenantContext, VerifiedAppId
-from stateless.kit.db import LONE_WRITER, UTCDateTime, utcnow
-from stateless.kit.direct import LoneWriter
+from stateless.kit.data.context import TenantContext, VerifiedAppId
+from stateless.kit.data.db import LONE_WRITER, UTCDateTime, utcnow
+from stateless.kit.data.direct import LoneWriter
 
 
 class TenantOwned:

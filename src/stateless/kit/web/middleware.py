@@ -16,14 +16,14 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stateless.kit.errors import (
+from stateless.kit.observe.logging import AccessLog
+from stateless.kit.observe.metrics import Metrics
+from stateless.kit.web.errors import (
     database_unavailable_response,
     internal_error_response,
     is_database_unavailable,
     problem_response,
 )
-from stateless.kit.logging import AccessLog
-from stateless.kit.metrics import Metrics
 
 log = structlog.get_logger("stateless.access")
 

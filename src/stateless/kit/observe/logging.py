@@ -138,7 +138,7 @@ _VERBATIM_KEYS = frozenset(
 )
 
 
-# The server's own address as `stateless serve` announces it (kit/serving.py): configuration,
+# The server's own address as `stateless serve` announces it (kit/runtime/serving.py): configuration,
 # not anybody's data. Only a bare scheme://host:port, optionally with /docs, passes as is.
 _SERVER_URL_KEYS = frozenset({"listening_on", "docs"})
 _SERVER_URL = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}(?:/docs)?$")

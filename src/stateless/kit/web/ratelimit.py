@@ -31,7 +31,7 @@ from limits.aio.storage import MemoryStorage
 from redis.asyncio import Redis
 
 from stateless.config import Settings
-from stateless.kit.metrics import Metrics
+from stateless.kit.observe.metrics import Metrics
 
 log = structlog.get_logger("stateless.ratelimit")
 

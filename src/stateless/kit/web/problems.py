@@ -1,6 +1,6 @@
 """What each problem `code` means and what to do about it: the pages behind every `type`.
 
-A problem's `type` is the relative reference `/problems/<code>` (kit/errors.py), so it
+A problem's `type` is the relative reference `/problems/<code>` (kit/web/errors.py), so it
 resolves against the API's own base URL to `GET /problems/<code>`, served by this app as HTML
 (or JSON when asked with `Accept: application/json`). Codes without an entry below still get
 a page, with the generic advice; tests/test_problems.py keeps this table complete.

@@ -18,7 +18,7 @@ router), or an app with dependency overrides in place.
 
 `install_fast_path` is the one startup call: it checks the FastAPI and Starlette versions and
 every borrowed name, that every planned route agrees with FastAPI's effective route
-(kit/fastroute.py), that every API route yields a dispatch target, and then installs the
+(kit/web/fastroute.py), that every API route yields a dispatch target, and then installs the
 dispatch (unless `Settings.fast_routes` is off). A request dispatched here carries
 `scope[DISPATCHED] = True` (tests assert it).
 """
@@ -34,7 +34,7 @@ from fastapi import FastAPI, params
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateless.kit.fastroute import (
+from stateless.kit.web.fastroute import (
     assert_plans_match,
     assert_supported_framework,
     turn_off_plans,
@@ -208,7 +208,7 @@ def assert_dispatchable(app: FastAPI) -> None:
             ]
             raise RuntimeError(
                 f"{context.path}: FastAPI's route context lacks {missing or 'a usable shape'} "
-                "(kit/dispatch.py reads RouteContext.app, .path_regex, .param_convertors)"
+                "(kit/web/dispatch.py reads RouteContext.app, .path_regex, .param_convertors)"
             )
 
 

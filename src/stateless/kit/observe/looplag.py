@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from stateless.kit.metrics import Metrics
+from stateless.kit.observe.metrics import Metrics
 
 log = structlog.get_logger("stateless.loop")
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import structlog
 
-from stateless.kit.metrics import Metrics
+from stateless.kit.observe.metrics import Metrics
 
 log = structlog.get_logger("stateless.background")
 

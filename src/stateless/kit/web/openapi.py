@@ -1,7 +1,7 @@
 """The OpenAPI document says what the API really answers, errors included.
 
 FastAPI documents only the success response and its own 422 shape (`HTTPValidationError`, as
-application/json), while every error we send is an RFC 9457 problem (kit/errors.py). This
+application/json), while every error we send is an RFC 9457 problem (kit/web/errors.py). This
 module rewrites the generated document once: a `Problem` schema, the problem statuses each
 operation can answer (the problem classes its route and dependencies declare, plus what any
 route may answer), and the two API-key headers as security schemes. Clients, docs and the fuzzer then see the same contract.
@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from stateless.kit.errors import PROBLEM_CONTENT_TYPE, ProblemError
+from stateless.kit.web.errors import PROBLEM_CONTENT_TYPE, ProblemError
 
 PROBLEM_REF = "#/components/schemas/Problem"
 

@@ -2,7 +2,7 @@
 
 The log redacts IP addresses (they identify clients), which used to hide the server's own bind
 address too. uvicorn's "running on" line is replaced by a `serving` event whose two URL fields
-the redaction lets through (kit/logging.py: server URLs only, no user part, no other path).
+the redaction lets through (kit/observe/logging.py: server URLs only, no user part, no other path).
 A port already taken is caught before uvicorn starts, so the operator gets one line naming
 PORT instead of a stack of shutdown messages.
 """

@@ -36,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import AsyncAdaptedQueuePool, StaticPool
 
 from stateless.config import Settings
-from stateless.kit.direct import LoneWriter, PostgresDirect, compile_plan
+from stateless.kit.data.direct import LoneWriter, PostgresDirect, compile_plan
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -118,7 +118,7 @@ def postgres_connect_args(settings: Settings, url: URL) -> dict[str, Any]:
 
 def orm_pool_size(settings: Settings) -> int:
     """The SQLAlchemy pool's share when lone statements have a direct pool of their own
-    (kit/direct.py, DB_POOL_SIZE connections): transactions, admin work and cleanup."""
+    (kit/data/direct.py, DB_POOL_SIZE connections): transactions, admin work and cleanup."""
     return max(2, settings.db_pool_size // 4)
 
 
@@ -221,7 +221,7 @@ class SqliteWriter:
     writers a batch holds dozens of writes for the price of one pool checkout and one thread
     trip, where one trip per write (as the async driver does) capped SQLite writes. On the
     reader engine as many batches run at once as it has connections. Statements run as plans
-    compiled once (kit/direct.py `compile_plan`) on the connection's own sqlite3 handle; one a
+    compiled once (kit/data/direct.py `compile_plan`) on the connection's own sqlite3 handle; one a
     plan cannot express runs through a synchronous engine around that handle, in that thread.
     """
 
@@ -388,7 +388,7 @@ def _as_sqlalchemy_error(exc: BaseException, plan: Any) -> BaseException:
 
 
 async def open_direct(settings: Settings, engine: AsyncEngine) -> PostgresDirect | None:
-    """The direct path for lone statements on Postgres (kit/direct.py), falling back to
+    """The direct path for lone statements on Postgres (kit/data/direct.py), falling back to
     `engine` for what it cannot run; None on SQLite, whose writer queue is `SqliteWriter`."""
     if settings.is_sqlite:
         return None
@@ -451,8 +451,8 @@ def build_sessionmaker(
     engine: AsyncEngine, writer: LoneWriter | None = None
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions on `engine` (`DeferredSession`); their `info` carries the writer a repository
-    runs a lone statement with when no transaction is open (kit/tenancy.py `run_write`):
-    `writer` (the direct path, kit/direct.py) when given, else SQLAlchemy's own for the
+    runs a lone statement with when no transaction is open (kit/data/tenancy.py `run_write`):
+    `writer` (the direct path, kit/data/direct.py) when given, else SQLAlchemy's own for the
     engine."""
     return async_sessionmaker(
         engine,

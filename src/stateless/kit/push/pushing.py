@@ -26,7 +26,7 @@ Settled = list[tuple[RowT, OutcomeT]]
 # settle(outcomes, last): called after each page and once more, with `last`, at the end.
 Settle = Callable[[Settled[RowT, OutcomeT], bool], Awaitable[None]]
 
-log = structlog.get_logger("stateless.kit.pushing")
+log = structlog.get_logger("stateless.kit.push.pushing")
 
 
 class SenderPool(Generic[RowT, OutcomeT]):

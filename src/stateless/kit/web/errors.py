@@ -13,11 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from stateless.kit.problems import CATALOGUE
+from stateless.kit.web.media import unsupported_body_detail
+from stateless.kit.web.problems import CATALOGUE
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # A relative reference: it resolves against the API's own base URL to a page this app serves
-# (GET /problems/<code>, kit/problems.py), whatever host or proxy the API is reached through.
+# (GET /problems/<code>, kit/web/problems.py), whatever host or proxy the API is reached through.
 PROBLEM_TYPE_BASE = "/problems/"
 
 log = structlog.get_logger("stateless.errors")
@@ -31,7 +32,7 @@ _TITLES: dict[str, str] = {}
 
 
 def title_for(code: str) -> str:
-    """The one title of a problem code: its page's (kit/problems.py), else its class's."""
+    """The one title of a problem code: its page's (kit/web/problems.py), else its class's."""
     doc = CATALOGUE.get(code)
     title = doc.title if doc else _TITLES.get(code)
     if title is None:
@@ -43,7 +44,7 @@ def title_for(code: str) -> str:
 class ProblemError(Exception):
     """Base for every error a client may see. Each problem type is one subclass that sets its
     status, code and title (a new code is a new class); routes list the classes they may
-    raise (`kit.openapi.problems`) and the OpenAPI document is derived from that. A code has
+    raise (`kit.web.openapi.problems`) and the OpenAPI document is derived from that. A code has
     one title wherever it is raised (see title_for)."""
 
     status: int = 400
@@ -93,6 +94,10 @@ class Conflict(ProblemError):
 
 class PayloadTooLarge(ProblemError):
     status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnsupportedBodyMediaType(ProblemError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
 class Unprocessable(ProblemError):
@@ -217,11 +222,9 @@ async def _handle_problem(request: Request, exc: Exception) -> Response:
 
 async def _handle_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    from stateless.kit.media import unsupported_body_problem
-
-    wrong_media_type = unsupported_body_problem(request, exc)
+    wrong_media_type = unsupported_body_detail(request, exc)
     if wrong_media_type is not None:
-        return await _handle_problem(request, wrong_media_type)
+        return await _handle_problem(request, UnsupportedBodyMediaType(wrong_media_type))
     return problem_response(
         422,
         request_id=request_id_of(request.scope),
@@ -369,5 +372,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     for db_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, ConnectionRefusedError, OSError):
         app.add_exception_handler(db_error, _handle_database_unavailable)
     app.add_exception_handler(sa_exc.IntegrityError, _handle_integrity)
-    # No catch-all here: anything else reaches the edge middleware (kit/middleware.py), which
+    # No catch-all here: anything else reaches the edge middleware (kit/web/middleware.py), which
     # answers the 500 problem and logs it.

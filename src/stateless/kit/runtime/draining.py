@@ -30,7 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 FIRST_REQUEST_GRACE_SECONDS = 1.0
 ACCEPT_WINDOW_SECONDS = 0.05
 ACCEPT_PASSES = 3
-PROTOCOL = "stateless.kit.draining:DrainingHttpToolsProtocol"
+PROTOCOL = "stateless.kit.runtime.draining:DrainingHttpToolsProtocol"
 
 
 class DrainingHttpToolsProtocol(HttpToolsProtocol):

@@ -74,7 +74,7 @@ from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.frame import GoAwayFrame
 
-from stateless.kit.urls import is_loopback_host
+from stateless.kit.wire.urls import is_loopback_host
 
 __all__ = [
     "BorrowedInternalMissing",
@@ -96,7 +96,7 @@ _RECEIVE_WINDOW = 1 << 20
 # GOAWAY debug data is the peer's free text: logged printable, truncated to this many characters.
 _GOAWAY_DEBUG_CHARS = 120
 
-log = structlog.get_logger("stateless.kit.h2client")
+log = structlog.get_logger("stateless.kit.push.h2client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -991,7 +991,7 @@ def check_borrowed_internals() -> None:
     def need(ok: bool, name: str) -> None:
         if not ok:
             raise BorrowedInternalMissing(
-                f"kit/h2client needs the internal {name}, missing or changed ({versions})"
+                f"kit/push/h2client needs the internal {name}, missing or changed ({versions})"
             )
 
     need(

@@ -56,11 +56,11 @@ from starlette.responses import JSONResponse
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
-# The minor versions this module (and kit/dispatch.py) is written against; pyproject.toml pins
+# The minor versions this module (and kit/web/dispatch.py) is written against; pyproject.toml pins
 # the same. Anything else refuses to start: FastAPI's internals change between minor versions.
 SUPPORTED_VERSIONS: dict[str, str] = {"fastapi": "0.165", "starlette": "1.10"}
 
-# Every FastAPI/Starlette name used here or in kit/dispatch.py that is not public, documented
+# Every FastAPI/Starlette name used here or in kit/web/dispatch.py that is not public, documented
 # API, as (module, dotted attribute). `assert_supported_framework` checks each one is there.
 BORROWED: tuple[tuple[str, str], ...] = (
     # FastAPI's hook that hands an included route's effective context to get_route_handler
@@ -430,7 +430,7 @@ def assert_supported_framework(
         if _minor(installed) != supported:
             raise RuntimeError(
                 f"{package} {installed} is installed, but stateless-backend supports only "
-                f"{package} {supported}.x (kit/fastroute.py borrows its internals); "
+                f"{package} {supported}.x (kit/web/fastroute.py borrows its internals); "
                 "install the versions in requirements.lock"
             )
     for module_name, dotted in borrowed:
@@ -440,7 +440,7 @@ def assert_supported_framework(
             if target is None:
                 raise RuntimeError(
                     f"{module_name}.{dotted} is missing from the installed FastAPI/Starlette; "
-                    "kit/fastroute.py needs it (install the versions in requirements.lock)"
+                    "kit/web/fastroute.py needs it (install the versions in requirements.lock)"
                 )
 
 

@@ -1,7 +1,7 @@
 """Scoped statements on the raw driver: the request path's data access without the ORM.
 
 A repository's lone statement (one SELECT, or one INSERT/UPDATE/DELETE with no transaction
-open: kit/tenancy.py) is a Core statement built once at import. Here it is compiled once per
+open: kit/data/tenancy.py) is a Core statement built once at import. Here it is compiled once per
 dialect (and, for an INSERT, per set of supplied columns) into the driver's own SQL text, the
 order of its parameters and their type conversions; each run then binds the values and calls
 asyncpg directly on a pooled connection in autocommit. That skips SQLAlchemy's execution
@@ -230,7 +230,7 @@ def _translated(exc: BaseException, sql: str) -> BaseException:
         return sa_exc.OperationalError(sql, None, exc)
     if isinstance(exc, asyncpg.PostgresError):
         return sa_exc.DBAPIError(sql, None, exc)
-    return exc  # OSError, TimeoutError: already recognised as an outage (kit/errors.py)
+    return exc  # OSError, TimeoutError: already recognised as an outage (kit/web/errors.py)
 
 
 class PostgresDirect:

@@ -1,0 +1,1 @@
+"""What operators see: redacted structured logs, Prometheus series, event-loop lag."""

@@ -73,7 +73,7 @@ def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98] * 1000 if len(samples) > 100 else float("nan")
 
 
-async def main(rows: int, target_ms: float, duty: float) -> None:
+async def main(rows: int, target_ms: float, deadline: float) -> None:
     name = f"stateless_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -109,12 +109,13 @@ async def main(rows: int, target_ms: float, duty: float) -> None:
             settings.cleanup_batch_size,
             is_sqlite=False,
             batch_target_seconds=target_ms / 1000,
-            duty_cycle=duty,
+            deadline_seconds=deadline,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(insert_latencies(pool, stop))
         started = time.perf_counter()
-        report = await service.run_once()
+        # As the leader does: the backlog measured first, so the pace can meet the deadline.
+        report = await service.run_once(backlog=await service.backlog())
         ours_seconds = time.perf_counter() - started
         stop.set()
         busy = await task
@@ -137,7 +138,7 @@ async def main(rows: int, target_ms: float, duty: float) -> None:
             f"cleanup: ours {ours_rate:,.0f} rows/s, raw DELETE {raw_rate:,.0f} rows/s, "
             f"ratio {ours_rate / raw_rate:.2f} ({rows:,} expired + {rows:,} live rows, "
             f"batch <= {settings.cleanup_batch_size}, paced: {target_ms:g} ms batches, "
-            f"duty cycle {duty:g})"
+            f"deadline {deadline:g} s)"
         )
         print(
             f"insert p99: during cleanup {p99(busy):.2f} ms, quiet {p99(quiet):.2f} ms, "
@@ -155,7 +156,7 @@ async def main(rows: int, target_ms: float, duty: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-target-ms", type=float, default=10.0)
-    parser.add_argument("--duty-cycle", type=float, default=0.3)
+    parser.add_argument("--batch-target-ms", type=float, default=40.0)
+    parser.add_argument("--deadline", type=float, default=45.0, help="seconds, as the leader")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.batch_target_ms, args.duty_cycle))
+    asyncio.run(main(args.rows, args.batch_target_ms, args.deadline))

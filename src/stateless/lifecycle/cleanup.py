@@ -21,6 +21,7 @@ from stateless.kit.data.db import checkpoint_sqlite_wal, utcnow
 from stateless.kit.data.tenancy import TenantScopedRepository
 from stateless.kit.observe.metrics import Metrics
 from stateless.lifecycle.models import ErasureCount
+from stateless.lifecycle.pacing import Pacer
 from stateless.lifecycle.registry import ExpiringKind, LifecycleRegistry
 from stateless.lifecycle.repository import BUCKET_LIFETIME, add_erasure_counts, hour_of
 from stateless.tenants.schemas import TenantContext, VerifiedAppId
@@ -56,12 +57,11 @@ class Backlog:
 class CleanupService:
     """Expired rows of every tenant (or one) in paced batches; one tenant's rows on request.
 
-    Pacing keeps request writes fast while a large backlog drains: each batch is sized to run
-    for about `batch_target_seconds` (halved when slower, doubled when much faster, up to
-    `batch_size`), and after each batch the service waits as long again times
-    `(1 - duty_cycle) / duty_cycle`, so it holds the database at most that share of the time
-    and row locks, WAL writes and I/O come in short bursts that inserts slip between. The
-    defaults (10 ms, 30 %) are measured choices: docs/lifecycle.md.
+    Pacing keeps request writes fast while a large backlog drains, and still erases within
+    about a minute: each kind's drain has a `Pacer` (lifecycle/pacing.py) that sizes batches to
+    run for about `batch_target_seconds` and rests between them by what the last batches cost
+    per row against the uncontended cost (busy database: rest longer) and by what the backlog
+    needs to be gone by the deadline. docs/lifecycle.md has the measured figures.
     """
 
     def __init__(
@@ -74,8 +74,8 @@ class CleanupService:
         is_sqlite: bool,
         hook_batch_size: int | None = None,
         clock: Callable[[], datetime] = utcnow,
-        batch_target_seconds: float = 0.01,
-        duty_cycle: float = 0.3,
+        batch_target_seconds: float = 0.04,
+        deadline_seconds: float = 45.0,
         min_batch_size: int = 100,
     ) -> None:
         self.sessionmaker = sessionmaker
@@ -86,17 +86,23 @@ class CleanupService:
         self.is_sqlite = is_sqlite
         self.clock = clock
         self.batch_target_seconds = batch_target_seconds
-        self.duty_cycle = min(max(duty_cycle, 0.05), 1.0)
+        self.deadline_seconds = deadline_seconds
         self.min_batch_size = min(min_batch_size, batch_size)
 
     async def run_once(
-        self, app_id: str | None = None, stop: asyncio.Event | None = None
+        self,
+        app_id: str | None = None,
+        stop: asyncio.Event | None = None,
+        backlog: Mapping[str, Backlog] | None = None,
     ) -> CleanupReport:
         """Delete expired rows (of one tenant, or of all). Live rows are never touched here.
 
         Each batch is its own transaction, so stopping between batches leaves no partial state.
+        `backlog` (the leader's measurement before the pass) lets the pace meet the deadline.
         """
-        report = await self._run(stop, lambda kind, n: self._expired_batch(kind, app_id, n))
+        report = await self._run(
+            stop, lambda kind, n: self._expired_batch(kind, app_id, n), backlog or {}
+        )
         if not report.interrupted:
             try:
                 await self._purge_expired_counters(app_id)
@@ -121,6 +127,19 @@ class CleanupService:
                 figures[kind.kind] = Backlog.measured(int(count), oldest, now)
         return figures
 
+    async def next_expiry(self) -> datetime | None:
+        """The soonest instant a live row of any kind expires (one index probe per kind)."""
+        now = self.clock()
+        soonest: datetime | None = None
+        async with self.sessionmaker() as session:
+            for kind in self.registry.kinds():
+                table: Any = kind.model.__table__
+                stmt = select(func.min(table.c.expires_at)).where(table.c.expires_at > now)
+                found = (await session.execute(stmt)).scalar_one_or_none()
+                if found is not None and (soonest is None or found < soonest):
+                    soonest = found
+        return soonest
+
     async def erase_tenant(
         self, tenant: TenantContext | VerifiedAppId, stop: asyncio.Event | None = None
     ) -> CleanupReport:
@@ -132,18 +151,22 @@ class CleanupService:
         app_id = tenant.app_id if isinstance(tenant, TenantContext) else str(tenant)
         if not app_id:
             raise ValueError("erase_tenant needs a tenant")
-        return await self._run(stop, lambda kind, n: self._tenant_batch(kind, tenant, app_id, n))
+        return await self._run(
+            stop, lambda kind, n: self._tenant_batch(kind, tenant, app_id, n), {}
+        )
 
     async def _run(
         self,
         stop: asyncio.Event | None,
         batch: Callable[[ExpiringKind, int], Awaitable[tuple[int, bool]]],
+        backlog: Mapping[str, Backlog],
     ) -> CleanupReport:
         report = CleanupReport()
         started = time.perf_counter()
         for kind in self.registry.kinds():
             try:
-                report.deleted[kind.kind] = await self._purge_kind(kind, stop, batch)
+                pacer = self._pacer(kind, backlog.get(kind.kind))
+                report.deleted[kind.kind] = await self._purge_kind(kind, stop, batch, pacer)
             except Exception as exc:  # isolation boundary: one kind failing must not stop the rest
                 report.errors[kind.kind] = type(exc).__name__
                 self.metrics.cleanup_errors.labels(kind=kind.kind).inc()
@@ -161,30 +184,36 @@ class CleanupService:
         self.metrics.cleanup_seconds.observe(time.perf_counter() - started)
         return report
 
+    def _pacer(self, kind: ExpiringKind, backlog: Backlog | None) -> Pacer:
+        limit = self.hook_batch_size if kind.before_delete is not None else self.batch_size
+        return Pacer(
+            max_batch=limit,
+            min_batch=self.min_batch_size,
+            batch_target_seconds=self.batch_target_seconds,
+            deadline_seconds=self.deadline_seconds,
+            backlog_rows=None if backlog is None else backlog.expired_rows,
+            oldest_age_seconds=0.0 if backlog is None else backlog.oldest_age_seconds,
+        )
+
     async def _purge_kind(
         self,
         kind: ExpiringKind,
         stop: asyncio.Event | None,
         batch: Callable[[ExpiringKind, int], Awaitable[tuple[int, bool]]],
+        pacer: Pacer,
     ) -> int:
-        limit = self.hook_batch_size if kind.before_delete is not None else self.batch_size
-        size = min(limit, max(self.min_batch_size, 1000))
         total = 0
         while True:
             started = time.perf_counter()
-            deleted, drained = await batch(kind, size)
+            deleted, drained = await batch(kind, pacer.size)
             elapsed = time.perf_counter() - started
             total += deleted
             if deleted:
                 self.metrics.cleanup_deleted.labels(kind=kind.kind).inc(deleted)
             if drained or (stop is not None and stop.is_set()):
                 return total
-            if elapsed > self.batch_target_seconds:
-                size = max(self.min_batch_size, size // 2)
-            elif elapsed < self.batch_target_seconds / 2:
-                size = min(limit, size * 2)
-            # Yield the database for a while: at most `duty_cycle` of the time is cleanup's.
-            await asyncio.sleep(elapsed * (1 - self.duty_cycle) / self.duty_cycle)
+            # Yield the database for as long as the pacer says (busy database: longer).
+            await asyncio.sleep(pacer.after_batch(deleted, elapsed))
 
     async def _expired_batch(
         self, kind: ExpiringKind, app_id: str | None, n: int

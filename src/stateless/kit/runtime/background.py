@@ -3,7 +3,7 @@
 claiming), under one leader lock for the jobs that must run on one replica only.
 
 Each job runs every `interval_seconds` (or at once when its `wake` event is set, or when its last
-run asked for more); a failed run is logged and counted, and the next one runs anyway. On exit
+run asked for more, or sooner when it says more is due then); a failed run is logged and counted, and the next one runs anyway. On exit
 every job is asked to stop, gets a grace period to finish its current unit, then is cancelled.
 """
 
@@ -45,6 +45,9 @@ class Job:
     wake: asyncio.Event | None = None
     # Called on shutdown once the job's loop has stopped, e.g. to drain work it started.
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # After a run: seconds until more is due, when the job knows it sooner than its interval
+    # (cleanup: the next expiry it saw); None keeps the interval.
+    due_in: Callable[[], float | None] | None = None
 
 
 class BackgroundJobs:
@@ -110,6 +113,10 @@ class BackgroundJobs:
                 )
                 self.metrics.background_failures.labels(job=job.name).inc()
             delay = 0.0 if again else job.interval_seconds
+            if not again and job.due_in is not None:
+                due = job.due_in()
+                if due is not None:
+                    delay = min(delay, max(0.0, due))
 
     async def __aenter__(self) -> BackgroundJobs:
         self._tasks = [

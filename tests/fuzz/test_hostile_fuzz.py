@@ -33,7 +33,12 @@ from hypothesis import strategies as st
 from stateless.config import Settings
 from tests.conftest import Client, TenantHandle
 
+# A hostile request may hold the loop at most STALL_FACTOR times what a plain valid request held
+# in the same run (the idle calibration), and never less than STALL_LIMIT_SECONDS: on a quiet
+# machine the floor is the budget, on a loaded one the budget grows with the calibration.
 STALL_LIMIT_SECONDS = 0.25
+STALL_FACTOR = 50
+CALIBRATION_REQUESTS = 15
 VALUES_PER_POSITION = 6
 HEX_TOKEN = "ab" * 32
 # A subscription key pair as a browser sends it: an uncompressed P-256 point, a 16-byte secret.
@@ -43,11 +48,30 @@ AUTH_SECRET = "AAECAwQFBgcICQoLDA0ODw"
 
 class LoopStallDetector:
     """A 5 ms ticker on the loop (bench/stallwatch.py's measure): how long anything else held
-    the loop, blocking calls included, a busy machine's preemption excluded."""
+    the loop, blocking calls included, a busy machine's preemption excluded. Its budget comes
+    from an idle calibration in the same run: what `GET /api/v1/drafts` holds, times
+    STALL_FACTOR, at least STALL_LIMIT_SECONDS."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: Client | None = None, headers: dict[str, str] | None = None) -> None:
         self.worst = 0.0
+        self.budget = STALL_LIMIT_SECONDS
+        self.calibration = 0.0
+        self._client = client
+        self._headers = headers or {}
         self._task: asyncio.Task[None] | None = None
+
+    async def calibrate(self) -> None:
+        """The median hold of a plain valid request, measured as every case is."""
+        if self._client is None:
+            return
+        held: list[float] = []
+        for _ in range(CALIBRATION_REQUESTS):
+            self.take()
+            await self._client.get("/api/v1/drafts", headers=self._headers)
+            await asyncio.sleep(0.006)
+            held.append(self.take())
+        self.calibration = sorted(held)[len(held) // 2]
+        self.budget = max(STALL_LIMIT_SECONDS, STALL_FACTOR * self.calibration)
 
     async def _tick(self) -> None:
         while True:
@@ -56,6 +80,7 @@ class LoopStallDetector:
     async def __aenter__(self) -> LoopStallDetector:
         self._task = asyncio.create_task(self._tick())
         await asyncio.sleep(0)
+        await self.calibrate()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -232,8 +257,12 @@ async def send_checked(
         "application/problem+json"
     ):
         failures.append(f"{what}: {response.status_code} is not a problem")
-    if held > STALL_LIMIT_SECONDS:
-        failures.append(f"{what}: held the event loop for {held * 1000:.0f} ms")
+    if held > detector.budget:
+        failures.append(
+            f"{what}: held the event loop for {held * 1000:.0f} ms (budget "
+            f"{detector.budget * 1000:.0f} ms; a valid request held "
+            f"{detector.calibration * 1000:.1f} ms)"
+        )
     return response
 
 
@@ -270,7 +299,7 @@ async def test_hostile_values_in_every_body_field(
     values = drawn(hostile_value(), VALUES_PER_POSITION * 4, "body")
     failures: list[str] = []
     cases = 0
-    async with LoopStallDetector() as detector:
+    async with LoopStallDetector(client, tenant.sk) as detector:
         for (method, url), body in baselines(code, draft_id, tenant.app_id).items():
             for index, path in enumerate(p for p in paths_of(body) if p):
                 for offset in range(VALUES_PER_POSITION):
@@ -300,7 +329,7 @@ async def test_hostile_query_parameters_and_path_ids(client: Client, tenant: Ten
     raw_values = [
         text.encode("utf-8", "surrogatepass") for text in drawn(lone_surrogate_text(), 6, "texts")
     ] + [b"1E+6000000", b"\x00", b"../x", b"x" * 5000]
-    async with LoopStallDetector() as detector:
+    async with LoopStallDetector(client, tenant.sk) as detector:
         for value in dates:
             for name in ("since", "until"):
                 await send_checked(
@@ -333,7 +362,7 @@ async def test_hostile_header_values(client: Client, tenant: TenantHandle) -> No
         ("POST", "/api/v1/bots/execute", {"task_type": "email", "context": {"subject": "s"}}),
         ("GET", "/health", None),
     ]
-    async with LoopStallDetector() as detector:
+    async with LoopStallDetector(client, tenant.sk) as detector:
         for value in values:
             for name in ("x-app-id", "authorization", "idempotency-key", "x-request-id"):
                 for method, url, body in targets:
@@ -343,3 +372,19 @@ async def test_hostile_header_values(client: Client, tenant: TenantHandle) -> No
                         headers=headers, content=None if body is None else encoded(body),
                     )  # fmt: skip
     assert not failures, f"{len(failures)} failed:\n" + "\n".join(failures[:30])
+
+
+async def test_the_stall_budget_follows_the_calibration(
+    client: Client, tenant: TenantHandle
+) -> None:
+    """The calibration measures a valid request's hold, and a request that holds the loop far
+    past it is still caught: the budget grows with a slow machine, not without bound."""
+    import time
+
+    async with LoopStallDetector(client, tenant.sk) as detector:
+        assert 0 <= detector.calibration < detector.budget
+        assert detector.budget == max(STALL_LIMIT_SECONDS, STALL_FACTOR * detector.calibration)
+        detector.take()
+        time.sleep(detector.budget * 1.5)  # a blocking call on the loop, as a bad route would make
+        await asyncio.sleep(0.006)
+        assert detector.take() > detector.budget

@@ -104,11 +104,15 @@ async def test_expired_upload_and_download_urls_are_refused(
     local: Storage, tenant: TenantHandle
 ) -> None:
     data = b"short-lived"
-    created = await _declare(local, tenant, data, ttl_seconds=2)
+    # Long enough to upload and download on a loaded machine; then wait for the instant the
+    # object says it expires (not a shorter clock of our own).
+    created = await _declare(local, tenant, data, ttl_seconds=6)
     assert (await _upload(local, created, data)).status_code == 200
     meta = (await local.client.get(f"{OBJECTS}/{created['object_id']}", headers=tenant.pk)).json()
     assert (await local.transfer("GET", meta["download_url"])).content == data
-    await asyncio.sleep(2.2)
+    expires_at = _ts(created["expires_at"])
+    await asyncio.sleep(max(0.0, (expires_at - datetime.now(expires_at.tzinfo)).total_seconds()))
+    await asyncio.sleep(0.2)
     assert_problem(await local.transfer("GET", meta["download_url"]), 403, "url_expired")
     again = await local.transfer(
         "PUT", created["upload"]["url"], headers=created["upload"]["headers"], content=data

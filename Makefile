@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.dev-stamp
 export HOST ?= 127.0.0.1
 export PORT ?= 8000
 
-.PHONY: install install-runtime run test lint format lock bench faults soak fuzz clean
+.PHONY: install install-runtime run test lint format lock bench bench-scale faults soak fuzz clean
 
 $(RUNTIME_STAMP): pyproject.toml requirements-runtime.lock
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s)" % sys.version.split()[0])'
@@ -56,6 +56,10 @@ lock: install
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Cost flat as data grows (bench/scale.py): e.g. `make bench-scale BENCH_ARGS="--only load"`.
+bench-scale: install
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 faults: install
 	$(BIN)/python -m bench.faults

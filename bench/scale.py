@@ -626,7 +626,7 @@ async def section_deletion(
         quiet = await measure(register, server, args.connections, args.seconds, args.warmup)
         print(f"  register-token quiet: {describe(quiet)}", flush=True)
         # one instant for all of them, far enough ahead for the UPDATE to commit first
-        lead = 5.0 + count / 100_000
+        lead = 2.0 + count / 100_000
         began = time.perf_counter()
         expiry = await conn.fetchval(
             "WITH picked AS (SELECT ctid FROM ios_device_tokens WHERE app_id <> 'bench'"

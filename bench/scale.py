@@ -792,10 +792,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup is None:
         args.warmup = min(2.0, args.seconds / 2)
 
-    def on_term(_signum: int, _frame: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
+        # Raised wherever the main thread is, even inside a blocking CLI call; the `finally`
+        # blocks then stop what was started and drop the databases. (asyncio.run's own SIGINT
+        # handler only cancels the main task, which a blocking call or a library can delay.)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         summary = asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -9,8 +9,6 @@ previous one is on the wire.
 
 from __future__ import annotations
 
-import functools
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +16,7 @@ from typing import Any, get_args
 
 import orjson
 import structlog
+from prometheus_client import Counter as MetricCounter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.ios.apns import (
@@ -41,16 +40,11 @@ from stateless.kit.crypto.sealing import DecryptionError, PrivacyKit
 from stateless.kit.data.db import utcnow
 from stateless.kit.observe.metrics import Metrics
 from stateless.kit.push.pushing import (
-    Page,
+    PushChannel,
     PushTally,
     SenderPool,
     Settled,
     Status,
-    deliver,
-    keyset_pages,
-    listed_pages,
-    names_by_hash,
-    push_journaled,
 )
 from stateless.kit.web.errors import BadGateway, Conflict
 from stateless.lifecycle.policy import TtlPolicy
@@ -163,8 +157,12 @@ class _ApnsTally(PushTally[PushResult]):
     unreached_streak: int = 0  # outcomes in a row that never reached APNs
 
 
-class PushService:
-    """Sends one notification to listed devices or to all live ones, streaming their tokens."""
+class PushService(PushChannel[PushRow, ApnsOutcome, PushResult]):
+    """Sends one notification to listed devices or to all live ones, streaming their tokens
+    (the loop is kit/push/pushing.py's PushChannel; APNs' part is here)."""
+
+    logger = log
+    log_event = "push_sent"
 
     def __init__(
         self,
@@ -177,6 +175,7 @@ class PushService:
     ) -> None:
         self.repo = DeviceTokenRepository(session, tenant)
         self.tenant = tenant
+        self.app_id = tenant.app_id
         self.kit = kit
         self.apns = apns
         self.metrics = metrics
@@ -204,15 +203,9 @@ class PushService:
             on_error=lambda: ApnsOutcome(0, "InternalError"),
         )
 
-    def _hashes(self, device_ids: list[str]) -> dict[str, str]:
-        app_id = self.tenant.app_id
-        return names_by_hash(device_ids, lambda d: device_hash(self.kit, app_id, d))
-
     async def audience(self, request: PushIn) -> int:
         """How many devices a broadcast addresses: live devices (one COUNT) or distinct ids."""
-        if request.device_ids is None:
-            return await self.repo.count()
-        return len(self._hashes(request.device_ids))
+        return await self.audience_of(request.device_ids)
 
     async def broadcast(
         self,
@@ -226,60 +219,19 @@ class PushService:
         """A push as a resumable job: keyset pages from `start_after`, counts only (`counts`:
         sent, failed, removed so far), `on_page(cursor, tally)` after each settled page."""
         credentials, payload = self.check(request)
-        sent, failed, removed = counts
-        tally = _ApnsTally(sent=sent, failed=failed, removed=removed)
-        next_page: Callable[[str | None], Awaitable[Page[PushRow]]]
-        if request.device_ids is None:
-            next_page = keyset_pages(self.repo.page_after, _device_hash, self.batch_size)
-        else:
-
-            def missing(n: int) -> None:
-                tally.failed += n
-
-            hashes = list(self._hashes(request.device_ids))
-            next_page = listed_pages(hashes, self.repo.by_hashes, self.batch_size, missing)
-
-        async def page_done(page: Page[PushRow]) -> None:
-            await on_page(page.cursor, tally)
-
-        await push_journaled(
+        return await self.run_broadcast(
             self._pool(request, credentials, payload),
-            next_page=next_page,
+            request.device_ids,
             start_after=start_after,
-            settle=functools.partial(self._settle, tally=tally, names=None),
+            counts=counts,
+            on_page=on_page,
             page_timeout_seconds=page_timeout_seconds,
-            on_page=page_done,
         )
-        return tally
 
     async def push(self, request: PushIn) -> PushOut:
         credentials, payload = self.check(request)
-        tally = _ApnsTally()
         pool = self._pool(request, credentials, payload)
-        names: dict[str, str] | None = None
-        if request.device_ids is not None:
-            names = self._hashes(request.device_ids)
-        await deliver(
-            pool,
-            names=names,
-            page_after=self.repo.page_after,
-            by_hashes=self.repo.by_hashes,
-            key=_device_hash,
-            settle=functools.partial(self._settle, tally=tally, names=names),
-            batch_size=self.batch_size,
-            tally=tally,
-            missing=lambda device_id: PushResult(
-                device_id=device_id, status="not_registered", reason="NotRegistered"
-            ),
-            name_of=lambda result: result.device_id,
-        )
-        log.info(
-            "push_sent",
-            tenant=self.tenant.app_id,
-            sent=tally.sent,
-            failed=tally.failed,
-            removed=tally.removed,
-        )
+        tally = await self.run_push(pool, request.device_ids)
         return PushOut(
             sent=tally.sent, failed=tally.failed, removed=tally.removed, results=tally.results
         )
@@ -316,48 +268,53 @@ class PushService:
 
         return send
 
-    async def _settle(
+    # -- what APNs means, for the shared loop (PushChannel) ------------------------------
+    def hash_id(self, name: str) -> str:
+        return device_hash(self.kit, self.app_id, name)
+
+    def key(self, row: PushRow) -> str:
+        return _device_hash(row)
+
+    def classify(self, outcome: ApnsOutcome) -> tuple[Status, str | None]:
+        if outcome.delivered:
+            return "sent", None
+        if outcome.token_is_dead:
+            return "removed", outcome.reason
+        return "failed", outcome.reason or f"HTTP{outcome.status}"
+
+    def result(self, name: str, status: Status, reason: str | None) -> PushResult:
+        return PushResult(device_id=name, status=status, reason=reason)
+
+    def missing(self, name: str) -> PushResult:
+        return PushResult(device_id=name, status="not_registered", reason="NotRegistered")
+
+    def name_of(self, result: PushResult) -> str:
+        return result.device_id
+
+    def outcome_metric(self) -> MetricCounter | None:
+        return None if self.metrics is None else self.metrics.pushes
+
+    def new_tally(self, sent: int = 0, failed: int = 0, removed: int = 0) -> _ApnsTally:
+        return _ApnsTally(sent=sent, failed=failed, removed=removed)
+
+    def after_settle(
         self,
+        tally: PushTally[PushResult],
         settled: Settled[PushRow, ApnsOutcome],
         last: bool,
-        *,
-        tally: _ApnsTally,
-        names: dict[str, str] | None,
     ) -> None:
-        """Count outcomes, delete the tokens APNs called dead, name devices the caller listed.
-
-        If `batch_size` outcomes in a row (or every one of a smaller push) never reached APNs,
-        the push stops with 502 instead of trying every remaining token.
-        """
-        dead: list[str] = []
-        counts: Counter[str] = Counter()
-        status: Status
-        for row, outcome in settled:
+        """If `batch_size` outcomes in a row (or every one of a smaller push) never reached
+        APNs, the push stops with 502 instead of trying every remaining token."""
+        assert isinstance(tally, _ApnsTally)
+        for _, outcome in settled:
             if _unreached(outcome):
                 tally.unreached_streak += 1
             else:
                 tally.unreached_streak = 0
                 tally.reached = True
-            if outcome.delivered:
-                status, reason = "sent", None
-            elif outcome.token_is_dead:
-                dead.append(row.device_hash)
-                status, reason = "removed", outcome.reason
-            else:
-                status, reason = "failed", outcome.reason or f"HTTP{outcome.status}"
-            tally.count(status)
-            counts[status] += 1
-            if names is not None:
-                tally.results.append(
-                    PushResult(device_id=names[row.device_hash], status=status, reason=reason)
-                )
-        if self.metrics is not None:
-            for kind, count in counts.items():
-                self.metrics.pushes.labels(outcome=kind).inc(count)
-        await self.repo.delete_hashes(dead)
         streak = tally.unreached_streak
         if streak >= self.batch_size or (last and streak and not tally.reached):
-            log.warning("apns_unreachable", tenant=self.tenant.app_id, count=streak)
+            log.warning("apns_unreachable", tenant=self.app_id, count=streak)
             tally.failed -= streak  # the counts are those of the notifications that got answers
             raise ApnsUnreachable(
                 "No notification of a batch reached APNs, even after retries; nothing more was "

@@ -10,8 +10,6 @@ are, and the next page is read while the previous one is on the wire.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -19,23 +17,13 @@ from urllib.parse import urlsplit
 
 import orjson
 import structlog
+from prometheus_client import Counter as MetricCounter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stateless.kit.crypto.sealing import DecryptionError, PrivacyKit
 from stateless.kit.data.db import utcnow
 from stateless.kit.observe.metrics import Metrics
-from stateless.kit.push.pushing import (
-    Page,
-    PushTally,
-    SenderPool,
-    Settled,
-    Status,
-    deliver,
-    keyset_pages,
-    listed_pages,
-    names_by_hash,
-    push_journaled,
-)
+from stateless.kit.push.pushing import PushChannel, PushTally, SenderPool, Status
 from stateless.kit.push.targets import TargetError, TargetNotAllowed, resolve_checked
 from stateless.kit.web.errors import Conflict, PayloadTooLarge, Unprocessable
 from stateless.lifecycle.policy import TtlPolicy
@@ -269,9 +257,12 @@ def _subscriber_hash(row: SubscriptionRow) -> str:
     return str(row.subscriber_hash)
 
 
-class WebPushService:
+class WebPushService(PushChannel[SubscriptionRow, PushOutcome, WebPushResult]):
     """Sends one notification to listed subscribers or to all live ones, streaming their rows
-    through a fixed pool of senders (kit/push/pushing.py, as APNs does)."""
+    through a fixed pool of senders (kit/push/pushing.py's PushChannel, as APNs does)."""
+
+    logger = log
+    log_event = "webpush_sent"
 
     def __init__(
         self,
@@ -285,6 +276,7 @@ class WebPushService:
     ) -> None:
         self.repo = WebPushSubscriptionRepository(session, tenant)
         self.tenant = tenant
+        self.app_id = tenant.app_id
         self.kit = kit
         self.sender = sender
         self.signer = signer
@@ -316,15 +308,9 @@ class WebPushService:
             on_error=lambda: PushOutcome(0, "InternalError"),
         )
 
-    def _hashes(self, subscriber_ids: list[str]) -> dict[str, str]:
-        app_id = self.tenant.app_id
-        return names_by_hash(subscriber_ids, lambda s: subscriber_hash(self.kit, app_id, s))
-
     async def audience(self, request: WebPushIn) -> int:
         """How many subscribers a broadcast addresses: live ones (one COUNT) or distinct ids."""
-        if request.subscriber_ids is None:
-            return await self.repo.count()
-        return len(self._hashes(request.subscriber_ids))
+        return await self.audience_of(request.subscriber_ids)
 
     async def broadcast(
         self,
@@ -337,60 +323,17 @@ class WebPushService:
     ) -> PushTally[WebPushResult]:
         """A push as a resumable job (see PushService.broadcast): keyset pages from
         `start_after`, counts only, `on_page(cursor, tally)` after each settled page."""
-        pool = self.check(request)
-        sent, failed, removed = counts
-        tally: PushTally[WebPushResult] = PushTally(sent=sent, failed=failed, removed=removed)
-        next_page: Callable[[str | None], Awaitable[Page[SubscriptionRow]]]
-        if request.subscriber_ids is None:
-            next_page = keyset_pages(self.repo.page_after, _subscriber_hash, self.batch_size)
-        else:
-
-            def missing(n: int) -> None:
-                tally.failed += n
-
-            hashes = list(self._hashes(request.subscriber_ids))
-            next_page = listed_pages(hashes, self.repo.by_hashes, self.batch_size, missing)
-
-        async def page_done(page: Page[SubscriptionRow]) -> None:
-            await on_page(page.cursor, tally)
-
-        await push_journaled(
-            pool,
-            next_page=next_page,
+        return await self.run_broadcast(
+            self.check(request),
+            request.subscriber_ids,
             start_after=start_after,
-            settle=functools.partial(self._settle, tally=tally, names=None),
+            counts=counts,
+            on_page=on_page,
             page_timeout_seconds=page_timeout_seconds,
-            on_page=page_done,
         )
-        return tally
 
     async def push(self, request: WebPushIn) -> WebPushOut:
-        pool = self.check(request)
-        tally: PushTally[WebPushResult] = PushTally()
-        names: dict[str, str] | None = None
-        if request.subscriber_ids is not None:
-            names = self._hashes(request.subscriber_ids)
-        await deliver(
-            pool,
-            names=names,
-            page_after=self.repo.page_after,
-            by_hashes=self.repo.by_hashes,
-            key=_subscriber_hash,
-            settle=functools.partial(self._settle, tally=tally, names=names),
-            batch_size=self.batch_size,
-            tally=tally,
-            missing=lambda subscriber_id: WebPushResult(
-                subscriber_id=subscriber_id, status="not_subscribed", reason="NotSubscribed"
-            ),
-            name_of=lambda result: result.subscriber_id,
-        )
-        log.info(
-            "webpush_sent",
-            tenant=self.tenant.app_id,
-            sent=tally.sent,
-            failed=tally.failed,
-            removed=tally.removed,
-        )
+        tally = await self.run_push(self.check(request), request.subscriber_ids)
         return WebPushOut(
             sent=tally.sent, failed=tally.failed, removed=tally.removed, results=tally.results
         )
@@ -425,35 +368,28 @@ class WebPushService:
 
         return send
 
-    async def _settle(
-        self,
-        settled: Settled[SubscriptionRow, PushOutcome],
-        last: bool,
-        *,
-        tally: PushTally[WebPushResult],
-        names: dict[str, str] | None,
-    ) -> None:
-        """Count outcomes, delete gone subscriptions, name subscribers the caller listed."""
-        gone: list[str] = []
-        counts: Counter[str] = Counter()
-        status: Status
-        for row, outcome in settled:
-            if outcome.delivered:
-                status, reason = "sent", None
-            elif outcome.gone:
-                gone.append(row.subscriber_hash)
-                status, reason = "removed", f"HTTP{outcome.status}"
-            else:
-                status, reason = "failed", outcome.reason or f"HTTP{outcome.status}"
-            tally.count(status)
-            counts[status] += 1
-            if names is not None:
-                tally.results.append(
-                    WebPushResult(
-                        subscriber_id=names[row.subscriber_hash], status=status, reason=reason
-                    )
-                )
-        if self.metrics is not None:
-            for kind, count in counts.items():
-                self.metrics.web_pushes.labels(outcome=kind).inc(count)
-        await self.repo.delete_hashes(gone)
+    # -- what Web Push means, for the shared loop (PushChannel) --------------------------
+    def hash_id(self, name: str) -> str:
+        return subscriber_hash(self.kit, self.app_id, name)
+
+    def key(self, row: SubscriptionRow) -> str:
+        return _subscriber_hash(row)
+
+    def classify(self, outcome: PushOutcome) -> tuple[Status, str | None]:
+        if outcome.delivered:
+            return "sent", None
+        if outcome.gone:
+            return "removed", f"HTTP{outcome.status}"
+        return "failed", outcome.reason or f"HTTP{outcome.status}"
+
+    def result(self, name: str, status: Status, reason: str | None) -> WebPushResult:
+        return WebPushResult(subscriber_id=name, status=status, reason=reason)
+
+    def missing(self, name: str) -> WebPushResult:
+        return WebPushResult(subscriber_id=name, status="not_subscribed", reason="NotSubscribed")
+
+    def name_of(self, result: WebPushResult) -> str:
+        return result.subscriber_id
+
+    def outcome_metric(self) -> MetricCounter | None:
+        return None if self.metrics is None else self.metrics.web_pushes

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
+from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import structlog
+from prometheus_client import Counter as MetricCounter
 
 RowT = TypeVar("RowT")
+RowT_co = TypeVar("RowT_co", covariant=True)
 OutcomeT = TypeVar("OutcomeT")
 ResultT = TypeVar("ResultT")
 
@@ -263,6 +268,175 @@ class PushTally(Generic[ResultT]):
                 self.results.append(missing(name))
         order = {name: i for i, name in enumerate(names.values())}
         self.results.sort(key=lambda result: order[name_of(result)])
+
+
+class PushRows(Protocol[RowT_co]):
+    """A tenant's live recipients of one channel, keyed by hash (the channel's repository)."""
+
+    async def count(self) -> int: ...
+
+    async def page_after(self, after_hash: str | None, limit: int, /) -> Sequence[RowT_co]: ...
+
+    async def by_hashes(self, hashes: Sequence[str], /) -> Sequence[RowT_co]: ...
+
+    async def delete_hashes(self, hashes: Sequence[str], /) -> int: ...
+
+
+class PushChannel(ABC, Generic[RowT, OutcomeT, ResultT]):
+    """The push loop every channel (APNs, Web Push) shares: the audience, a broadcast (keyset
+    or listed pages, journaled), a push now (counts, or one result per listed id, logged as
+    `log_event`), and the settling of outcomes (count, name, meter, delete the gone rows).
+
+    A channel sets `repo`, `batch_size` and `app_id`, and says what differs: how an id is hashed
+    and a row keyed, what an outcome means, its result type, its metric, and (`after_settle`)
+    any rule of its own that may stop a push.
+    """
+
+    repo: PushRows[RowT]
+    batch_size: int
+    app_id: str
+    logger: ClassVar[Any]  # the channel's structlog logger
+    log_event: ClassVar[str]  # logged once per push now, with its counts
+
+    @abstractmethod
+    def hash_id(self, name: str) -> str:
+        """The keyed hash a caller's id is stored under."""
+
+    @abstractmethod
+    def key(self, row: RowT) -> str:
+        """The row's hash (its key in pages, in `names`, and for deletion)."""
+
+    @abstractmethod
+    def classify(self, outcome: OutcomeT) -> tuple[Status, str | None]:
+        """sent, removed (the push service called the recipient gone: its row is deleted) or
+        failed, and the reason reported for it."""
+
+    @abstractmethod
+    def result(self, name: str, status: Status, reason: str | None) -> ResultT:
+        """The per-id result of a listed id that had a row."""
+
+    @abstractmethod
+    def missing(self, name: str) -> ResultT:
+        """The per-id result of a listed id with no live row."""
+
+    @abstractmethod
+    def name_of(self, result: ResultT) -> str:
+        """The caller's id a result is about."""
+
+    @abstractmethod
+    def outcome_metric(self) -> MetricCounter | None:
+        """The counter (labelled by `outcome`: sent, removed, failed) of this channel, if any."""
+
+    def new_tally(self, sent: int = 0, failed: int = 0, removed: int = 0) -> PushTally[ResultT]:
+        return PushTally(sent=sent, failed=failed, removed=removed)
+
+    def after_settle(
+        self, tally: PushTally[ResultT], settled: Settled[RowT, OutcomeT], last: bool
+    ) -> None:
+        """Called after every settle (`last`: the push's final one); may raise to stop it."""
+
+    def names(self, ids: Iterable[str]) -> dict[str, str]:
+        """hash -> the caller's id, in the caller's order; a repeated id is pushed once."""
+        return names_by_hash(ids, self.hash_id)
+
+    async def audience_of(self, ids: list[str] | None) -> int:
+        """How many recipients a broadcast addresses: live rows (one COUNT) or distinct ids."""
+        if ids is None:
+            return await self.repo.count()
+        return len(self.names(ids))
+
+    async def run_broadcast(
+        self,
+        pool: SenderPool[RowT, OutcomeT],
+        ids: list[str] | None,
+        *,
+        start_after: str | None,
+        counts: tuple[int, int, int],
+        on_page: Callable[[str | None, PushTally[ResultT]], Awaitable[None]],
+        page_timeout_seconds: float,
+    ) -> PushTally[ResultT]:
+        """A push as a resumable job: keyset pages (or the listed ids, in hash order) from
+        `start_after`, counts only (`counts`: sent, failed, removed so far), and
+        `on_page(cursor, tally)` after each settled page (see `push_journaled`)."""
+        sent, failed, removed = counts
+        tally = self.new_tally(sent, failed, removed)
+        next_page: Callable[[str | None], Awaitable[Page[RowT]]]
+        if ids is None:
+            next_page = keyset_pages(self.repo.page_after, self.key, self.batch_size)
+        else:
+
+            def missing(n: int) -> None:
+                tally.failed += n
+
+            hashes = list(self.names(ids))
+            next_page = listed_pages(hashes, self.repo.by_hashes, self.batch_size, missing)
+
+        async def page_done(page: Page[RowT]) -> None:
+            await on_page(page.cursor, tally)
+
+        await push_journaled(
+            pool,
+            next_page=next_page,
+            start_after=start_after,
+            settle=functools.partial(self.settle, tally=tally, names=None),
+            page_timeout_seconds=page_timeout_seconds,
+            on_page=page_done,
+        )
+        return tally
+
+    async def run_push(
+        self, pool: SenderPool[RowT, OutcomeT], ids: list[str] | None
+    ) -> PushTally[ResultT]:
+        """A push now: every live row (`ids` None: counts) or the listed ids (one result each,
+        in the caller's order)."""
+        tally = self.new_tally()
+        names = None if ids is None else self.names(ids)
+        await deliver(
+            pool,
+            names=names,
+            page_after=self.repo.page_after,
+            by_hashes=self.repo.by_hashes,
+            key=self.key,
+            settle=functools.partial(self.settle, tally=tally, names=names),
+            batch_size=self.batch_size,
+            tally=tally,
+            missing=self.missing,
+            name_of=self.name_of,
+        )
+        self.logger.info(
+            self.log_event,
+            tenant=self.app_id,
+            sent=tally.sent,
+            failed=tally.failed,
+            removed=tally.removed,
+        )
+        return tally
+
+    async def settle(
+        self,
+        settled: Settled[RowT, OutcomeT],
+        last: bool,
+        *,
+        tally: PushTally[ResultT],
+        names: dict[str, str] | None,
+    ) -> None:
+        """Count outcomes, name the ids the caller listed, meter them, delete the gone rows."""
+        gone: list[str] = []
+        counts: Counter[str] = Counter()
+        for row, outcome in settled:
+            status, reason = self.classify(outcome)
+            if status == "removed":
+                gone.append(self.key(row))
+            tally.count(status)
+            counts[status] += 1
+            if names is not None:
+                tally.results.append(self.result(names[self.key(row)], status, reason))
+        metric = self.outcome_metric()
+        if metric is not None:
+            for kind, count in counts.items():
+                metric.labels(outcome=kind).inc(count)
+        await self.repo.delete_hashes(gone)
+        self.after_settle(tally, settled, last)
 
 
 class TenantGates:

@@ -52,6 +52,8 @@ async def test_bench_scale_smoke(services: Services) -> None:
             "2",
             "--bloat-seconds",
             "3",
+            "--cleanup-interval",  # the default (60 s) would wait a minute per cohort
+            "1",
         ],
         cwd=ROOT,
         env=env,

@@ -75,7 +75,11 @@ class LoopStallDetector:
 
     async def _tick(self) -> None:
         while True:
-            self.worst = max(self.worst, await held_tick())
+            # Await first, then read `worst`: `max(self.worst, await ...)` would read it before
+            # the tick and write a value `take()` had cleared meanwhile back, so one hiccup
+            # would be charged to every request after it.
+            held = await held_tick()
+            self.worst = max(self.worst, held)
 
     async def __aenter__(self) -> LoopStallDetector:
         self._task = asyncio.create_task(self._tick())

@@ -3,8 +3,10 @@ senders, outcomes counted as they settle, and a per-tenant cap on requests in fl
 
 Why one module: both pushes read recipients from the database in keyset pages, send each with
 bounded concurrency while the next page is read, delete the recipients the push service calls
-gone, and report counts (a push to `all`) or one result per listed id. Only the row, the
-request and the meaning of an answer differ; those stay with each service.
+gone, and report counts (a push to `all`) or one result per listed id. `PushChannel` is that
+loop; only the row, the request and the meaning of an answer differ, and those stay with each
+service. A broadcast (`push_journaled`) is a pipeline: the pool's workers live across pages and
+each page is journaled as soon as its last row has an outcome, while the next one is sent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import bisect
 import functools
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -34,11 +36,27 @@ Settle = Callable[[Settled[RowT, OutcomeT], bool], Awaitable[None]]
 log = structlog.get_logger("stateless.kit.push.pushing")
 
 
+class _Batch(Generic[RowT, OutcomeT]):
+    """The rows of one page in a pool: their outcomes as they come, and how many are out."""
+
+    __slots__ = ("done", "out")
+
+    def __init__(self) -> None:
+        self.done: Settled[RowT, OutcomeT] = []
+        self.out = 0  # queued or being sent
+
+    def take(self) -> Settled[RowT, OutcomeT]:
+        done, self.done = self.done, []
+        return done
+
+
 class SenderPool(Generic[RowT, OutcomeT]):
     """Workers (spawned as rows arrive, at most `workers`) send the rows put in a short queue.
 
-    Rows in memory: one page plus `2 * workers`; outcomes collect in `done` until `take()`.
-    A send that raises is one failed row (`on_error()`), never the end of the push.
+    Each queued row carries the batch (page) it belongs to, so its outcome lands there, and the
+    workers live until `finish()` or `cancel()`, across pages. `changed` is set whenever a row
+    gets its outcome (a slot of the queue is free again by then). A send that raises is one
+    failed row (`on_error()`), never the end of the push.
     """
 
     def __init__(
@@ -50,30 +68,50 @@ class SenderPool(Generic[RowT, OutcomeT]):
         self._send = send
         self._workers = workers
         self._on_error = on_error
-        self._queue: asyncio.Queue[RowT | None] = asyncio.Queue(maxsize=workers)
+        self._queue: asyncio.Queue[tuple[_Batch[RowT, OutcomeT], RowT] | None] = asyncio.Queue(
+            maxsize=workers
+        )
         self._tasks: list[asyncio.Task[None]] = []
-        self.done: Settled[RowT, OutcomeT] = []
+        self._loose: _Batch[RowT, OutcomeT] = _Batch()  # rows of put(), outcomes for take()
+        self.changed = asyncio.Event()
 
     async def _work(self) -> None:
-        while (row := await self._queue.get()) is not None:
+        while (item := await self._queue.get()) is not None:
+            batch, row = item
             try:
                 outcome = await self._send(row)
             except Exception as exc:  # isolation boundary: one push, counted as failed
                 # The type only: a traceback's locals could hold a token or an endpoint.
                 log.error("push_send_failed", error=type(exc).__name__)
                 outcome = self._on_error()
-            self.done.append((row, outcome))
+            batch.done.append((row, outcome))
+            batch.out -= 1
+            self.changed.set()
 
-    async def put(self, row: RowT) -> None:
+    def _spawn(self) -> None:
         if len(self._tasks) < self._workers:
             self._tasks.append(asyncio.create_task(self._work()))
-        await self._queue.put(row)
+
+    def offer(self, batch: _Batch[RowT, OutcomeT], row: RowT) -> bool:
+        """Queue `row` under `batch` if the queue has room (False: wait for `changed`)."""
+        self._spawn()
+        if self._queue.full():
+            return False
+        self._queue.put_nowait((batch, row))
+        batch.out += 1
+        return True
+
+    async def put(self, row: RowT) -> None:
+        """Queue `row` (waiting for room); its outcome comes back from `take()`."""
+        self._spawn()
+        self._loose.out += 1
+        await self._queue.put((self._loose, row))
 
     def take(self) -> Settled[RowT, OutcomeT]:
-        done, self.done = self.done, []
-        return done
+        return self._loose.take()
 
     async def finish(self) -> Settled[RowT, OutcomeT]:
+        """Let every queued row get its outcome, stop the workers, return what `take()` would."""
         for _ in self._tasks:
             await self._queue.put(None)
         await asyncio.gather(*self._tasks)
@@ -164,6 +202,20 @@ class Page(Generic[RowT]):
     last: bool
 
 
+@dataclass(eq=False)
+class _OpenPage(Generic[RowT, OutcomeT]):
+    """A page read and not yet settled: how many of its rows are queued, their outcomes."""
+
+    page: Page[RowT]
+    deadline: float  # loop time: its read, send and settle end by then
+    batch: _Batch[RowT, OutcomeT] = field(default_factory=_Batch)
+    fed: int = 0  # rows queued so far
+
+    @property
+    def complete(self) -> bool:
+        return self.fed == len(self.page.rows) and self.batch.out == 0
+
+
 async def push_journaled(
     pool: SenderPool[RowT, OutcomeT],
     *,
@@ -173,22 +225,65 @@ async def push_journaled(
     page_timeout_seconds: float,
     on_page: Callable[[Page[RowT]], Awaitable[None]],
 ) -> None:
-    """A broadcast: page after page from `start_after`, each page sent and settled whole before
-    `on_page` records its cursor, so a run resumed from the last recorded cursor skips nobody
-    and repeats at most the page that was in flight. Each page (read, send, settle) is bounded
-    by `page_timeout_seconds` (TimeoutError); the pool's workers stop however it ends."""
+    """A broadcast: page after page from `start_after`, pipelined through one pool whose
+    workers live across pages. Page N+1 is read (and its rows queued) once page N's rows are
+    all queued, while they are still on the wire; page N is settled and `on_page` records its
+    cursor as soon as its last row has an outcome, while page N+1's rows go out.
+
+    - Order: pages settle and are recorded in key order, so a run resumed from the last
+      recorded cursor skips nobody and repeats at most what was in flight past it: the rows of
+      the next page, and the first rows of the one after (never more than two pages).
+    - Memory: at most two pages are held (read, not yet settled), plus the pool's queue.
+    - Database: `next_page`, `settle` and `on_page` (which share one session) are only ever
+      awaited from this one coroutine, one at a time; the workers never touch the database.
+    - Time: each page (read, send, settle) is bounded by `page_timeout_seconds` from the start
+      of its read (TimeoutError); the pool's workers stop however it ends (an error, a stop
+      raised by `on_page`, a timeout, a cancel).
+    """
+    loop = asyncio.get_running_loop()
     after = start_after
+    more = True  # pages left to read
+    pages: deque[_OpenPage[RowT, OutcomeT]] = deque()  # read, not settled: oldest first
+    bound: float | None = None
     try:
-        while True:
-            async with asyncio.timeout(page_timeout_seconds):
-                page = await next_page(after)
-                for row in page.rows:
-                    await pool.put(row)
-                await settle(await pool.finish(), page.last)
-            await on_page(page)
-            if page.last:
-                return
-            after = page.cursor
+        # One timer for the whole run, moved only when the page it bounds changes (not per row):
+        # always the deadline of the oldest open page, none while `on_page` runs.
+        async with asyncio.timeout(None) as limit:
+
+            def bound_by(when: float | None) -> None:
+                nonlocal bound
+                if when != bound:
+                    limit.reschedule(when)
+                    bound = when
+
+            while True:
+                head = pages[0] if pages else None
+                if head is not None and head.complete:
+                    bound_by(head.deadline)
+                    await settle(head.batch.take(), head.page.last)
+                    bound_by(None)
+                    await on_page(head.page)
+                    pages.popleft()
+                    if head.page.last:
+                        return
+                    continue
+                tail = pages[-1] if pages else None
+                if tail is not None and tail.fed < len(tail.page.rows):
+                    if pool.offer(tail.batch, tail.page.rows[tail.fed]):
+                        tail.fed += 1
+                        continue
+                elif more and len(pages) < 2:
+                    deadline = loop.time() + page_timeout_seconds
+                    bound_by(deadline if head is None else head.deadline)
+                    page = await next_page(after)
+                    pages.append(_OpenPage(page, deadline))
+                    more, after = not page.last, page.cursor
+                    continue
+                # Nothing to do until a row gets its outcome (which frees a slot in the queue).
+                assert head is not None
+                bound_by(head.deadline)
+                pool.changed.clear()
+                await pool.changed.wait()
     finally:
         await pool.cancel()
 

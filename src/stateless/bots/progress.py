@@ -83,3 +83,16 @@ class TaskJournal:
         self.saved = progress
         if cancelled:
             raise TaskCancelled
+
+    async def amend_cancelled(self, progress: dict[str, Any]) -> None:
+        """The last counts of a cancelled run (what its in-flight sends did after the cancel was
+        noticed); written only while the row is still this attempt's and cancelled."""
+        async with session_scope(self.maker) as session:
+            repo = BotTaskRepository(session, self.app_id)
+            if await repo.finish(
+                self.task_id,
+                {"progress_json": orjson.dumps(progress).decode()},
+                attempts=self.attempts,
+                status="cancelled",
+            ):
+                self.saved = progress

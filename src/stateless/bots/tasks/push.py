@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from stateless.bots.progress import TaskJournal, progress_counts
+from stateless.bots.progress import TaskCancelled, TaskJournal, progress_counts
 from stateless.bots.tasks.base import TaskDeps, TaskFailed, TaskRejected, TaskType
 from stateless.config import Settings
 from stateless.ios.schemas import PushIn
@@ -168,18 +168,32 @@ async def _broadcast_channel(
             state = {"cursor": None, "sent": 0, "failed": 0, "removed": 0, "total": total}
             await journal.record({**progress, channel: state})
 
+        tallies: list[PushTally[Any]] = []
+
         async def on_page(cursor: str | None, tally: PushTally[Any]) -> None:
+            tallies[:] = [tally]
             await session.commit()  # this page's deletions, before its cursor is recorded
             state.update(cursor=cursor, sent=tally.sent, failed=tally.failed, removed=tally.removed)
             await journal.record({**journal.saved, channel: dict(state)})
 
-        await service.broadcast(
-            body,  # type: ignore[arg-type]
-            start_after=state["cursor"],
-            counts=(state["sent"], state["failed"], state["removed"]),
-            on_page=on_page,
-            page_timeout_seconds=deps.settings.bot_timeout_seconds,
-        )
+        try:
+            await service.broadcast(
+                body,  # type: ignore[arg-type]
+                start_after=state["cursor"],
+                counts=(state["sent"], state["failed"], state["removed"]),
+                on_page=on_page,
+                page_timeout_seconds=deps.settings.bot_timeout_seconds,
+            )
+        except TaskCancelled:
+            # The sends under way when the cancel was noticed finished and were settled:
+            # their deletions and counts belong to the cancelled run's record.
+            await session.commit()
+            if tallies:
+                tally = tallies[0]
+                final = {**state, "sent": tally.sent, "failed": tally.failed}
+                final["removed"] = tally.removed
+                await journal.amend_cancelled({**journal.saved, channel: final})
+            raise
     await journal.record({**journal.saved, channel: {**state, "cursor": None, "done": True}})
 
 

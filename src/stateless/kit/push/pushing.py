@@ -118,6 +118,15 @@ class SenderPool(Generic[RowT, OutcomeT]):
         self._tasks = []
         return self.take()
 
+    async def wind_down(self) -> None:
+        """Send nothing more: drop the rows still queued, let the sends under way get their
+        outcomes, stop the workers. What went out is then counted, and nothing else went."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                item[0].out -= 1
+        await self.finish()
+
     async def cancel(self) -> None:
         """Stop the workers (a push that ended early); a no-op after `finish()`."""
         for task in self._tasks:
@@ -239,6 +248,9 @@ async def push_journaled(
     - Time: each page (read, send, settle) is bounded by `page_timeout_seconds` from the start
       of its read (TimeoutError); the pool's workers stop however it ends (an error, a stop
       raised by `on_page`, a timeout, a cancel).
+    - Stops: when `on_page` raises (a cancel noticed there), the rows of the next page already
+      taken by a worker finish and are settled, the rest are never sent, and the exception
+      goes up: the caller's counts then say exactly what went out.
     """
     loop = asyncio.get_running_loop()
     after = start_after
@@ -262,7 +274,18 @@ async def push_journaled(
                     bound_by(head.deadline)
                     await settle(head.batch.take(), head.page.last)
                     bound_by(None)
-                    await on_page(head.page)
+                    try:
+                        await on_page(head.page)
+                    except Exception:
+                        # A stop (a cancel, a lost lease) or a failure: the next page's rows
+                        # already on the wire finish and are settled, so what was sent is
+                        # counted; nothing more is sent.
+                        pages.popleft()
+                        bound_by(pages[0].deadline if pages else None)
+                        await pool.wind_down()
+                        for rest in pages:
+                            await settle(rest.batch.take(), False)
+                        raise
                     pages.popleft()
                     if head.page.last:
                         return

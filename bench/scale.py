@@ -441,7 +441,8 @@ async def section_broadcast(
     env = base_env(
         url,
         workdir,
-        RUN_BACKGROUND_JOBS="true",  # the broadcast runs on this server's own worker
+        # inline: the broadcast runs in the web process; worker: in `stateless worker` (niced)
+        RUN_BACKGROUND_JOBS="true" if args.broadcast_worker == "inline" else "false",
         BOT_POLL_INTERVAL_SECONDS="0.05",
         CLEANUP_INTERVAL_SECONDS="3600",
         APNS_PRODUCTION_URL=apns_url,
@@ -497,6 +498,9 @@ async def section_broadcast(
 
     server = Server(env, workdir).start()
     stack.callback(server.stop)
+    if args.broadcast_worker == "worker":
+        server.start_worker()
+    print(f"  broadcasts run in: {args.broadcast_worker}", flush=True)
     async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
         # warm up: TLS, HTTP/2 connections, provider token and VAPID JWT (bench/push.py's way)
         warm = await client.post(
@@ -525,7 +529,7 @@ async def section_broadcast(
         "/api/v1/ios/push",
         {"all": True, "alert": {"title": "Bench", "body": "Hello"}, "badge": 1},
     )
-    async with RssSampler(server.pid) as rss:
+    async with RssSampler(server.job_pid) as rss:
         job = asyncio.create_task(apns.run())
         started = time.monotonic()
         during = await measure_while(
@@ -558,7 +562,7 @@ async def section_broadcast(
 
     body = {"all": True, "notification": note}
     webpush = Broadcast(server, web, "/api/v1/web/push", body)
-    async with RssSampler(server.pid) as rss:
+    async with RssSampler(server.job_pid) as rss:
         await webpush.run()
     sent = int(webpush.result.get("sent", 0))
     rate = sent / webpush.seconds if webpush.seconds else 0.0
@@ -792,6 +796,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bloat-seconds", type=float, default=600.0)
     # The default setting: the leader wakes at the soonest expiry it saw, not only on the tick.
     parser.add_argument("--cleanup-interval", type=float, default=60.0)
+    parser.add_argument(
+        "--broadcast-worker",
+        choices=("worker", "inline"),
+        default="worker",
+        help="where broadcasts run: `stateless worker` beside the web process (as deployed), "
+        "or the web process itself (RUN_BACKGROUND_JOBS=true, the embedded default)",
+    )
     args = parser.parse_args(argv)
     if args.warmup is None:
         args.warmup = min(2.0, args.seconds / 2)

@@ -98,6 +98,7 @@ class Server:
         self.env = {**env, "PORT": str(self.port)}
         self.log_path = workdir / f"{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -124,6 +125,23 @@ class Server:
             raise RuntimeError(f"server did not start: {self.log_tail()}") from None
         return self
 
+    def start_worker(self) -> None:
+        """`stateless worker` beside the web process (RUN_BACKGROUND_JOBS off there), as
+        deployed: background work, broadcasts included, in a process of its own (niced)."""
+        with self.log_path.with_suffix(".worker.log").open("ab") as log:
+            self.worker = subprocess.Popen(
+                [str(BIN / "stateless"), "worker"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def job_pid(self) -> int:
+        """The process that runs background jobs: the worker when there is one."""
+        return self.worker.pid if self.worker is not None else self.pid
+
     def log_tail(self, chars: int = 1500) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
@@ -131,6 +149,12 @@ class Server:
         return int(psutil.Process(self.pid).memory_info().rss)
 
     def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.terminate()

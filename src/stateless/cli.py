@@ -245,8 +245,20 @@ async def _worker(settings: Settings) -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Lower this process's CPU priority by this much (0: unchanged), so on a shared "
+            "host the web process answers requests first while a broadcast or a cleanup runs.",
+        ),
+    ] = 10,
+) -> None:
     """Run background work only (cleanup, async tasks), so web replicas can skip it."""
+    if nice:
+        os.nice(nice)
     _run(_worker)
 
 

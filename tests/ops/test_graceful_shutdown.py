@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.ops.procs import STATELESS, base_env, free_port, run_cli, stop, wait_ready
@@ -193,6 +195,8 @@ def test_sigterm_stops_the_worker_cleanly(tmp_path: Path, server_env: dict[str, 
                 break
             banner += line
         assert b"worker running" in banner, banner.decode(errors="replace")
+        # it yields the CPU to the web process: ten steps below the niceness it started with
+        assert psutil.Process(proc.pid).nice() == min(19, os.nice(0) + 10)
         time.sleep(1.2)  # a couple of cleanup ticks at 0.5 s
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)

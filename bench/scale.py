@@ -6,8 +6,8 @@ Sections (`--only NAME`, repeatable; all by default), sizes times `--scale`:
 
 - load: `stateless serve` on a fresh, migrated Postgres database; register-token, drafts-read
   and entitlement-check (bench/http.py's scenarios) on near-empty tables, then 10,000,000 device
-  tokens of 1,000 other tenants + 1,000,000 drafts + 1,000,000 Web Push subscriptions loaded on
-  the server side, VACUUM ANALYZE, the same scenarios again on the same server. Targets: loaded
+  tokens of 1,000 other tenants + 1,000,000 drafts + 1,000,000 Web Push subscriptions +
+  1,000,000 entitlement sources loaded on the server side, VACUUM ANALYZE, the same scenarios again on the same server. Targets: loaded
   throughput >= 0.90x empty, p99 <= 1.25x.
 - datapath: the same database, no HTTP: the repositories' register upsert and draft read
   (wired as the app wires them, bench/datapath.py's way), empty vs loaded, same targets.
@@ -16,10 +16,11 @@ Sections (`--only NAME`, repeatable; all by default), sizes times `--scale`:
   (tests/peers/apns.py, its own process) on the server's own worker: pushes/s end to end
   (>= 5,000/s), server RSS growth (<= 50 MB), register-token of another tenant during the
   broadcast vs quiet (>= 0.70x); then 200,000 Web Push subscriptions (>= 2,000/s, <= 50 MB).
-- deletion: 10,000,000 tokens; 1,000,000 made to expire at one instant, the server's own
-  cleanup (leader, CLEANUP_INTERVAL_SECONDS=--cleanup-interval, default 60 as deployed; a pass
-  sees the cohort live first, as one written earlier) clears them (<= 60 s) while
-  register-token runs (>= 0.80x of quiet); then 5,000,000 (<= 300 s).
+- deletion: 10,000,000 tokens; a cohort of 1,000,000 more inserted with one expiry (as a
+  campaign's registrations are), the server's own cleanup (leader, CLEANUP_INTERVAL_SECONDS=
+  --cleanup-interval, default 60 as deployed; a pass sees the cohort live first) clears them
+  (<= 60 s after the expiry) while register-token runs (>= 0.80x of quiet); then 5,000,000
+  (<= 300 s).
 - bloat: the same 1,000,000 devices upserted again and again for --bloat-seconds with the
   repository's ON CONFLICT statement; heap and index sizes at the end <= 1.5x the first pass.
 
@@ -43,6 +44,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -333,19 +335,23 @@ async def section_load(
 
     empty_http, empty_direct = await round_of("empty")
     tokens = scaled(10_000_000, args.scale)
-    drafts = subs = scaled(1_000_000, args.scale)
+    drafts = subs = sources = scaled(1_000_000, args.scale)
     print(
         f"  loading {tokens:,} device tokens ({data.OTHER_TENANTS} other tenants),"
-        f" {drafts:,} drafts, {subs:,} web push subscriptions ...",
+        f" {drafts:,} drafts, {subs:,} web push subscriptions, {sources:,} entitlement"
+        " sources ...",
         flush=True,
     )
+    loaded_tables = ("ios_device_tokens", "drafts", "webpush_subscriptions", "entitlement_sources")
     seconds = await data.fill(url, "ios_device_tokens", tokens)
     seconds += await data.fill(url, "drafts", drafts)
     seconds += await data.fill(url, "webpush_subscriptions", subs)
-    vacuum = await data.vacuum_analyze(url, "ios_device_tokens", "drafts", "webpush_subscriptions")
-    found = await data.sizes(url, "ios_device_tokens", "drafts", "webpush_subscriptions")
+    seconds += await data.fill(url, "entitlement_sources", sources)
+    vacuum = await data.vacuum_analyze(url, *loaded_tables)
+    found = await data.sizes(url, *loaded_tables)
+    rows = tokens + drafts + subs + sources
     print(
-        f"  loaded in {seconds:.1f} s ({(tokens + drafts + subs) / seconds:,.0f} rows/s),"
+        f"  loaded in {seconds:.1f} s ({rows / seconds:,.0f} rows/s),"
         f" VACUUM ANALYZE {vacuum:.1f} s; {data.describe_sizes(found)}",
         flush=True,
     )
@@ -627,25 +633,21 @@ async def section_deletion(
     stack.push_async_callback(conn.close)
 
     for million, target in ((1, 60.0), (5, 300.0)):
-        count = min(scaled(million * 1_000_000, args.scale), tokens)
+        count = scaled(million * 1_000_000, args.scale)
+        # A cohort written earlier with one expiry, as a campaign's registrations are: the rows
+        # are inserted with it (other tenants, beside the 10,000,000), far enough ahead for the
+        # insert, the quiet measurement and one cleanup pass that sees them still live (every
+        # --cleanup-interval at the latest); the leader then comes back just after the expiry.
+        lead = count / 50_000 + args.seconds + args.warmup + args.cleanup_interval + 10.0
+        expiry = datetime.now(UTC) + timedelta(seconds=lead)
+        inserted = await data.fill(
+            url, "ios_device_tokens", count, salt=f"cohort-{million}", expires_at=expiry
+        )
+        await conn.execute("ANALYZE ios_device_tokens")
         quiet = await measure(register, server, args.connections, args.seconds, args.warmup)
         print(f"  register-token quiet: {describe(quiet)}", flush=True)
-        # One instant for all of them, far enough ahead for the UPDATE to commit first and for
-        # one cleanup pass (every --cleanup-interval at the latest) to see them still live: as
-        # with a cohort written earlier, the leader then comes back just after their expiry.
-        lead = max(2.0 + count / 100_000, args.cleanup_interval + 10.0)
-        began = time.perf_counter()
-        expiry = await conn.fetchval(
-            "WITH picked AS (SELECT ctid FROM ios_device_tokens WHERE app_id <> 'bench'"
-            " AND expires_at > now() + interval '1 day' LIMIT $1)"
-            " UPDATE ios_device_tokens t SET expires_at = now() + make_interval(secs => $2)"
-            " FROM picked WHERE t.ctid = picked.ctid RETURNING t.expires_at",
-            count,
-            lead,
-        )
-        updated = time.perf_counter() - began
-        late = updated - lead
-        await asyncio.sleep(max(0.0, lead - updated))
+        late = (datetime.now(UTC) - expiry).total_seconds()
+        await asyncio.sleep(max(0.0, -late))
         zero = time.perf_counter()
         watcher = asyncio.create_task(poll_until(Drained(conn), target * 3, 0.25))
         during = await measure_while(
@@ -654,7 +656,7 @@ async def section_deletion(
         finished = await watcher
         took = time.perf_counter() - zero
         print(
-            f"  {count:,} rows expiring at {expiry:%H:%M:%S} (UPDATE took {updated:.1f} s"
+            f"  {count:,} rows expiring at {expiry:%H:%M:%S} (inserted in {inserted:.1f} s"
             + (f", {late:.1f} s after the instant" if late > 0 else "")
             + f"): gone after {took:.1f} s{'' if finished else ' (NOT gone, gave up)'};"
             f" register-token during: {describe(during)}",

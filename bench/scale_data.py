@@ -42,6 +42,16 @@ _FILL = {
         " expires_at) SELECT {tenant}, left({hash}, 32), repeat('d', {sealed}), 64, now(),"
         " now() + interval '30 days' FROM generate_series($1::bigint, $2::bigint) g"
     ),
+    "entitlement_sources": (
+        "INSERT INTO entitlement_sources (app_id, source_hash, store, subject_hash,"
+        " subject_sealed, reference_sealed, product_id, state, environment, period_type,"
+        " will_renew, purchased_at, period_ends_at, event_at, last_event, verified_at,"
+        " created_at, expires_at) SELECT {tenant}, {hash}, 'app_store',"
+        " left(encode(sha256(int8send(g) || 'subject'::bytea), 'hex'), 43), repeat('u', {sealed}),"
+        " repeat('r', {sealed}), 'pro.monthly', 'active', 'production', 'normal', true, now(),"
+        " now() + interval '30 days', now(), 'SUBSCRIBED', now(), now(), now() + interval '30 days'"
+        " FROM generate_series($1::bigint, $2::bigint) g"
+    ),
     "webpush_subscriptions": (
         "INSERT INTO webpush_subscriptions (app_id, subscriber_hash, subscription_sealed,"
         " created_at, expires_at) SELECT {tenant}, {hash}, repeat('s', {sealed}), now(),"
@@ -52,6 +62,7 @@ _SEALED = {
     "ios_device_tokens": SEALED_TOKEN_CHARS,
     "drafts": SEALED_DRAFT_CHARS,
     "webpush_subscriptions": SEALED_SUBSCRIPTION_CHARS,
+    "entitlement_sources": SEALED_DRAFT_CHARS,
 }
 
 
@@ -85,9 +96,23 @@ class Databases:
             await admin.close()
 
 
-async def fill(url: str, table: str, rows: int, salt: str = "a", sessions: int = 2) -> float:
-    """`rows` rows of other tenants into `table`, server side; returns the seconds taken."""
+async def fill(
+    url: str,
+    table: str,
+    rows: int,
+    salt: str = "a",
+    sessions: int = 2,
+    expires_at: datetime | None = None,
+) -> float:
+    """`rows` rows of other tenants into `table`, server side; returns the seconds taken.
+    `expires_at`: one expiry for all of them (a cohort), instead of 30 days from now."""
     sql = _FILL[table].format(tenant=_TENANT, hash=_HASH.format(salt=salt), sealed=_SEALED[table])
+    extra: tuple[datetime, ...] = ()
+    if expires_at is not None:
+        expiry = "now() + interval '30 days' FROM"
+        assert sql.count(expiry) == 1, table
+        sql = sql.replace(expiry, "$3::timestamptz FROM")
+        extra = (expires_at,)
     ranges = [(lo, min(lo + CHUNK, rows) - 1) for lo in range(0, rows, CHUNK)]
     started = time.perf_counter()
 
@@ -97,7 +122,7 @@ async def fill(url: str, table: str, rows: int, salt: str = "a", sessions: int =
             await conn.execute("SET synchronous_commit = off")
             while ranges:
                 lo, hi = ranges.pop()
-                await conn.execute(sql, lo, hi)
+                await conn.execute(sql, lo, hi, *extra)
         finally:
             await conn.close()
 

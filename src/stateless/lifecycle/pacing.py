@@ -11,7 +11,9 @@ mistaken for one that is busy forever.
 
 The deadline sets a floor: rows are meant to be gone within about a minute of expiring
 (SPEC 2), so when the backlog could not drain before `deadline_seconds` at the current share,
-the share rises to what the deadline needs, capped at `max_share`. A quiet database drains a
+the share rises to what the deadline needs, capped at `max_share`, or at half the time while
+the batches show the database busy: a cohort too large for the minute then drains at half
+speed rather than taking the requests' time. A quiet database drains a
 million rows in seconds; a busy one keeps its requests and still meets the minute.
 """
 
@@ -32,6 +34,9 @@ class Pacer:
     max_share: float = 0.9
     share: float = 0.5
     congested_at: float = 1.5  # cost per row over the uncontended cost
+    # The deadline's floor while the database shows it is busy: requests keep at least half.
+    congested_deadline_share: float = 0.5
+    congested: bool = False
     relaxed_below: float = 1.2
     drift: float = 1.005  # the uncontended cost is re-learnt at 0.5 % per batch
     deadline_seconds: float = 45.0
@@ -58,7 +63,8 @@ class Pacer:
             base = self.base_cost
             self.base_cost = cost if base is None else min(cost, base * self.drift)
             ratio = cost / self.base_cost
-            if ratio > self.congested_at:
+            self.congested = ratio > self.congested_at
+            if self.congested:
                 self.share = max(self.min_share, self.share * 0.7)
             elif ratio < self.relaxed_below:
                 self.share = min(self.max_share, self.share + 0.05)
@@ -75,4 +81,5 @@ class Pacer:
         waited = self.oldest_age_seconds + (time.monotonic() - self.started)
         left_seconds = max(1.0, self.deadline_seconds - waited)
         needed = left_rows * self.cost / left_seconds
-        return min(self.max_share, max(self.min_share, needed))
+        cap = self.congested_deadline_share if self.congested else self.max_share
+        return min(cap, max(self.min_share, needed))

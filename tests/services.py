@@ -97,11 +97,12 @@ def _start_postgres(cleanups: list[object]) -> str:
         check=True,
         capture_output=True,
     )
-    cleanups.append(
-        lambda: subprocess.run(
-            [*run_as, pg_ctl, "-D", datadir, "-m", "fast", "stop"], capture_output=True
-        )
-    )
+
+    def stop() -> None:
+        subprocess.run([*run_as, pg_ctl, "-D", datadir, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(datadir, ignore_errors=True)  # its files go with it
+
+    cleanups.append(stop)
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 

@@ -53,6 +53,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
 from bench import scale_data as data
 from bench.http import Measured
@@ -447,6 +448,9 @@ async def section_broadcast(
     subscription = webpush_bench._subscription_files(workdir / "webpush")
     apns_peer, apns_url, apns_ca = apns_bench._start_peer(workdir / "apns", public_key)
     stack.callback(_stop_process, apns_peer)
+    # APNs and the Web Push services run elsewhere in a deployment: their stand-ins here get
+    # the CPU our processes leave (--peer-nice), not a share taken from the request path.
+    psutil.Process(apns_peer.pid).nice(args.peer_nice)
     env = base_env(
         url,
         workdir,
@@ -492,6 +496,7 @@ async def section_broadcast(
         workdir / "webpush", vapid_public, subscription, False, webpush_bench.DECRYPT_EVERY
     )
     stack.callback(_stop_process, web_peer)
+    psutil.Process(web_peer.pid).nice(args.peer_nice)
     env["WEBPUSH_CA_FILE"] = web_ca
 
     devices = scaled(1_000_000, args.scale, 10)
@@ -509,7 +514,9 @@ async def section_broadcast(
     stack.callback(server.stop)
     if args.broadcast_worker == "worker":
         server.start_worker()
-    print(f"  broadcasts run in: {args.broadcast_worker}", flush=True)
+    print(
+        f"  broadcasts run in: {args.broadcast_worker}; peers at nice {args.peer_nice}", flush=True
+    )
     async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
         # warm up: TLS, HTTP/2 connections, provider token and VAPID JWT (bench/push.py's way)
         warm = await client.post(
@@ -830,6 +837,12 @@ def main(argv: list[str] | None = None) -> int:
     # cannot upsert faster; 0 upserts as fast as the database takes them.
     parser.add_argument("--bloat-rate", type=float, default=2500.0)
     parser.add_argument("--cleanup-interval", type=float, default=60.0)
+    parser.add_argument(
+        "--peer-nice",
+        type=int,
+        default=10,
+        help="niceness of the APNs and Web Push peers (stand-ins for services on other hosts)",
+    )
     parser.add_argument(
         "--broadcast-worker",
         choices=("worker", "inline"),

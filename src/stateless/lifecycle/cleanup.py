@@ -274,7 +274,12 @@ class CleanupService:
     ) -> tuple[int, bool]:
         """One statement per batch, by physical row id (Postgres ctid, a TID scan; SQLite rowid):
         no rows travel to Python, no primary-key probes, locks held only for the batch, and on
-        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only.
+        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only, oldest first.
+
+        `ORDER BY expires_at` keeps the batch on the expiry index. Without it, once statistics
+        say a large share of the table has expired, the planner reads the table from its start
+        for `LIMIT n` rows it expects everywhere; a cohort written last sits at the end, and
+        each batch of 1,000 then read 6,600,000 rows (1.6 s, measured on 15,000,000).
 
         The batch's deletions per tenant go to the erasure counters in the same transaction:
         on Postgres inside the same statement (the deleted rows' app ids grouped and upserted
@@ -295,7 +300,8 @@ class CleanupService:
         if self.is_sqlite:
             sql = (
                 f"DELETE FROM {table} WHERE rowid IN ("  # noqa: S608 - table from metadata
-                f"SELECT rowid FROM {table} WHERE {condition} LIMIT :n) RETURNING app_id"
+                f"SELECT rowid FROM {table} WHERE {condition} ORDER BY expires_at LIMIT :n) "
+                "RETURNING app_id"
             )
             result = await session.execute(text(sql), params)
             by_tenant = Counter(str(app) for (app,) in result.all())
@@ -306,7 +312,8 @@ class CleanupService:
             params.update(kind=kind, hour=hour, bucket_expires=hour + BUCKET_LIFETIME)
             sql = (
                 f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
-                f"SELECT ctid FROM {table} WHERE {condition} LIMIT :n FOR UPDATE SKIP LOCKED)) "
+                f"SELECT ctid FROM {table} WHERE {condition} ORDER BY expires_at LIMIT :n "
+                "FOR UPDATE SKIP LOCKED)) "
                 "RETURNING app_id), "
                 "tally AS (SELECT app_id, count(*) AS n FROM gone GROUP BY app_id), "
                 "counted AS (INSERT INTO erasure_counts "
@@ -330,7 +337,7 @@ class CleanupService:
         """Load one batch, run the kind's hook on it (bodies before rows), then delete it.
         Answers the rows deleted per tenant and whether the kind is drained."""
         pk_columns = list(inspect(model).primary_key)
-        stmt = select(model).where(*conditions).limit(n)
+        stmt = select(model).where(*conditions).order_by(model.expires_at).limit(n)
         if not self.is_sqlite:
             stmt = stmt.with_for_update(skip_locked=True)
         rows = (await session.scalars(stmt)).all()

@@ -102,3 +102,26 @@ async def test_openapi_documents_415_for_json_bodies(client: Client) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert "415" in paths["/api/v1/drafts"]["post"]["responses"]
     assert "415" not in paths["/api/v1/drafts"]["get"]["responses"]
+
+
+def test_a_timeout_caused_in_the_driver_is_the_database_being_unavailable() -> None:
+    """A waiter handed another request's failed lookup sees the timeout with its own frames
+    only; its cause still comes from the driver, so it answers 503, not 500."""
+    from stateless.kit.web.errors import is_database_unavailable
+
+    driver: dict[str, object] = {"__name__": "asyncpg.connect_utils"}
+    exec("def connect():\n    raise ConnectionResetError('cancelled connect')\n", driver)
+
+    def waiter() -> None:
+        try:
+            driver["connect"]()  # type: ignore[operator]
+        except ConnectionResetError as exc:
+            raise TimeoutError() from exc
+
+    try:
+        waiter()
+    except TimeoutError as exc:
+        shared = exc
+    shared.__traceback__ = None  # as a waiter re-raising it from its own frames sees it
+    assert is_database_unavailable(shared)
+    assert not is_database_unavailable(TimeoutError())  # a timeout of ours is not the database

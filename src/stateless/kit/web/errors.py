@@ -279,11 +279,21 @@ def internal_error_response(request_id: str | None) -> Response:
 
 
 def _raised_in_database_driver(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(("asyncpg.", "sqlalchemy.")):
-            return True
-        tb = tb.tb_next
+    """Whether the error, or what caused it, came out of the driver. The chain counts: a
+    timeout shared with requests waiting on the same lookup (the tenant directory hands one
+    load's outcome to every waiter) reaches them with their own frames only, its cause (the
+    driver's cancelled connect) still says where it came from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            module = str(tb.tb_frame.f_globals.get("__name__", ""))
+            if module.startswith(("asyncpg.", "sqlalchemy.")):
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
     return False
 
 

@@ -39,6 +39,8 @@ from tests.conftest import Client, TenantHandle
 STALL_LIMIT_SECONDS = 0.25
 STALL_FACTOR = 50
 CALIBRATION_REQUESTS = 15
+# A case over budget is tried again up to this many times before it counts as a stall.
+STALL_REPEATS = 2
 VALUES_PER_POSITION = 6
 HEX_TOKEN = "ab" * 32
 # A subscription key pair as a browser sends it: an uncompressed P-256 point, a 16-byte secret.
@@ -242,6 +244,15 @@ def allowed(status: int, path: str) -> bool:
     return status in (502, 504) and ("/bots/" in path or "/ios/" in path)
 
 
+async def _held_by(
+    client: Client, detector: LoopStallDetector, method: str, url: str, **kwargs: Any
+) -> tuple[httpx.Response, float]:
+    detector.take()
+    response = await client.request(method, url.split("#")[0], **kwargs)
+    await asyncio.sleep(0.006)  # let the ticker report what this request did to the loop
+    return response, detector.take()
+
+
 async def send_checked(
     client: Client,
     detector: LoopStallDetector,
@@ -251,16 +262,19 @@ async def send_checked(
     what: str,
     **kwargs: Any,
 ) -> httpx.Response:
-    detector.take()
-    response = await client.request(method, url.split("#")[0], **kwargs)
-    await asyncio.sleep(0.006)  # let the ticker report what this request did to the loop
-    held = detector.take()
+    response, held = await _held_by(client, detector, method, url, **kwargs)
     if not allowed(response.status_code, url):
         failures.append(f"{what}: {response.status_code} {response.text[:200]}")
     elif response.status_code >= 400 and not response.headers.get("content-type", "").startswith(
         "application/problem+json"
     ):
         failures.append(f"{what}: {response.status_code} is not a problem")
+    for _ in range(STALL_REPEATS):
+        if held <= detector.budget:
+            break
+        # A hold that a hostile input causes comes back every time; a disk flush or a page-in
+        # on a busy machine does not. The case is charged its smallest hold of a few tries.
+        held = min(held, (await _held_by(client, detector, method, url, **kwargs))[1])
     if held > detector.budget:
         failures.append(
             f"{what}: held the event loop for {held * 1000:.0f} ms (budget "

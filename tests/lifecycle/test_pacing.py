@@ -6,13 +6,14 @@ from __future__ import annotations
 from stateless.lifecycle.pacing import Pacer
 
 
-def _feed(pacer: Pacer, cost_per_row: float, batches: int) -> float:
-    """Run `batches` full batches at `cost_per_row`; the rest after the last, per second of work."""
+def _feed(pacer: Pacer, cost_per_row: float, batches: int, others: int | None = None) -> float:
+    """Run `batches` full batches at `cost_per_row` (other sessions seen at work: `others`);
+    the rest after the last, per second of work."""
     rest = 0.0
     for _ in range(batches):
         rows = pacer.size
         elapsed = rows * cost_per_row
-        rest = pacer.after_batch(rows, elapsed) / elapsed
+        rest = pacer.after_batch(rows, elapsed, others) / elapsed
     return rest
 
 
@@ -62,3 +63,27 @@ def test_a_partial_batch_teaches_nothing() -> None:
     share, size = pacer.share, pacer.size
     pacer.after_batch(3, 1.0)  # 3 rows in a second: a short tail, not a slow database
     assert (pacer.share, pacer.size) == (share, size)
+
+
+def test_other_sessions_at_work_make_the_database_busy_though_costs_never_changed() -> None:
+    """Load present from the first batch on leaves the cost per row flat, so the costs alone
+    would take 90 % of the time; the sessions seen at work say the database is busy."""
+    alone = Pacer(max_batch=50_000)
+    assert _feed(alone, 30e-6, 20, others=0) < 0.12 and not alone.busy
+    shared = Pacer(max_batch=50_000)
+    assert _feed(shared, 30e-6, 20, others=3) > 8 and shared.busy  # the least share
+    assert shared.current_share == shared.min_share
+
+
+def test_a_busy_database_gets_what_the_deadline_needs_and_no_more() -> None:
+    """1,000,000 rows at 30 us need 30 s of deleting in the 45 s: about two thirds of the
+    time, not the 90 % a quiet database gets, nor a half that would miss the minute."""
+    cohort = Pacer(max_batch=50_000, backlog_rows=1_000_000)
+    _feed(cohort, 30e-6, 20, others=3)
+    assert 0.6 < cohort.current_share < 0.7
+    hopeless = Pacer(max_batch=50_000, backlog_rows=5_000_000)
+    _feed(hopeless, 30e-6, 20, others=3)  # 150 s of deleting: late at any share
+    assert hopeless.current_share == hopeless.congested_deadline_share
+    quiet = Pacer(max_batch=50_000, backlog_rows=5_000_000)
+    _feed(quiet, 30e-6, 20, others=0)
+    assert quiet.current_share == quiet.max_share

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from stateless.config import Settings
 from stateless.domains import open_container
@@ -155,3 +157,36 @@ async def test_sigterm_mid_run_leaves_no_partial_state(settings: Settings, tmp_p
     assert report.deleted["drafts"] == left
     assert await count_rows(settings, "drafts") == 1
     _ = datetime.now(UTC) - timedelta(0)
+
+
+async def test_cleanup_steps_back_while_other_sessions_work(settings: Settings) -> None:
+    """Each batch counts the other sessions working in the database (an open transaction
+    here): with one at work the pace falls to the least share, and every expired row still
+    goes; alone, the database is not counted busy."""
+    local = settings.model_copy(update={"cleanup_batch_size": 100})
+    await _seed_expired(local, 2_000)
+    other = create_async_engine(local.database_url)
+    try:
+        async with open_container(local) as container:
+            service = cleanup_service(container)
+            registry = container.metrics.registry
+
+            def gauge(name: str) -> float | None:
+                return registry.get_sample_value(name, {"kind": "drafts"})
+
+            async with other.connect() as conn, conn.begin():
+                await conn.execute(text("SELECT 1"))  # idle in transaction: a session at work
+                report = await service.run_once()
+            assert report.deleted["drafts"] == 2_000
+            assert await count_rows(local, "drafts") == 0
+            busy = gauge("stateless_cleanup_others_at_work")
+            assert busy is not None and busy >= 0.9
+            assert gauge("stateless_cleanup_share") == pytest.approx(0.1)
+
+            await _seed_expired(local, 2_000)
+            report = await service.run_once()
+            assert report.deleted["drafts"] == 2_000
+            alone = gauge("stateless_cleanup_others_at_work")
+            assert alone is not None and alone < 0.5
+    finally:
+        await other.dispose()

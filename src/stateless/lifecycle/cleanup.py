@@ -41,6 +41,27 @@ class CleanupReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """What one batch did: rows deleted, whether the kind is drained, and how many other
+    sessions were working in the database meanwhile (Postgres; None where unknown)."""
+
+    deleted: int
+    drained: bool
+    others: int | None = None
+
+
+BatchFn = Callable[[ExpiringKind, int], Awaitable[Batch]]
+
+# Other client sessions of this database that are running a statement or are inside a
+# transaction: the requests cleanup shares the database with. Read in the batch's own statement.
+_OTHERS_AT_WORK = (
+    "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+    "AND state IN ('active', 'idle in transaction'))"
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Backlog:
     """Expired rows of one kind not yet erased, and how long the oldest has waited (whole
     seconds, 0 when there is none)."""
@@ -158,7 +179,7 @@ class CleanupService:
     async def _run(
         self,
         stop: asyncio.Event | None,
-        batch: Callable[[ExpiringKind, int], Awaitable[tuple[int, bool]]],
+        batch: BatchFn,
         backlog: Mapping[str, Backlog],
     ) -> CleanupReport:
         report = CleanupReport()
@@ -199,25 +220,27 @@ class CleanupService:
         self,
         kind: ExpiringKind,
         stop: asyncio.Event | None,
-        batch: Callable[[ExpiringKind, int], Awaitable[tuple[int, bool]]],
+        batch: BatchFn,
         pacer: Pacer,
     ) -> int:
         total = 0
         while True:
             started = time.perf_counter()
-            deleted, drained = await batch(kind, pacer.size)
+            done = await batch(kind, pacer.size)
             elapsed = time.perf_counter() - started
-            total += deleted
-            if deleted:
-                self.metrics.cleanup_deleted.labels(kind=kind.kind).inc(deleted)
-            if drained or (stop is not None and stop.is_set()):
+            total += done.deleted
+            if done.deleted:
+                self.metrics.cleanup_deleted.labels(kind=kind.kind).inc(done.deleted)
+            if done.drained or (stop is not None and stop.is_set()):
                 return total
             # Yield the database for as long as the pacer says (busy database: longer).
-            await asyncio.sleep(pacer.after_batch(deleted, elapsed))
+            rest = pacer.after_batch(done.deleted, elapsed, done.others)
+            self.metrics.cleanup_share.labels(kind=kind.kind).set(pacer.current_share)
+            if pacer.others is not None:
+                self.metrics.cleanup_others_at_work.labels(kind=kind.kind).set(pacer.others)
+            await asyncio.sleep(rest)
 
-    async def _expired_batch(
-        self, kind: ExpiringKind, app_id: str | None, n: int
-    ) -> tuple[int, bool]:
+    async def _expired_batch(self, kind: ExpiringKind, app_id: str | None, n: int) -> Batch:
         model: Any = kind.model
         async with self.sessionmaker() as session:
             if kind.before_delete is None:
@@ -230,13 +253,13 @@ class CleanupService:
                     session, kind, model, conditions, n
                 )
                 await self._count_erased(session, kind.kind, by_tenant)
-                result = (sum(by_tenant.values()), drained)
+                result = Batch(sum(by_tenant.values()), drained)
             await session.commit()
         return result
 
     async def _tenant_batch(
         self, kind: ExpiringKind, tenant: TenantContext | VerifiedAppId, app_id: str, n: int
-    ) -> tuple[int, bool]:
+    ) -> Batch:
         model: Any = kind.model
         async with self.sessionmaker() as session:
             if kind.before_delete is None:
@@ -249,7 +272,7 @@ class CleanupService:
                 )
             await self._count_erased(session, kind.kind, by_tenant)
             await session.commit()
-        return sum(by_tenant.values()), drained
+        return Batch(sum(by_tenant.values()), drained)
 
     async def _count_erased(
         self, session: AsyncSession, kind: str, by_tenant: Mapping[str, int]
@@ -271,7 +294,7 @@ class CleanupService:
 
     async def _delete_batch_direct(
         self, session: AsyncSession, kind: str, model: Any, app_id: str | None, n: int
-    ) -> tuple[int, bool]:
+    ) -> Batch:
         """One statement per batch, by physical row id (Postgres ctid, a TID scan; SQLite rowid):
         no rows travel to Python, no primary-key probes, locks held only for the batch, and on
         Postgres SKIP LOCKED so it never waits on a writer. Expired rows only, oldest first.
@@ -284,7 +307,8 @@ class CleanupService:
         The batch's deletions per tenant go to the erasure counters in the same transaction:
         on Postgres inside the same statement (the deleted rows' app ids grouped and upserted
         by data-modifying CTEs: a separate upsert cost a round trip per batch and, measured,
-        most of the batch's time budget); SQLite returns each deleted row's app id."""
+        most of the batch's time budget); SQLite returns each deleted row's app id. On Postgres
+        the same statement counts the other sessions at work, for the pacer."""
         table = model.__table__.name  # our own metadata, never user input
         now = self.clock()
         # SQLite keeps naive UTC text in SQLAlchemy's format (see UTCDateTime)
@@ -307,29 +331,29 @@ class CleanupService:
             by_tenant = Counter(str(app) for (app,) in result.all())
             await self._count_erased(session, kind, by_tenant)
             deleted = sum(by_tenant.values())
-        else:
-            # The batch need not wait for its WAL to reach the disk: a crash can only lose whole
-            # batches (rows and their counts together), which were expired, invisible, and go
-            # again on the next pass. Requests' own commits then stop queueing behind a burst
-            # of deletion WAL flushes.
-            await session.execute(text("SET LOCAL synchronous_commit = off"))
-            hour = hour_of(now)
-            params.update(kind=kind, hour=hour, bucket_expires=hour + BUCKET_LIFETIME)
-            sql = (
-                f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
-                f"SELECT ctid FROM {table} WHERE {condition} ORDER BY expires_at LIMIT :n "
-                "FOR UPDATE SKIP LOCKED)) "
-                "RETURNING app_id), "
-                "tally AS (SELECT app_id, count(*) AS n FROM gone GROUP BY app_id), "
-                "counted AS (INSERT INTO erasure_counts "
-                "(app_id, kind, hour, erased, created_at, expires_at) "
-                "SELECT app_id, :kind, :hour, n, :now, :bucket_expires FROM tally "
-                "ON CONFLICT (app_id, kind, hour) "
-                "DO UPDATE SET erased = erasure_counts.erased + excluded.erased) "
-                "SELECT coalesce(sum(n), 0) FROM tally"
-            )
-            deleted = int((await session.execute(text(sql), params)).scalar_one())
-        return deleted, deleted < n
+            return Batch(deleted, deleted < n)
+        # The batch need not wait for its WAL to reach the disk: a crash can only lose whole
+        # batches (rows and their counts together), which were expired, invisible, and go
+        # again on the next pass. Requests' own commits then stop queueing behind a burst
+        # of deletion WAL flushes.
+        await session.execute(text("SET LOCAL synchronous_commit = off"))
+        hour = hour_of(now)
+        params.update(kind=kind, hour=hour, bucket_expires=hour + BUCKET_LIFETIME)
+        sql = (
+            f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
+            f"SELECT ctid FROM {table} WHERE {condition} ORDER BY expires_at LIMIT :n "
+            "FOR UPDATE SKIP LOCKED)) "
+            "RETURNING app_id), "
+            "tally AS (SELECT app_id, count(*) AS n FROM gone GROUP BY app_id), "
+            "counted AS (INSERT INTO erasure_counts "
+            "(app_id, kind, hour, erased, created_at, expires_at) "
+            "SELECT app_id, :kind, :hour, n, :now, :bucket_expires FROM tally "
+            "ON CONFLICT (app_id, kind, hour) "
+            "DO UPDATE SET erased = erasure_counts.erased + excluded.erased) "
+            f"SELECT coalesce(sum(n), 0), {_OTHERS_AT_WORK} FROM tally"
+        )
+        deleted, others = (await session.execute(text(sql), params)).one()
+        return Batch(int(deleted), int(deleted) < n, int(others))
 
     async def _delete_batch_with_rows(
         self,

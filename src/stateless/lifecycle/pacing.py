@@ -9,12 +9,18 @@ increase): the AIMD rule TCP uses for the same problem. The uncontended cost is 
 slowly (it drifts up a little per batch), so a database that got slower for good is not
 mistaken for one that is busy forever.
 
+A cost that was contended from the first batch on looks uncontended to that rule, so on
+Postgres each batch also reports how many other sessions were working in the database (active
+or inside a transaction, read from `pg_stat_activity` in the batch's own statement). While
+others work, the database is busy whatever the costs say: cleanup takes the least share that
+still meets the deadline, and leaves the rest of the time to the requests.
+
 The deadline sets a floor: rows are meant to be gone within about a minute of expiring
 (SPEC 2), so when the backlog could not drain before `deadline_seconds` at the current share,
-the share rises to what the deadline needs, capped at `max_share`, or at half the time while
-the batches show the database busy: a cohort too large for the minute then drains at half
-speed rather than taking the requests' time. A quiet database drains a
-million rows in seconds; a busy one keeps its requests and still meets the minute.
+the share rises to what the deadline needs, up to `max_share`. A backlog the deadline cannot
+be met for even at `max_share` while the database is busy drains at half the time instead:
+it is late either way, and the requests keep their half. A quiet database drains a million
+rows in seconds; a busy one keeps most of its time and still meets the minute.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ class Pacer:
     congested_deadline_share: float = 0.5
     congested: bool = False
     relaxed_below: float = 1.2
+    # Other sessions at work (smoothed) from which the database counts as busy.
+    busy_at: float = 0.5
+    others: float | None = None
     drift: float = 1.005  # the uncontended cost is re-learnt at 0.5 % per batch
     deadline_seconds: float = 45.0
     backlog_rows: int | None = None  # expired rows when the pass began, if measured
@@ -53,9 +62,17 @@ class Pacer:
         if self.size <= 0:
             self.size = min(self.max_batch, max(self.min_batch, 1000))
 
-    def after_batch(self, rows: int, elapsed: float) -> float:
-        """Record a batch; answer how long to rest before the next one (seconds)."""
+    @property
+    def busy(self) -> bool:
+        """Other sessions were seen working in the database (Postgres only)."""
+        return self.others is not None and self.others >= self.busy_at
+
+    def after_batch(self, rows: int, elapsed: float, others: int | None = None) -> float:
+        """Record a batch (and the other sessions seen working during it, when known); answer
+        how long to rest before the next one (seconds)."""
         self.deleted += rows
+        if others is not None:
+            self.others = others if self.others is None else 0.7 * self.others + 0.3 * others
         full = rows >= self.size
         if full and rows > 0 and elapsed > 0:
             cost = elapsed / rows
@@ -63,15 +80,20 @@ class Pacer:
             base = self.base_cost
             self.base_cost = cost if base is None else min(cost, base * self.drift)
             ratio = cost / self.base_cost
-            self.congested = ratio > self.congested_at
+            self.congested = ratio > self.congested_at or self.busy
             if self.congested:
                 self.share = max(self.min_share, self.share * 0.7)
             elif ratio < self.relaxed_below:
                 self.share = min(self.max_share, self.share + 0.05)
             wanted = int(self.batch_target_seconds / self.cost)
             self.size = min(self.max_batch, max(self.min_batch, wanted, self.size // 2))
-        share = max(self.share, self.deadline_share())
+        share = self.current_share
         return elapsed * (1 - share) / share
+
+    @property
+    def current_share(self) -> float:
+        """The share of the time cleanup deletes now: the load's, or the deadline's if higher."""
+        return max(self.share, self.deadline_share())
 
     def deadline_share(self) -> float:
         """The share of the time the rest of the backlog needs to be gone by the deadline."""
@@ -81,5 +103,6 @@ class Pacer:
         waited = self.oldest_age_seconds + (time.monotonic() - self.started)
         left_seconds = max(1.0, self.deadline_seconds - waited)
         needed = left_rows * self.cost / left_seconds
-        cap = self.congested_deadline_share if self.congested else self.max_share
-        return min(cap, max(self.min_share, needed))
+        if needed > self.max_share and self.congested:
+            return self.congested_deadline_share  # late whatever the share: requests keep half
+        return min(self.max_share, max(self.min_share, needed))

@@ -73,6 +73,20 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # The pace of the last cleanup batch per kind: the share of the time it deletes, and the
+        # other sessions it saw working in the database (Postgres), which make it step back.
+        self.cleanup_share = Gauge(
+            "stateless_cleanup_share",
+            "Share of the time the last cleanup batch gave to deleting (the rest is rest)",
+            ["kind"],
+            registry=r,
+        )
+        self.cleanup_others_at_work = Gauge(
+            "stateless_cleanup_others_at_work",
+            "Other database sessions at work during the last cleanup batches (smoothed)",
+            ["kind"],
+            registry=r,
+        )
         self.oldest_expired_age = Gauge(
             "stateless_oldest_expired_age_seconds",
             "How long the oldest expired row had waited for erasure when the last pass began",

@@ -270,8 +270,11 @@ class Sandbox:
         return base, proc
 
     def log_tail(self, log_name: str, chars: int = 2000) -> str:
+        return self.log_text(log_name)[-chars:]
+
+    def log_text(self, log_name: str) -> str:
         path = self.root / log_name
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

@@ -77,7 +77,6 @@ from bench.scale_app import (
 SECTIONS = ("load", "datapath", "sqlite", "broadcast", "deletion", "bloat")
 LOAD_SCENARIOS = ("register-token", "drafts-read", "entitlement-check")
 SQLITE_SCENARIOS = ("register-token", "drafts-read")
-SQLITE_ROUNDS = 5  # alternating empty/loaded windows per scenario (rounds vary by +-15 % here)
 
 
 # -- results --------------------------------------------------------------------------------
@@ -401,7 +400,7 @@ async def section_sqlite(
         for label, server in servers.items()
     }
     windows: dict[tuple[str, str], list[Measured]] = {}
-    for round_no in range(1, SQLITE_ROUNDS + 1):
+    for round_no in range(1, args.sqlite_rounds + 1):
         for name in SQLITE_SCENARIOS:
             for label in ("empty", "loaded"):
                 got = await measure(
@@ -851,6 +850,12 @@ def main(argv: list[str] | None = None) -> int:
         help="connections of the other tenant's register-token load beside a broadcast",
     )
     parser.add_argument("--datapath-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--sqlite-rounds",
+        type=int,
+        default=5,
+        help="alternating empty/loaded windows per SQLite scenario (rounds vary by 15 %% here)",
+    )
     parser.add_argument("--bloat-seconds", type=float, default=600.0)
     # The default setting: the leader wakes at the soonest expiry it saw, not only on the tick.
     # What one box's register-token sustains (the load section: 2,267-2,416 req/s): the API

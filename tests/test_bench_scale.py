@@ -54,6 +54,8 @@ async def test_bench_scale_smoke(services: Services) -> None:
             "3",
             "--cleanup-interval",  # the default (60 s) would wait a minute per cohort
             "1",
+            "--sqlite-rounds",
+            "1",
         ],
         cwd=ROOT,
         env=env,

@@ -17,9 +17,11 @@ still meets the deadline, and leaves the rest of the time to the requests.
 
 The deadline sets a floor: rows are meant to be gone within about a minute of expiring
 (SPEC 2), so when the backlog could not drain before `deadline_seconds` at the current share,
-the share rises to what the deadline needs, up to `max_share`. A backlog the deadline cannot
-be met for even at `max_share` while the database is busy drains at half the time instead:
-it is late either way, and the requests keep their half. A quiet database drains a million
+the share rises to what the deadline needs (aiming at three quarters of the time left, so a
+cost that rises late still fits), up to `max_share`. A backlog the deadline cannot be met for
+even at `max_share`, judged at the first measured cost, drains at half the time while the
+database is busy: it is late either way, and the requests keep their half. A backlog that was
+within reach is never halved for falling behind; it gets up to `max_share` to catch up. A quiet database drains a million
 rows in seconds; a busy one keeps most of its time and still meets the minute.
 """
 
@@ -49,6 +51,12 @@ class Pacer:
     others: float | None = None
     drift: float = 1.005  # the uncontended cost is re-learnt at 0.5 % per batch
     deadline_seconds: float = 45.0
+    # The pace aims to be done by this part of the time left, so a cost that rises late in
+    # the drain (a checkpoint, a busier minute) still finds room before the deadline.
+    aim: float = 0.75
+    # Whether the backlog could not go by the deadline even at `max_share`, judged once, at
+    # the first measured cost; only such a backlog is held to half the time while busy.
+    hopeless: bool | None = None
     backlog_rows: int | None = None  # expired rows when the pass began, if measured
     oldest_age_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -102,7 +110,9 @@ class Pacer:
         left_rows = max(0, self.backlog_rows - self.deleted)
         waited = self.oldest_age_seconds + (time.monotonic() - self.started)
         left_seconds = max(1.0, self.deadline_seconds - waited)
-        needed = left_rows * self.cost / left_seconds
-        if needed > self.max_share and self.congested:
-            return self.congested_deadline_share  # late whatever the share: requests keep half
+        if self.hopeless is None:
+            self.hopeless = left_rows * self.cost / left_seconds > self.max_share
+        if self.hopeless and self.congested:
+            return self.congested_deadline_share  # late at any share: requests keep half
+        needed = left_rows * self.cost / max(1.0, left_seconds * self.aim)
         return min(self.max_share, max(self.min_share, needed))

@@ -565,13 +565,20 @@ async def leader_killed(shared: Shared) -> Outcome:
             await asyncio.sleep(0.05)
         new_port = await _leader_port(conn)
         new_leader = _owner_of_port([psutil.Process(follower.pid)], new_port) if new_port else None
+        # The pass logs after its last batch commits (and after the counters' purge): give the
+        # follower until its log shows the pass before stopping it, or a busy machine stops
+        # it in between and the log shows none.
+        follower_log = f"worker-{workers.index(follower)}.log"
+        logged_by = time.monotonic() + LEADER_PATIENCE
+        passes = _passes_after_takeover(box.log_text(follower_log))
+        while deleted_after is not None and not passes and time.monotonic() < logged_by:
+            await asyncio.sleep(0.1)
+            passes = _passes_after_takeover(box.log_text(follower_log))
     finally:
         await conn.close()
         for w in workers:
             kill(w)
     took_over = new_leader is not None
-    follower_log = f"worker-{workers.index(follower)}.log"
-    passes = _passes_after_takeover(box.log_text(follower_log))
     # Judged by what happened, not by a clock a busy machine stretches: the follower took the
     # lock, and its first pass that deleted anything deleted all of them (it led from the
     # check after the kill and lost no pass). The time is the figure; on a quiet machine it is

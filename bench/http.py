@@ -14,6 +14,10 @@ request, and the database connections opened after warm-up (the pool must not ch
 first line says which. Quick single scenario: `make bench BENCH_ARGS="--only register-token
 --seconds 3"`. Everything runs on 127.0.0.1 in a throwaway Postgres database, SQLite file and
 Redis key prefix; it stops by itself. BENCH_DATABASE_URL / BENCH_REDIS_URL choose the servers.
+
+`--before GIT_REF` serves that commit's tree too, beside this one, on the same database against
+the same reference and in the same alternating rounds, and prints the change in each ratio: two
+separate runs differ by more than a change's effect (run-to-run drift reached 0.14 here).
 """
 
 from __future__ import annotations
@@ -397,29 +401,36 @@ class Runner:
         measured.server_cpu = process_cpu(server.pid) - cpu
         return measured
 
-    async def measure_pair(
-        self, scenario: Scenario, ours: Server, ref: Server, watch: ConnectionWatch | None
-    ) -> tuple[Measured, Measured, list[float]]:
-        """Both sides warmed up, then measured in alternating rounds (ours, reference, ours,
-        ...), so a machine whose speed drifts during the run (other tenants of the host, CPU
-        boost) shifts both sides alike instead of whichever ran second."""
-        await self._load(scenario, ours.port, 3.0)  # warm-up: pools fill, caches load
-        await self._load(scenario, ref.port, 3.0)
+    async def measure(
+        self, scenario: Scenario, subjects: list[Server], watch: ConnectionWatch | None
+    ) -> tuple[list[Measured], list[list[float]]]:
+        """Every subject warmed up, then measured in alternating rounds (ours, [before,]
+        reference, then the next order in turn), so a machine whose speed drifts during the run (other tenants of
+        the host, CPU boost) shifts every side alike instead of whichever ran last. The last
+        subject is the reference; the ratios are each other subject's rate over it, by round."""
+        for subject in subjects:
+            await self._load(scenario, subject.port, 3.0)  # warm-up: pools fill, caches load
         if watch is not None:
             await watch.start()
         length = self.seconds / self.rounds
-        mine: list[Measured] = []
-        theirs: list[Measured] = []
-        for _ in range(self.rounds):
-            mine.append(await self._round(scenario, ours, length))
-            theirs.append(await self._round(scenario, ref, length))
-        combined = combine(mine)
+        rounds: list[list[Measured]] = [[] for _ in subjects]
+        for n in range(self.rounds):
+            # each round starts one subject later: none always follows the same neighbour
+            # (a write-heavy side leaves checkpoints and vacuum to whoever comes next)
+            order = [(n + k) % len(subjects) for k in range(len(subjects))]
+            for k in order:
+                rounds[k].append(await self._round(scenario, subjects[k], length))
+        combined = [combine(side) for side in rounds]
         if watch is not None:
-            combined.connections_opened = await watch.stop()
+            combined[0].connections_opened = await watch.stop()
         ratios = [
-            m.rate / t.rate if t.rate else float("nan") for m, t in zip(mine, theirs, strict=True)
+            [
+                m.rate / t.rate if t.rate else float("nan")
+                for m, t in zip(side, rounds[-1], strict=True)
+            ]
+            for side in rounds[:-1]
         ]
-        return combined, combine(theirs), ratios
+        return combined, ratios
 
 
 def combine(rounds: list[Measured]) -> Measured:
@@ -484,6 +495,32 @@ def report(
     return line + "\n" + detail
 
 
+def report_before(
+    ref_name: str, then: Measured, ref: Measured, now: Measured, ratios: list[list[float]]
+) -> tuple[str, float]:
+    """The tree before a change, measured in the same rounds against the same reference: its
+    ratio, and the change in ratio (now minus before), overall and by round."""
+    before_ratio = then.rate / ref.rate if ref.rate else float("nan")
+    now_ratio = now.rate / ref.rate if ref.rate else float("nan")
+    change = now_ratio - before_ratio
+    by_round = " ".join(f"{a - b:+.2f}" for a, b in zip(ratios[0], ratios[1], strict=True))
+    line = (
+        f"    before ({ref_name}): {then.rate:.0f} req/s, ratio {before_ratio:.2f},"
+        f" p99 {then.p99_ms:.1f} ms | change in ratio {change:+.2f} (by round {by_round})"
+    )
+    return line, change
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """A commit's files (git archive), for serving the tree before a change beside this one."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def spawn(
     cmd: list[str], env: dict[str, str], profile_to: str | None = None
 ) -> subprocess.Popen[bytes]:
@@ -546,13 +583,15 @@ async def main(
     tool: str,
     profile_dir: str | None = None,
     rounds: int = 4,
+    before: str | None = None,
 ) -> None:
     name = f"stateless_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = ADMIN_URL.rpartition("/")
     workdir = Path(tempfile.mkdtemp(prefix=name))
-    ours_port, bare_port, floor_port, peer_port = (free_port() for _ in range(4))
+    ours_port, bare_port, floor_port, peer_port, before_port = (free_port() for _ in range(5))
+    before_tree = export_tree(before, workdir / "before") if before else None
     secret = secrets.token_urlsafe(48)
     env = {
         **os.environ,
@@ -589,6 +628,8 @@ async def main(
         "127.0.0.1",
     ]
 
+    changes: dict[str, float] = {}
+
     def profile(side: str, db: str) -> str | None:
         return str(Path(profile_dir) / f"{side}-{db}.txt") if profile_dir else None
 
@@ -609,6 +650,13 @@ async def main(
                 profile("floor", db),
             ),
         ]
+        if before_tree is not None:
+            before_env = {
+                **phase_env,
+                "PORT": str(before_port),
+                "PYTHONPATH": f"{before_tree / 'src'}{os.pathsep}{before_tree}",
+            }
+            started.append(spawn([str(BIN / "stateless"), "serve"], before_env))
         if db == "postgres":
             started.append(spawn([str(BIN / "stateless"), "worker"], phase_env))
             started.append(
@@ -619,9 +667,12 @@ async def main(
         wait_ready(f"http://127.0.0.1:{floor_port}/docs")
         if db == "postgres":
             wait_ready(f"http://127.0.0.1:{bare_port}/health")
+        if before_tree is not None:
+            wait_ready(f"http://127.0.0.1:{before_port}/health/ready")
         ours = Server(ours_port, server_pid(started[0], bool(profile_dir)))
         floor = Server(floor_port, server_pid(started[1], bool(profile_dir)))
-        bare = Server(bare_port, started[3].pid) if db == "postgres" else floor
+        bare = Server(bare_port, started[-1].pid) if db == "postgres" else floor
+        then = [Server(before_port, started[2].pid)] if before_tree is not None else []
         draft = httpx.post(
             f"http://127.0.0.1:{ours_port}/api/v1/drafts",
             headers={"X-App-ID": "bench", "Authorization": f"Bearer {keys['publishable_key']}"},
@@ -632,8 +683,13 @@ async def main(
         for scenario_name in names:
             scenario = table[scenario_name]
             reference = floor if scenario.reference == "floor" else bare
-            mine, ref, ratios = await runner.measure_pair(scenario, ours, reference, watch)
-            print(report(scenario_name, scenario, mine, ref, tool, ratios), flush=True)
+            measured, ratios = await runner.measure(scenario, [ours, *then, reference], watch)
+            mine, ref = measured[0], measured[-1]
+            print(report(scenario_name, scenario, mine, ref, tool, ratios[0]), flush=True)
+            if then:
+                line, change = report_before(before or "", measured[1], ref, mine, ratios)
+                changes[scenario_name] = change
+                print(line, flush=True)
         for proc in started:
             proc.send_signal(signal.SIGINT if profile_dir else signal.SIGTERM)
         for proc in started:
@@ -651,6 +707,14 @@ async def main(
             await phase("sqlite", lite, f"sqlite+aiosqlite:///{workdir / 'bench.db'}")
         if profile_dir:
             print(f"py-spy profiles (raw, collapsed stacks) in {profile_dir}", flush=True)
+        if changes:
+            worst = max(changes, key=lambda k: abs(changes[k]))
+            print(
+                f"change against {before}: largest {changes[worst]:+.2f} ({worst});"
+                f" {sum(abs(c) <= 0.05 for c in changes.values())} of {len(changes)}"
+                " scenarios within 0.05",
+                flush=True,
+            )
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -690,6 +754,12 @@ if __name__ == "__main__":
         help="auto: wrk when installed, else the Python generator",
     )
     parser.add_argument(
+        "--before",
+        metavar="GIT_REF",
+        help="also serve this commit's tree (same database, same reference, same rounds) and"
+        " print the change in each ratio: the check that a change does not cost speed",
+    )
+    parser.add_argument(
         "--profile-dir",
         help="record py-spy profiles (ours and the floor, same run) into this directory",
     )
@@ -700,5 +770,13 @@ if __name__ == "__main__":
     if args.profile_dir:
         Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(
-        main(args.seconds, args.connections, args.only, chosen, args.profile_dir, args.rounds)
+        main(
+            args.seconds,
+            args.connections,
+            args.only,
+            chosen,
+            args.profile_dir,
+            args.rounds,
+            args.before,
+        )
     )

@@ -136,17 +136,25 @@ class CleanupService:
     async def backlog(self) -> dict[str, Backlog]:
         """Every tenant's expired rows awaiting erasure, per kind: one index range on
         `expires_at` each (count and minimum), never a table scan. For the leader's gauges."""
-        now = self.clock()
-        figures: dict[str, Backlog] = {}
         async with self.sessionmaker() as session:
-            for kind in self.registry.kinds():
-                table: Any = kind.model.__table__
-                stmt = select(func.count(), func.min(table.c.expires_at)).where(
-                    table.c.expires_at <= now
-                )
-                count, oldest = (await session.execute(stmt)).one()
-                figures[kind.kind] = Backlog.measured(int(count), oldest, now)
-        return figures
+            return {
+                kind.kind: await self._kind_backlog(session, kind) for kind in self.registry.kinds()
+            }
+
+    async def _kind_backlog(self, session: AsyncSession, kind: ExpiringKind) -> Backlog:
+        now = self.clock()
+        table: Any = kind.model.__table__
+        stmt = select(func.count(), func.min(table.c.expires_at)).where(table.c.expires_at <= now)
+        count, oldest = (await session.execute(stmt)).one()
+        return Backlog.measured(int(count), oldest, now)
+
+    async def _remeasure(self, kind: ExpiringKind, pacer: Pacer) -> None:
+        """Rows that expired during a long pass (a cohort still arriving, a second one) are not
+        in the backlog measured before it; once that is deleted, measure again so they keep
+        the deadline's pace instead of the least share."""
+        async with self.sessionmaker() as session:
+            found = await self._kind_backlog(session, kind)
+        pacer.remeasured(found.expired_rows, found.oldest_age_seconds)
 
     async def next_expiry(self) -> datetime | None:
         """The soonest instant a live row of any kind expires (one index probe per kind)."""
@@ -235,6 +243,8 @@ class CleanupService:
                 return total
             # Yield the database for as long as the pacer says (busy database: longer).
             rest = pacer.after_batch(done.deleted, elapsed, done.others)
+            if pacer.backlog_spent:
+                await self._remeasure(kind, pacer)
             self.metrics.cleanup_share.labels(kind=kind.kind).set(pacer.current_share)
             if pacer.others is not None:
                 self.metrics.cleanup_others_at_work.labels(kind=kind.kind).set(pacer.others)

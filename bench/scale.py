@@ -671,7 +671,9 @@ async def section_deletion(
     conn = await asyncpg.connect(url)
     stack.push_async_callback(conn.close)
 
-    for million, target in ((1, 60.0), (5, 300.0)):
+    targets = {1: 60.0, 5: 300.0}
+    for million in args.deletion_cohorts:
+        target = targets[million]
         count = scaled(million * 1_000_000, args.scale)
         # A cohort written earlier with one expiry, as a campaign's registrations are: the rows
         # are inserted with it (other tenants, beside the 10,000,000), far enough ahead for the
@@ -882,6 +884,14 @@ def main(argv: list[str] | None = None) -> int:
     # cannot upsert faster; 0 upserts as fast as the database takes them.
     parser.add_argument("--bloat-rate", type=float, default=2500.0)
     parser.add_argument("--cleanup-interval", type=float, default=60.0)
+    parser.add_argument(
+        "--deletion-cohorts",
+        type=int,
+        nargs="+",
+        choices=[1, 5],
+        default=[1, 5],
+        help="the cohorts (millions of rows) the deletion section erases, in this order",
+    )
     parser.add_argument(
         "--peer-nice",
         type=int,

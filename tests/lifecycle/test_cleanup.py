@@ -196,3 +196,35 @@ async def test_a_cohort_that_expires_between_passes_goes_seconds_after_its_expir
     assert await count_rows(settings, "drafts") == 0
     assert health["scheduler"]["run_count"] >= 2  # the first pass saw it live, a second erased it
     assert time.monotonic() - started >= 3  # not erased before it expired
+
+
+async def test_a_backlog_past_the_count_cap_reads_as_the_cap_and_still_goes(
+    settings: Settings,
+) -> None:
+    """The backlog count stops at its cap (counting millions ran past the statement timeout);
+    the pass measures again once that many are gone, and every expired row goes."""
+    await sql(settings, "DELETE FROM drafts")
+    now = datetime.now(UTC)
+    expired = [("t1", secrets.token_hex(8), now - timedelta(minutes=n + 1)) for n in range(12)]
+    live = [("t2", secrets.token_hex(8), now + timedelta(hours=1)) for _ in range(2)]
+    await _insert_drafts(settings, expired + live)
+    engine = build_engine(settings)
+    try:
+        registry = LifecycleRegistry(TtlPolicy(settings.max_data_ttl_days))
+        registry.register("drafts", Draft)
+        service = CleanupService(
+            build_sessionmaker(engine),
+            registry,
+            Metrics(),
+            2,
+            is_sqlite=settings.is_sqlite,
+            backlog_count_cap=5,
+        )
+        backlog = await service.backlog()
+        assert backlog["drafts"].expired_rows == 5
+        assert backlog["drafts"].oldest_age_seconds >= 12 * 60  # the oldest, not any five
+        report = await service.run_once(backlog=backlog)
+        assert report.ok and report.deleted["drafts"] == 12
+    finally:
+        await engine.dispose()
+    assert await count_rows(settings, "drafts") == 2

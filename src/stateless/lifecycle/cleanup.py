@@ -28,6 +28,9 @@ from stateless.tenants.schemas import TenantContext, VerifiedAppId
 
 log = structlog.get_logger("stateless.cleanup")
 
+# The most expired rows one backlog measurement counts (per kind).
+BACKLOG_COUNT_CAP = 1_000_000
+
 
 @dataclass
 class CleanupReport:
@@ -98,6 +101,7 @@ class CleanupService:
         batch_target_seconds: float = 0.04,
         deadline_seconds: float = 45.0,
         min_batch_size: int = 100,
+        backlog_count_cap: int = BACKLOG_COUNT_CAP,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.registry = registry
@@ -109,6 +113,7 @@ class CleanupService:
         self.batch_target_seconds = batch_target_seconds
         self.deadline_seconds = deadline_seconds
         self.min_batch_size = min(min_batch_size, batch_size)
+        self.backlog_count_cap = backlog_count_cap
 
     async def run_once(
         self,
@@ -142,9 +147,20 @@ class CleanupService:
             }
 
     async def _kind_backlog(self, session: AsyncSession, kind: ExpiringKind) -> Backlog:
+        """Counted up to `backlog_count_cap` rows, oldest first: counting 5,000,000 expired rows
+        of a busy table ran past the statement timeout, and the pass then went without its
+        figures, at the least share. A larger backlog reads as the cap; once that many are
+        deleted the pass measures again, so the pace still rises as the backlog waits."""
         now = self.clock()
         table: Any = kind.model.__table__
-        stmt = select(func.count(), func.min(table.c.expires_at)).where(table.c.expires_at <= now)
+        first = (
+            select(table.c.expires_at.label("expires_at"))
+            .where(table.c.expires_at <= now)
+            .order_by(table.c.expires_at)
+            .limit(self.backlog_count_cap)
+            .subquery()
+        )
+        stmt = select(func.count(), func.min(first.c.expires_at))
         count, oldest = (await session.execute(stmt)).one()
         return Backlog.measured(int(count), oldest, now)
 
@@ -152,8 +168,14 @@ class CleanupService:
         """Rows that expired during a long pass (a cohort still arriving, a second one) are not
         in the backlog measured before it; once that is deleted, measure again so they keep
         the deadline's pace instead of the least share."""
-        async with self.sessionmaker() as session:
-            found = await self._kind_backlog(session, kind)
+        try:
+            async with self.sessionmaker() as session:
+                found = await self._kind_backlog(session, kind)
+        except Exception as exc:  # isolation boundary: measuring must never stop the deleting
+            self.metrics.cleanup_errors.labels(kind="backlog").inc()
+            log.error("cleanup_backlog_failed", error_type=type(exc).__name__, exc_info=exc)
+            pacer.backlog_rows = None  # the rest of the pass goes by the load alone
+            return
         pacer.remeasured(found.expired_rows, found.oldest_age_seconds)
 
     async def next_expiry(self) -> datetime | None:

@@ -69,7 +69,8 @@ class Metrics:
         # of each pass (what the pass found), cleared when this process stops leading.
         self.expired_rows = Gauge(
             "stateless_expired_rows",
-            "Expired rows awaiting erasure when the last cleanup pass began",
+            "Expired rows awaiting erasure when the last cleanup pass began (counted up to"
+            " 1,000,000)",
             ["kind"],
             registry=r,
         )

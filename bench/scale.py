@@ -18,8 +18,9 @@ Sections (`--only NAME`, repeatable; all by default), sizes times `--scale`:
   (>= 5,000/s), server RSS growth (<= 50 MB), register-token of another tenant during the
   broadcast vs quiet (>= 0.70x); then 200,000 Web Push subscriptions (>= 2,000/s, <= 50 MB).
 - deletion: 10,000,000 tokens; a cohort of 1,000,000 more inserted with one expiry (as a
-  campaign's registrations are), the server's own cleanup (leader, CLEANUP_INTERVAL_SECONDS=
-  --cleanup-interval, default 60 as deployed; a pass sees the cohort live first) clears them
+  campaign's registrations are), the cleanup of a `stateless worker` beside the web process, as
+  deployed (leader, CLEANUP_INTERVAL_SECONDS=--cleanup-interval, default 60 as deployed; a pass
+  sees the cohort live first; its pace lines printed after each cohort) clears them
   (<= 60 s after the expiry) while register-token runs (>= 0.80x of quiet: windows before and
   after, each with the database at rest); then 5,000,000
   (<= 300 s).
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -623,10 +625,11 @@ def _stop_process(proc: Any) -> None:
 
 
 class Drained:
-    """True once no expired device-token row is left. Asked as "is there one?", one probe of
-    the expiry index: a count(*) of what is left visits every remaining row's heap tuple, and
-    four times a second over millions of rows it was the heaviest load on the box, charged to
-    the cleanup it was watching."""
+    """True once no expired device-token row is left. Asked as "is there one?", once a second,
+    one probe of the expiry index: a count(*) of what is left visits every remaining row's heap
+    tuple, and four times a second over millions of rows it was the heaviest load on the box,
+    charged to the cleanup it was watching. (The probe still steps over the index entries of
+    the rows deleted so far, which stay until a vacuum.)"""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -639,6 +642,40 @@ class Drained:
 
 
 # -- deletion -------------------------------------------------------------------------------
+PACE_FIELDS = (
+    "walked",
+    "rows",
+    "seconds",
+    "share",
+    "late",
+    "busy",
+    "row_us",
+    "base_row_us",
+    "judged_row_us",
+    "overhead_ms",
+)
+
+
+def pace_lines(log_path: Path, offset: int) -> list[str]:
+    """The device-token drain's pace, as the server logged it (every 10 s and at the end):
+    what the cleanup saw and took, beside what the requests got."""
+    lines = []
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        for raw in log:
+            if b"cleanup_kind_dra" not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if entry.get("kind") != "device_tokens":
+                continue
+            shown = " ".join(f"{name}={entry.get(name)}" for name in PACE_FIELDS)
+            lines.append(f"{entry.get('event')}: {shown}")
+    return lines
+
+
 async def at_rest(conn: asyncpg.Connection) -> None:
     """Write what a bulk insert left dirty before a quiet window: a quiet measurement taken
     while the checkpointer and the kernel flush a fresh cohort (300 MB to 1.5 GB) read 1,320
@@ -653,12 +690,7 @@ async def section_deletion(
 ) -> None:
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-delete-")))
     url = await args.dbs.create("deletion")
-    env = base_env(
-        url,
-        workdir,
-        RUN_BACKGROUND_JOBS="true",  # this server leads, so its cleanup job runs
-        CLEANUP_INTERVAL_SECONDS=str(args.cleanup_interval),
-    )
+    env = base_env(url, workdir, CLEANUP_INTERVAL_SECONDS=str(args.cleanup_interval))
     tenant = bench_tenant(env)
     tokens = scaled(10_000_000, args.scale)
     print(f"  loading {tokens:,} device tokens ...", flush=True)
@@ -667,6 +699,9 @@ async def section_deletion(
     print(f"  loaded in {seconds:.1f} s", flush=True)
     server = Server(env, workdir).start()
     stack.callback(server.stop)
+    # As deployed (render.yaml): the web process serves, a worker leads and runs the cleanup
+    # (its pace lines, cleanup_kind_draining/drained, are info).
+    server.start_worker(LOG_LEVEL="INFO")
     register = scenario_table(tenant, "unused")["register-token"]
     conn = await asyncpg.connect(url)
     stack.push_async_callback(conn.close)
@@ -694,12 +729,15 @@ async def section_deletion(
         late = (datetime.now(UTC) - expiry).total_seconds()
         await asyncio.sleep(max(0.0, -late))
         zero = time.perf_counter()
-        watcher = asyncio.create_task(poll_until(Drained(conn), target * 3, 0.25))
+        log_start = server.worker_log_path.stat().st_size
+        watcher = asyncio.create_task(poll_until(Drained(conn), target * 3, 1.0))
         during = await measure_while(
             register, server, args.connections, lambda w=watcher: not w.done(), 1.0, target * 3
         )
         finished = await watcher
         took = time.perf_counter() - zero
+        for line in pace_lines(server.worker_log_path, log_start):
+            print(f"    {line}", flush=True)
         # Quiet again once the cohort is gone: the baseline is both windows together, so the
         # machine's drift over the minutes between them is not charged to the deletion.
         await at_rest(conn)

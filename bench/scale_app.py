@@ -125,13 +125,17 @@ class Server:
             raise RuntimeError(f"server did not start: {self.log_tail()}") from None
         return self
 
-    def start_worker(self) -> None:
+    @property
+    def worker_log_path(self) -> Path:
+        return self.log_path.with_suffix(".worker.log")
+
+    def start_worker(self, **extra_env: str) -> None:
         """`stateless worker` beside the web process (RUN_BACKGROUND_JOBS off there), as
         deployed: background work, broadcasts included, in a process of its own (niced)."""
-        with self.log_path.with_suffix(".worker.log").open("ab") as log:
+        with self.worker_log_path.open("ab") as log:
             self.worker = subprocess.Popen(
                 [str(BIN / "stateless"), "worker"],
-                env=self.env,
+                env={**self.env, **extra_env},
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

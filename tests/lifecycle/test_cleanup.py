@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -232,8 +233,55 @@ async def test_a_backlog_past_the_count_cap_reads_as_the_cap_and_still_goes(
         backlog = await service.backlog()
         assert backlog["drafts"].expired_rows == 5
         assert backlog["drafts"].oldest_age_seconds >= 12 * 60  # the oldest, not any five
-        report = await service.run_once(backlog=backlog)
+        with structlog.testing.capture_logs() as logs:
+            report = await service.run_once(backlog=backlog)
         assert report.ok and report.deleted["drafts"] == 12
     finally:
         await engine.dispose()
     assert await count_rows(settings, "drafts") == 2
+    # The drain's pace line: every row it deleted, in the backlog it ended up measuring.
+    drained = [entry for entry in logs if entry["event"] == "cleanup_kind_drained"]
+    assert [(e["kind"], e["rows"], e["backlog_rows"]) for e in drained] == [("drafts", 12, 12)]
+    assert drained[0]["batches"] == 7 and 0 < drained[0]["share"] <= 1  # 6 of 2, one empty
+
+
+async def test_a_cohort_written_together_is_walked_by_page_and_only_its_expired_rows_go(
+    settings: Settings,
+) -> None:
+    """A cohort inserted together lies on adjacent pages: on Postgres the drain reads on by heap
+    page once a batch found it dense (index scans step over every entry already deleted), and
+    goes back to the index when a range runs out. Live rows among and around it stay."""
+    await sql(settings, "DELETE FROM drafts")
+    await sql(settings, "DELETE FROM erasure_counts")
+    now = datetime.now(UTC)
+    past, future = now - timedelta(minutes=5), now + timedelta(hours=1)
+    rows = [("t2", f"before-{i}", future) for i in range(1500)]
+    # the cohort, with a live row of another tenant written among every tenth
+    for i in range(3000):
+        rows.append(("t1", f"cohort-{i}", past))
+        if i % 10 == 0:
+            rows.append(("t3", f"among-{i}", future))
+    rows += [("t2", f"after-{i}", future) for i in range(1500)]
+    await _insert_drafts(settings, rows)
+    engine = build_engine(settings)
+    try:
+        registry = LifecycleRegistry(TtlPolicy(settings.max_data_ttl_days))
+        registry.register("drafts", Draft)
+        service = CleanupService(
+            build_sessionmaker(engine), registry, Metrics(), 200, is_sqlite=settings.is_sqlite
+        )
+        with structlog.testing.capture_logs() as logs:
+            report = await service.run_once()
+        assert report.ok and report.deleted["drafts"] == 3000
+    finally:
+        await engine.dispose()
+    remaining = {(r[0], r[1]) for r in await sql(settings, "SELECT app_id, draft_id FROM drafts")}
+    assert remaining == {(a, d) for a, d, e in rows if e > now}
+    counted = await sql(settings, "SELECT app_id, sum(erased) FROM erasure_counts GROUP BY app_id")
+    assert [tuple(row) for row in counted] == [("t1", 3000)]
+    (drained,) = [entry for entry in logs if entry["event"] == "cleanup_kind_drained"]
+    assert drained["rows"] == 3000
+    if settings.is_sqlite:
+        assert drained["walked"] == 0  # deleting removes SQLite's index entries: nothing to skip
+    else:
+        assert drained["walked"] >= 10  # most of the 15 batches read by page

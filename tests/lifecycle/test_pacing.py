@@ -87,7 +87,7 @@ def test_a_busy_database_gets_what_the_deadline_needs_and_no_more() -> None:
     assert cohort.current_share == cohort.max_share and not cohort.hopeless
     hopeless = Pacer(max_batch=50_000, backlog_rows=5_000_000)
     _feed(hopeless, 30e-6, 20, others=3)  # 150 s of deleting: late at any share
-    assert hopeless.current_share == hopeless.congested_deadline_share
+    assert hopeless.hopeless and hopeless.current_share == hopeless.congested_deadline_share
     quiet = Pacer(max_batch=50_000, backlog_rows=5_000_000)
     _feed(quiet, 30e-6, 20, others=0)
     assert quiet.current_share == quiet.max_share
@@ -120,3 +120,52 @@ def test_rows_that_expired_during_the_pass_keep_the_deadlines_pace() -> None:
     # 1,000,000 rows at 20 us: 20 s of deleting in the 25 s left, within reach at 90 %: the
     # deadline asks for the most, busy or not
     assert pacer.hopeless is False and pacer.current_share == pacer.max_share
+
+
+def test_a_late_backlog_is_spread_over_the_late_deadline_while_busy() -> None:
+    """5,000,000 rows at 10 us are 50 s of deleting: late for the 45 s at any share. While the
+    database is busy they are spread so they are gone within the late deadline (aimed at three
+    quarters of its four minutes): about 0.28 of the time, where half would take a third of
+    the requests' throughput for the whole drain. Quiet, they go at the most."""
+    late = Pacer(max_batch=50_000, backlog_rows=5_000_000)
+    _feed(late, 10e-6, 20, others=3)
+    assert late.hopeless
+    assert 0.25 < late.current_share < 0.3
+    quiet = Pacer(max_batch=50_000, backlog_rows=5_000_000)
+    _feed(quiet, 10e-6, 20, others=0)
+    assert quiet.current_share == quiet.max_share
+    # Past the late deadline it is later still: half the time, no more.
+    overdue = Pacer(max_batch=50_000, backlog_rows=5_000_000, oldest_age_seconds=300)
+    _feed(overdue, 10e-6, 20, others=3)
+    assert overdue.current_share == overdue.congested_deadline_share
+
+
+def test_a_backlog_judged_late_on_dear_early_batches_is_judged_again_as_they_cheapen() -> None:
+    """1,000,000 rows judged at 50 us a row (50 s of deleting) look late; at the 15 us the
+    later batches cost they are 15 s, within the minute: the pace goes back to what the 45 s
+    need, and stays there though the rows get dear again (never held back for falling behind)."""
+    cohort = Pacer(max_batch=50_000, backlog_rows=1_000_000)
+    _feed(cohort, 50e-6, 6, others=3)
+    assert cohort.hopeless
+    _feed(cohort, 15e-6, 10, others=3)
+    assert cohort.hopeless is False
+    assert cohort.current_share > 0.35  # what 45 s need, not what four minutes do
+    _feed(cohort, 60e-6, 10, others=3)
+    assert cohort.hopeless is False and cohort.current_share == cohort.max_share
+
+
+def test_a_busy_event_loop_is_not_taken_for_a_slow_database() -> None:
+    """In a process that also serves requests at full load, a batch whose statement took 4 ms
+    for 1,000 rows spent 50 ms on the wall, waiting for the event loop. Costs and sizes go by
+    the statement's time (batches grow to 40 ms of it), the rest and the deadline by the
+    wall's: the wait is paid once per batch, and counted in what the backlog still needs."""
+    pacer = Pacer(max_batch=50_000, backlog_rows=1_000_000)
+    for _ in range(12):
+        rows = pacer.size
+        rest = pacer.after_batch(rows, rows * 4e-6, others=3, wall=rows * 4e-6 + 0.046)
+    assert pacer.size == 10_000  # 40 ms at 4 us a row, not the least size
+    assert abs(pacer.overhead - 0.046) < 0.002
+    share = pacer.current_share
+    assert abs(rest - (0.04 + 0.046) * (1 - share) / share) < 1e-3  # rests by the wall
+    # the backlog left: ~890,000 rows at 4 us (3.6 s) + 89 batches' 46 ms (4.1 s) in 45 s
+    assert 0.2 < pacer.deadline_share() < 0.3

@@ -30,6 +30,8 @@ log = structlog.get_logger("stateless.cleanup")
 
 # The most expired rows one backlog measurement counts (per kind).
 BACKLOG_COUNT_CAP = 1_000_000
+# How often a drain that runs on logs its pace (info).
+PROGRESS_EVERY_SECONDS = 10.0
 
 
 @dataclass
@@ -51,9 +53,31 @@ class Batch:
     deleted: int
     drained: bool
     others: int | None = None
+    seconds: float | None = None  # the database's own time for the batch's statement
 
 
-BatchFn = Callable[[ExpiringKind, int], Awaitable[Batch]]
+@dataclass(slots=True)
+class Walk:
+    """Where a drain reads next in physical order (Postgres 14 and later).
+
+    Deleting leaves each row's index entries in place until a vacuum; an index scan for "the
+    oldest expired rows" steps over every entry a previous batch deleted. Over a cohort of
+    1,000,000 rows with one expiry, batch after batch, that walk grew with each batch (35 ms
+    to find 1,000 rows with 300,000 gone, measured under load), batches shrank to their least
+    size and the drain took 100 times what its rows cost. Rows written together lie together,
+    so once a batch found its rows dense on few pages, the next batches read on from there by
+    heap page (a TID range scan, which sees no index), and go back to the index when a range
+    runs out of expired rows."""
+
+    page: int | None = None  # the next batch reads from this heap page
+    rows_per_page: float = 0.0
+    walked: int = 0  # batches that read by page
+
+
+# A batch whose rows fill at least this many rows per page found a cohort written together.
+WALK_MIN_DENSITY = 4.0
+
+BatchFn = Callable[[ExpiringKind, int, Walk], Awaitable[Batch]]
 
 # Other client sessions of this database that are running a statement or are inside a
 # transaction: the requests cleanup shares the database with. Read in the batch's own statement.
@@ -127,7 +151,7 @@ class CleanupService:
         `backlog` (the leader's measurement before the pass) lets the pace meet the deadline.
         """
         report = await self._run(
-            stop, lambda kind, n: self._expired_batch(kind, app_id, n), backlog or {}
+            stop, lambda kind, n, walk: self._expired_batch(kind, app_id, n, walk), backlog or {}
         )
         if not report.interrupted:
             try:
@@ -174,7 +198,10 @@ class CleanupService:
         except Exception as exc:  # isolation boundary: measuring must never stop the deleting
             self.metrics.cleanup_errors.labels(kind="backlog").inc()
             log.error("cleanup_backlog_failed", error_type=type(exc).__name__, exc_info=exc)
-            pacer.backlog_rows = None  # the rest of the pass goes by the load alone
+            # A count that could not finish (past the statement timeout: the index entries of
+            # the rows just deleted are still there to step over) met a large backlog, not
+            # none: the pass goes on as if the cap were left, and measures again after that.
+            pacer.assume_left(self.backlog_count_cap)
             return
         pacer.remeasured(found.expired_rows, found.oldest_age_seconds)
 
@@ -203,7 +230,7 @@ class CleanupService:
         if not app_id:
             raise ValueError("erase_tenant needs a tenant")
         return await self._run(
-            stop, lambda kind, n: self._tenant_batch(kind, tenant, app_id, n), {}
+            stop, lambda kind, n, walk: self._tenant_batch(kind, tenant, app_id, n), {}
         )
 
     async def _run(
@@ -254,29 +281,47 @@ class CleanupService:
         pacer: Pacer,
     ) -> int:
         total = 0
+        walk = Walk()
+        next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
         while True:
             started = time.perf_counter()
-            done = await batch(kind, pacer.size)
-            elapsed = time.perf_counter() - started
+            done = await batch(kind, pacer.size, walk)
+            wall = time.perf_counter() - started
+            elapsed = wall if done.seconds is None else min(wall, done.seconds)
             total += done.deleted
             if done.deleted:
                 self.metrics.cleanup_deleted.labels(kind=kind.kind).inc(done.deleted)
             if done.drained or (stop is not None and stop.is_set()):
+                if total:
+                    pacer.after_batch(done.deleted, elapsed, done.others, wall)  # the last too
+                    log.info(
+                        "cleanup_kind_drained",
+                        kind=kind.kind,
+                        walked=walk.walked,
+                        **pacer.figures(),
+                    )
                 return total
             # Yield the database for as long as the pacer says (busy database: longer).
-            rest = pacer.after_batch(done.deleted, elapsed, done.others)
+            rest = pacer.after_batch(done.deleted, elapsed, done.others, wall)
             if pacer.backlog_spent:
                 await self._remeasure(kind, pacer)
+            if time.monotonic() >= next_report:  # a long drain says how it goes
+                next_report += PROGRESS_EVERY_SECONDS
+                log.info(
+                    "cleanup_kind_draining", kind=kind.kind, walked=walk.walked, **pacer.figures()
+                )
             self.metrics.cleanup_share.labels(kind=kind.kind).set(pacer.current_share)
             if pacer.others is not None:
                 self.metrics.cleanup_others_at_work.labels(kind=kind.kind).set(pacer.others)
             await asyncio.sleep(rest)
 
-    async def _expired_batch(self, kind: ExpiringKind, app_id: str | None, n: int) -> Batch:
+    async def _expired_batch(
+        self, kind: ExpiringKind, app_id: str | None, n: int, walk: Walk
+    ) -> Batch:
         model: Any = kind.model
         async with self.sessionmaker() as session:
             if kind.before_delete is None:
-                result = await self._delete_batch_direct(session, kind.kind, model, app_id, n)
+                result = await self._delete_batch_direct(session, kind.kind, model, app_id, n, walk)
             else:
                 conditions = [model.expires_at <= self.clock()]
                 if app_id is not None:
@@ -325,11 +370,18 @@ class CleanupService:
             await session.commit()
 
     async def _delete_batch_direct(
-        self, session: AsyncSession, kind: str, model: Any, app_id: str | None, n: int
+        self,
+        session: AsyncSession,
+        kind: str,
+        model: Any,
+        app_id: str | None,
+        n: int,
+        walk: Walk | None = None,
     ) -> Batch:
         """One statement per batch, by physical row id (Postgres ctid, a TID scan; SQLite rowid):
         no rows travel to Python, no primary-key probes, locks held only for the batch, and on
-        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only, oldest first.
+        Postgres SKIP LOCKED so it never waits on a writer. Expired rows only, oldest first
+        (walking a cohort, in the order it was written).
 
         `ORDER BY expires_at` keeps the batch on the expiry index. Without it, once statistics
         say a large share of the table has expired, the planner reads the table from its start
@@ -340,7 +392,10 @@ class CleanupService:
         on Postgres inside the same statement (the deleted rows' app ids grouped and upserted
         by data-modifying CTEs: a separate upsert cost a round trip per batch and, measured,
         most of the batch's time budget); SQLite returns each deleted row's app id. On Postgres
-        the same statement counts the other sessions at work, for the pacer."""
+        the same statement counts the other sessions at work, for the pacer.
+
+        On Postgres 14 and later a batch that found its rows on few pages hands on a `Walk`: the
+        next batches take the expired rows from there by heap page, not by the index."""
         table = model.__table__.name  # our own metadata, never user input
         now = self.clock()
         # SQLite keeps naive UTC text in SQLAlchemy's format (see UTCDateTime)
@@ -371,21 +426,47 @@ class CleanupService:
         await session.execute(text("SET LOCAL synchronous_commit = off"))
         hour = hour_of(now)
         params.update(kind=kind, hour=hour, bucket_expires=hour + BUCKET_LIFETIME)
+        walks = walk is not None and _walks(session)
+        walking = walks and walk is not None and walk.page is not None
+        if walking:
+            assert walk is not None and walk.page is not None
+            walk.walked += 1
+            # Enough pages for twice the batch at the density the last batch found.
+            span = int(2 * n / walk.rows_per_page) + 1
+            params.update(lo=(walk.page, 0), hi=(walk.page + span, 0))  # (page, item) tids
+            where.insert(0, "ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid)")
+            chosen = " AND ".join(where) + " LIMIT :n"
+        else:
+            chosen = condition + " ORDER BY expires_at LIMIT :n"
         sql = (
             f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
-            f"SELECT ctid FROM {table} WHERE {condition} ORDER BY expires_at LIMIT :n "
+            f"SELECT ctid FROM {table} WHERE {chosen} "
             "FOR UPDATE SKIP LOCKED)) "
-            "RETURNING app_id), "
+            "RETURNING app_id, ctid), "
             "tally AS (SELECT app_id, count(*) AS n FROM gone GROUP BY app_id), "
             "counted AS (INSERT INTO erasure_counts "
             "(app_id, kind, hour, erased, created_at, expires_at) "
             "SELECT app_id, :kind, :hour, n, :now, :bucket_expires FROM tally "
             "ON CONFLICT (app_id, kind, hour) "
             "DO UPDATE SET erased = erasure_counts.erased + excluded.erased) "
-            f"SELECT coalesce(sum(n), 0), {_OTHERS_AT_WORK} FROM tally"
+            f"SELECT coalesce(sum(n), 0), {_OTHERS_AT_WORK}, "
+            + (  # the first and last heap page the batch emptied rows on (min(tid): 14+)
+                "(SELECT (min(ctid)::text::point)[0] FROM gone), "
+                "(SELECT (max(ctid)::text::point)[0] FROM gone), "
+                if walks
+                else "NULL, NULL, "
+            )
+            # the statement's own time, as the database saw it (the wall clock in a busy
+            # process also counts the wait for the event loop)
+            + "extract(epoch FROM clock_timestamp() - statement_timestamp()) FROM tally"
         )
-        deleted, others = (await session.execute(text(sql), params)).one()
-        return Batch(int(deleted), int(deleted) < n, int(others))
+        row = (await session.execute(text(sql), params)).one()
+        deleted, others, first, last, seconds = row
+        deleted = int(deleted)
+        if walk is not None and walks:
+            _walk_on(walk, deleted, n, first, last)
+        # A range that ran out of expired rows says nothing of the rest: the index does.
+        return Batch(deleted, deleted < n and not walking, int(others), float(seconds))
 
     async def _delete_batch_with_rows(
         self,
@@ -419,3 +500,22 @@ class CleanupService:
         """Fold the WAL into the main file and truncate it, so erased pages leave no copy behind."""
         async with self.sessionmaker() as session:
             await checkpoint_sqlite_wal(session)
+
+
+def _walks(session: AsyncSession) -> bool:
+    """TID range scans came with Postgres 14; before, `ctid >= ...` reads the whole table."""
+    version = session.get_bind().dialect.server_version_info or (0,)
+    return tuple(version) >= (14,)
+
+
+def _walk_on(walk: Walk, deleted: int, n: int, first: float | None, last: float | None) -> None:
+    """After a batch: read on by page from where it ended if it filled its batch with rows
+    packed on few pages, else go back to the index."""
+    if deleted < n or first is None or last is None:
+        walk.page = None
+        return
+    density = deleted / (int(last) - int(first) + 1)
+    if walk.page is None and density < WALK_MIN_DENSITY:
+        return  # rows scattered over the table: the index finds them best
+    # The last page may hold expired rows the batch's limit left: start there.
+    walk.page, walk.rows_per_page = int(last), max(density, 1.0)

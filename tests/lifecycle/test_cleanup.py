@@ -212,7 +212,8 @@ async def test_a_backlog_past_the_count_cap_reads_as_the_cap_and_still_goes(
     settings: Settings,
 ) -> None:
     """The backlog count stops at its cap (counting millions ran past the statement timeout);
-    the pass measures again once that many are gone, and every expired row goes."""
+    on Postgres the planner's estimate then says how many more; the pass measures again once
+    the figure is deleted, and every expired row goes."""
     await sql(settings, "DELETE FROM drafts")
     now = datetime.now(UTC)
     expired = [("t1", secrets.token_hex(8), now - timedelta(minutes=n + 1)) for n in range(12)]
@@ -230,8 +231,12 @@ async def test_a_backlog_past_the_count_cap_reads_as_the_cap_and_still_goes(
             is_sqlite=settings.is_sqlite,
             backlog_count_cap=5,
         )
+        await sql(settings, "ANALYZE drafts")
         backlog = await service.backlog()
-        assert backlog["drafts"].expired_rows == 5
+        if settings.is_sqlite:
+            assert backlog["drafts"].expired_rows == 5
+        else:  # past the cap, the planner's estimate (12 expired of 14, by the statistics)
+            assert 10 <= backlog["drafts"].expired_rows <= 14
         assert backlog["drafts"].oldest_age_seconds >= 12 * 60  # the oldest, not any five
         with structlog.testing.capture_logs() as logs:
             report = await service.run_once(backlog=backlog)
@@ -241,7 +246,10 @@ async def test_a_backlog_past_the_count_cap_reads_as_the_cap_and_still_goes(
     assert await count_rows(settings, "drafts") == 2
     # The drain's pace line: every row it deleted, in the backlog it ended up measuring.
     drained = [entry for entry in logs if entry["event"] == "cleanup_kind_drained"]
-    assert [(e["kind"], e["rows"], e["backlog_rows"]) for e in drained] == [("drafts", 12, 12)]
+    assert [(e["kind"], e["rows"]) for e in drained] == [("drafts", 12)]
+    assert (
+        drained[0]["backlog_rows"] == 12 if settings.is_sqlite else drained[0]["backlog_rows"] >= 12
+    )
     assert drained[0]["batches"] == 7 and 0 < drained[0]["share"] <= 1  # 6 of 2, one empty
 
 

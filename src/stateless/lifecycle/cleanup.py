@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import delete, func, inspect, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -186,7 +187,25 @@ class CleanupService:
         )
         stmt = select(func.count(), func.min(first.c.expires_at))
         count, oldest = (await session.execute(stmt)).one()
-        return Backlog.measured(int(count), oldest, now)
+        count = int(count)
+        if count >= self.backlog_count_cap and not self.is_sqlite:
+            # More than the cap: the planner's estimate says how many more (from the last
+            # ANALYZE; stale, it says too few, and the cap stands). Pacing a 5,000,000-row
+            # cohort by the cap alone planned a million at a time, dawdled, and finished with
+            # 14 s of the five minutes to spare.
+            count = max(count, await self._estimated_expired(session, table, now))
+        return Backlog.measured(count, oldest, now)
+
+    @staticmethod
+    async def _estimated_expired(session: AsyncSession, table: Any, now: datetime) -> int:
+        """The planner's row estimate for the expired rows of `table` (Postgres; no scan)."""
+        sql = (
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table.name}"  # noqa: S608 - table from metadata
+            " WHERE expires_at <= :now"
+        )
+        plan = (await session.execute(text(sql), {"now": now})).scalar_one()
+        doc = orjson.loads(plan) if isinstance(plan, str | bytes) else plan
+        return int(doc[0]["Plan"]["Plan Rows"])
 
     async def _remeasure(self, kind: ExpiringKind, pacer: Pacer) -> None:
         """Rows that expired during a long pass (a cohort still arriving, a second one) are not

@@ -70,7 +70,7 @@ class Metrics:
         self.expired_rows = Gauge(
             "stateless_expired_rows",
             "Expired rows awaiting erasure when the last cleanup pass began (counted up to"
-            " 1,000,000)",
+            " 1,000,000; past that, the planner's estimate where it is higher)",
             ["kind"],
             registry=r,
         )
